@@ -1,0 +1,177 @@
+//! `assay analyze PATH…`
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use assay::config::Config;
+use assay::pipeline::{self, Pipeline, RunReport, input};
+use comfy_table::{ContentArrangement, Table, presets};
+use futures::StreamExt as _;
+
+use super::Engine;
+use crate::Outcome;
+
+/// Arguments of `assay analyze`.
+#[derive(Debug, clap::Args)]
+pub struct AnalyzeArgs {
+    /// Files, directories (searched recursively for .txt, .md and .json) or `-` for standard input.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Kind of the documents (a .json document may name its own).
+    #[arg(long, default_value = "transcript")]
+    pub kind: String,
+    /// Metadata for every document, as key=value (repeatable), e.g. --meta group=acme.
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// Print one JSON object per document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command.
+pub async fn run(config: &Config, args: AnalyzeArgs) -> anyhow::Result<Outcome> {
+    if !input::valid_kind(&args.kind) {
+        bail!(
+            "--kind {:?} is not valid: use letters, digits, `_`, `.`, `:` or `-`",
+            args.kind
+        );
+    }
+    let meta = input::parse_meta(&args.meta).map_err(anyhow::Error::msg)?;
+    let (documents, input_problems) = input::collect(&args.paths, &args.kind, &meta);
+    for problem in &input_problems {
+        eprintln!("warning: skipped {problem}");
+    }
+    if documents.is_empty() {
+        bail!(
+            "no documents to analyse ({} inputs could not be used)",
+            input_problems.len()
+        );
+    }
+
+    let engine = Engine::start(config).await?;
+    if engine.registry.plugins().is_empty() {
+        engine.stop().await?;
+        bail!(
+            "no plugins are loaded: put plugin components (*.wasm) in {} or enable `plugins.bundled`",
+            config.plugins.dir.display()
+        );
+    }
+    let pipeline = Pipeline::new(
+        engine.runtime.clone(),
+        engine.registry.clone(),
+        engine.db.clone(),
+        config,
+    );
+
+    let mut reports: Vec<RunReport> = Vec::new();
+    let mut document_errors = Vec::new();
+    let mut interrupted = false;
+    {
+        let mut runs = futures::stream::iter(documents)
+            .map(|doc| {
+                let pipeline = pipeline.clone();
+                async move {
+                    let source = doc.source.clone();
+                    (source, pipeline.run(doc).await)
+                }
+            })
+            .buffered(config.pipeline.concurrency.max(1));
+        loop {
+            tokio::select! {
+                next = runs.next() => match next {
+                    Some((_, Ok(report))) => {
+                        if args.json {
+                            println!("{}", serde_json::to_string(&report)?);
+                        }
+                        reports.push(report);
+                    }
+                    Some((source, Err(e))) => {
+                        eprintln!("error: {source}: {e}");
+                        document_errors.push(source);
+                    }
+                    None => break,
+                },
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("interrupted: runs already stored are kept, the rest were not started or are rolled back");
+                    interrupted = true;
+                    break;
+                }
+            }
+        }
+    }
+    drop(pipeline);
+
+    if !args.json {
+        print_table(&reports);
+    }
+    let failures: Vec<(String, String, String)> = reports
+        .iter()
+        .flat_map(|r| {
+            r.failures().map(|f| {
+                (
+                    r.source.clone(),
+                    f.plugin.clone(),
+                    f.message.clone().unwrap_or_default(),
+                )
+            })
+        })
+        .collect();
+    let findings: usize = reports.iter().map(|r| r.findings.len()).sum();
+    eprintln!(
+        "{} documents analysed, {findings} findings stored in {}",
+        reports.len(),
+        engine.db.target
+    );
+    if !failures.is_empty() {
+        eprintln!(
+            "{} plugin calls failed (recorded in assay.run_plugins):",
+            failures.len()
+        );
+        for (source, plugin, message) in &failures {
+            eprintln!("  {source}: plugin {plugin} {message}");
+        }
+    }
+    engine.stop().await?;
+    if interrupted || (reports.is_empty() && !document_errors.is_empty()) {
+        bail!(
+            "no complete result: {} documents could not be stored",
+            document_errors.len()
+        );
+    }
+    let clean = failures.is_empty() && input_problems.is_empty() && document_errors.is_empty();
+    Ok(if clean {
+        Outcome::Success
+    } else {
+        Outcome::Partial
+    })
+}
+
+fn print_table(reports: &[RunReport]) {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(["document", "plugin", "label", "score", "excerpt"]);
+    for report in reports {
+        let document = std::path::Path::new(&report.source)
+            .file_name()
+            .map_or_else(
+                || report.source.clone(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+        for f in &report.findings {
+            let excerpt = f
+                .excerpt
+                .clone()
+                .unwrap_or_else(|| pipeline::excerpt(&f.data.to_string()));
+            table.add_row([
+                document.clone(),
+                f.plugin.clone(),
+                f.label.clone(),
+                f.score.map_or_else(String::new, |s| format!("{s:.2}")),
+                excerpt,
+            ]);
+        }
+    }
+    println!("{table}");
+}

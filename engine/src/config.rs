@@ -1,0 +1,204 @@
+//! Configuration: `assay.toml`, layered with `ASSAY__…` environment variables
+//! and `DATABASE_URL`.
+//!
+//! Every field has a default, so an empty (or missing) `assay.toml` is valid.
+//! Environment variables use `__` between levels: `ASSAY__PLUGINS__DIR=/srv/plugins`
+//! sets `plugins.dir`. `DATABASE_URL`, when set, wins over `database.url`.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one `assay` process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where results are stored.
+    pub database: DatabaseConfig,
+    /// Where plugins come from.
+    pub plugins: PluginsConfig,
+    /// Default limits for every plugin call.
+    pub limits: LimitsConfig,
+    /// How documents flow through the pipeline.
+    pub pipeline: PipelineConfig,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// A PostgreSQL (≥ 14) connection URL, e.g. `postgres://assay:secret@db.internal/assay`.
+    /// When absent (and `DATABASE_URL` is unset), assay runs its own embedded server.
+    pub url: Option<String>,
+    /// Connections the engine itself keeps for storing runs.
+    pub pool_size: u32,
+    /// Connections shared by plugin calls that use the `sql` or `state` interfaces.
+    pub plugin_pool_size: u32,
+    /// How long to wait for a connection before reporting the database unavailable.
+    pub connect_timeout_ms: u64,
+    /// The embedded server used when no URL is configured.
+    pub embedded: EmbeddedConfig,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            pool_size: 4,
+            plugin_pool_size: 8,
+            connect_timeout_ms: 5_000,
+            embedded: EmbeddedConfig::default(),
+        }
+    }
+}
+
+/// `[database.embedded]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// Data directory of the embedded server; created (`initdb`) on first use and reused.
+    pub data_dir: PathBuf,
+    /// Directory holding `initdb`, `pg_ctl` and `postgres`. Found automatically when
+    /// absent: `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin`, then `PATH`.
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".assay/postgres"),
+            bin_dir: None,
+        }
+    }
+}
+
+/// `[plugins]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Every WebAssembly component (`*.wasm`) in this directory is loaded. Created when missing.
+    pub dir: PathBuf,
+    /// Also load the example plugins built into the `assay` binary (`redact`,
+    /// `keywords`, `sentiment`, `history`). A component in `dir` whose manifest has
+    /// the same name replaces the bundled one.
+    pub bundled: bool,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(".assay/plugins"),
+            bundled: true,
+        }
+    }
+}
+
+/// `[limits]`: defaults for every plugin call.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Wall-clock deadline of one plugin call, including its SQL.
+    pub call_timeout_ms: u64,
+    /// Server-side `statement_timeout` of each SQL statement a plugin runs.
+    pub statement_timeout_ms: u64,
+    /// Maximum linear memory of one plugin instance, in MiB.
+    pub memory_mib: u64,
+    /// Maximum findings one call may return.
+    pub max_findings: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            call_timeout_ms: 10_000,
+            statement_timeout_ms: 5_000,
+            memory_mib: 128,
+            max_findings: 10_000,
+        }
+    }
+}
+
+/// `[pipeline]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Documents analysed at the same time.
+    pub concurrency: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self { concurrency: 4 }
+    }
+}
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl Config {
+    /// Reads `path` (if it exists), then `ASSAY__…` variables, then `DATABASE_URL`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(path))
+            .merge(Env::prefixed("ASSAY__").split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        if let Ok(url) = std::env::var("DATABASE_URL")
+            && !url.trim().is_empty()
+        {
+            config.database.url = Some(url);
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_gives_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            let config =
+                Config::load(Path::new("does-not-exist.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(config, Config::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_env_then_database_url() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "assay.toml",
+                "[plugins]\ndir = \"p\"\n[limits]\ncall_timeout_ms = 7\n[database]\nurl = \"postgres://file\"\n",
+            )?;
+            jail.set_env("ASSAY__LIMITS__CALL_TIMEOUT_MS", "9");
+            let config = Config::load(Path::new("assay.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(config.plugins.dir, PathBuf::from("p"));
+            assert_eq!(config.limits.call_timeout_ms, 9);
+            assert_eq!(config.database.url.as_deref(), Some("postgres://file"));
+            jail.set_env("DATABASE_URL", "postgres://env");
+            let config = Config::load(Path::new("assay.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(config.database.url.as_deref(), Some("postgres://env"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("assay.toml", "[plugins]\ndirectory = \"p\"\n")?;
+            let err = Config::load(Path::new("assay.toml")).expect_err("unknown key must fail");
+            assert!(err.to_string().contains("directory"), "{err}");
+            Ok(())
+        });
+    }
+}

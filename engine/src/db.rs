@@ -1,0 +1,316 @@
+//! PostgreSQL: connecting (to a configured server or the embedded default),
+//! the engine's schema, and storing runs.
+
+pub mod embedded;
+pub mod migrate;
+pub mod store;
+
+use std::time::Duration;
+
+use bb8::{Pool, PooledConnection, RunError};
+use bb8_postgres::PostgresConnectionManager;
+use tokio_postgres::NoTls;
+
+use crate::config::DatabaseConfig;
+use embedded::EmbeddedPostgres;
+
+/// A bb8 pool of tokio-postgres connections.
+pub type PgPool = Pool<PostgresConnectionManager<NoTls>>;
+/// A connection taken from a [`PgPool`], owned (not borrowing the pool).
+pub type PgConnection = PooledConnection<'static, PostgresConnectionManager<NoTls>>;
+
+/// Why the database could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The embedded server could not be started.
+    #[error("cannot start the embedded PostgreSQL: {0}")]
+    Embedded(#[from] embedded::EmbeddedError),
+    /// The configured URL is not a valid connection string.
+    #[error("invalid database URL ({url}): {source}")]
+    BadUrl {
+        /// The URL with its password hidden.
+        url: String,
+        /// What is wrong with it.
+        source: tokio_postgres::Error,
+    },
+    /// No connection could be made in time.
+    #[error(
+        "cannot connect to PostgreSQL at {target}: {message}. Check that the server is running and reachable, or unset DATABASE_URL to use the embedded server"
+    )]
+    Unavailable {
+        /// Where we tried to connect.
+        target: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The server is older than assay supports.
+    #[error("PostgreSQL at {target} is version {version}; assay needs 14 or newer")]
+    TooOld {
+        /// Where.
+        target: String,
+        /// What it reported.
+        version: String,
+    },
+    /// Applying the engine's migrations failed.
+    #[error("cannot apply assay's migrations: {0}")]
+    Migrate(String),
+    /// A statement failed.
+    #[error("{context}: {source}")]
+    Query {
+        /// What the engine was doing.
+        context: &'static str,
+        /// The PostgreSQL error.
+        source: tokio_postgres::Error,
+    },
+}
+
+impl DbError {
+    /// Wraps a tokio-postgres error with what was being done.
+    pub fn query(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DbError {
+        move |source| DbError::Query { context, source }
+    }
+}
+
+/// The engine's database: its pools and, when embedded, the server behind them.
+pub struct Database {
+    /// Connections for the engine's own work (storing runs, registering plugins).
+    pub pool: PgPool,
+    /// Connections for plugin calls (`sql` and `state` interfaces).
+    pub plugin_pool: PgPool,
+    /// Human-readable description of the server, without secrets.
+    pub target: String,
+    /// `server_version` as reported by the server.
+    pub server_version: String,
+    pg_config: tokio_postgres::Config,
+    // Declared last: dropped after the pools, so connections close before the server stops.
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("target", &self.target)
+            .field("server_version", &self.server_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Connects as configured: `database.url` if set, otherwise the embedded server
+    /// (started, or joined if another assay process runs it). Applies migrations.
+    pub async fn open(config: &DatabaseConfig) -> Result<Self, DbError> {
+        let (pg_config, target, embedded) = match &config.url {
+            Some(url) => {
+                let pg_config: tokio_postgres::Config =
+                    url.parse().map_err(|source| DbError::BadUrl {
+                        url: redact_url(url),
+                        source,
+                    })?;
+                (pg_config, redact_url(url), None)
+            }
+            None => {
+                let embedded_config = config.embedded.clone();
+                let server =
+                    tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&embedded_config))
+                        .await
+                        .map_err(|e| DbError::Unavailable {
+                            target: "embedded server".into(),
+                            message: e.to_string(),
+                        })??;
+                ensure_database(&server).await?;
+                let target = format!(
+                    "embedded PostgreSQL on 127.0.0.1:{} (data in {})",
+                    server.port(),
+                    server.root().display()
+                );
+                (server.pg_config(embedded::DATABASE), target, Some(server))
+            }
+        };
+        Self::with_config(pg_config, target, embedded, config).await
+    }
+
+    /// Connects with explicit settings (used by tests for throw-away databases).
+    pub async fn open_with(
+        pg_config: tokio_postgres::Config,
+        config: &DatabaseConfig,
+    ) -> Result<Self, DbError> {
+        let target = describe(&pg_config);
+        Self::with_config(pg_config, target, None, config).await
+    }
+
+    async fn with_config(
+        mut pg_config: tokio_postgres::Config,
+        target: String,
+        embedded: Option<EmbeddedPostgres>,
+        config: &DatabaseConfig,
+    ) -> Result<Self, DbError> {
+        let timeout = Duration::from_millis(config.connect_timeout_ms);
+        if pg_config.get_connect_timeout().is_none() {
+            pg_config.connect_timeout(timeout);
+        }
+        if pg_config.get_application_name().is_none() {
+            pg_config.application_name("assay");
+        }
+        let build = |size: u32| {
+            Pool::builder()
+                .max_size(size.max(1))
+                .min_idle(None)
+                .connection_timeout(timeout)
+                .idle_timeout(Some(Duration::from_secs(60)))
+                .build_unchecked(PostgresConnectionManager::new(pg_config.clone(), NoTls))
+        };
+        let pool = build(config.pool_size);
+        let plugin_pool = build(config.plugin_pool_size);
+        let mut db = Self {
+            pool,
+            plugin_pool,
+            target,
+            server_version: String::new(),
+            pg_config,
+            embedded,
+        };
+        let conn = db.connection().await?;
+        let row = conn
+            .query_one("SELECT current_setting('server_version_num')::int, current_setting('server_version')", &[])
+            .await
+            .map_err(DbError::query("reading the server version"))?;
+        let version_num: i32 = row.get(0);
+        db.server_version = row.get(1);
+        if version_num < 140_000 {
+            return Err(DbError::TooOld {
+                target: db.target.clone(),
+                version: db.server_version.clone(),
+            });
+        }
+        drop(conn);
+        migrate::run(&db).await?;
+        Ok(db)
+    }
+
+    /// A connection from the engine's pool, or [`DbError::Unavailable`] after the timeout.
+    pub async fn connection(&self) -> Result<PgConnection, DbError> {
+        self.pool.get_owned().await.map_err(|e| self.unavailable(e))
+    }
+
+    /// Maps a pool error to a message naming the server.
+    pub fn unavailable(&self, e: RunError<tokio_postgres::Error>) -> DbError {
+        DbError::Unavailable {
+            target: self.target.clone(),
+            message: match e {
+                RunError::User(e) => e.to_string(),
+                RunError::TimedOut => "timed out waiting for a connection".into(),
+            },
+        }
+    }
+
+    /// The connection settings in use (for tools such as `assay bench`).
+    pub fn pg_config(&self) -> &tokio_postgres::Config {
+        &self.pg_config
+    }
+
+    /// Whether this database is the embedded server.
+    pub fn is_embedded(&self) -> bool {
+        self.embedded.is_some()
+    }
+
+    /// Closes the pools and, if this process was the last user of the embedded
+    /// server, stops it. Dropping does the same; this reports errors.
+    pub async fn close(mut self) -> Result<(), DbError> {
+        let embedded = self.embedded.take();
+        drop(self);
+        if let Some(server) = embedded {
+            tokio::task::spawn_blocking(move || server.stop())
+                .await
+                .map_err(|e| DbError::Unavailable {
+                    target: "embedded server".into(),
+                    message: e.to_string(),
+                })??;
+        }
+        Ok(())
+    }
+}
+
+/// Creates the `assay` database in a fresh embedded cluster. Two processes may
+/// race here; losing the race (duplicate_database) is fine.
+async fn ensure_database(server: &EmbeddedPostgres) -> Result<(), DbError> {
+    let target = format!("embedded PostgreSQL on 127.0.0.1:{}", server.port());
+    let (client, connection) = server
+        .pg_config("postgres")
+        .connect(NoTls)
+        .await
+        .map_err(|e| DbError::Unavailable {
+            target: target.clone(),
+            message: e.to_string(),
+        })?;
+    let driver = tokio::spawn(connection);
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&embedded::DATABASE],
+        )
+        .await
+        .map_err(DbError::query("looking for the assay database"))?
+        .is_some();
+    if !exists {
+        let create = format!("CREATE DATABASE {}", embedded::DATABASE);
+        if let Err(e) = client.batch_execute(&create).await
+            && e.code() != Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE)
+        {
+            return Err(DbError::Query {
+                context: "creating the assay database",
+                source: e,
+            });
+        }
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{}",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn url_passwords_are_hidden() {
+        assert_eq!(redact_url("postgres://a:b@h:5/d"), "postgres://a:***@h:5/d");
+        assert_eq!(redact_url("postgres://a@h/d"), "postgres://a@h/d");
+        assert_eq!(redact_url("host=h user=a"), "host=h user=a");
+    }
+}

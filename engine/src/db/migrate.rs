@@ -1,0 +1,49 @@
+//! The engine's schema: the numbered SQL files in `migrations/`, embedded in the
+//! binary and applied by refinery, which records them in
+//! `assay.refinery_schema_history`.
+
+use super::{Database, DbError};
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+/// Any fixed number works; it only has to be the same for every assay process so
+/// that two of them starting at once apply migrations one after the other.
+const MIGRATION_LOCK_KEY: i64 = 0x6173_7361_795f_6d69; // "assay_mi"
+
+/// Applies every migration not yet applied. Safe to run from several processes at once.
+pub async fn run(db: &Database) -> Result<Vec<String>, DbError> {
+    let mut conn = db.connection().await?;
+    conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(DbError::query("waiting for the migration lock"))?;
+    let result: Result<Vec<String>, DbError> = async {
+        // refinery creates its history table before running V1, so the schema it
+        // lives in must exist first.
+        conn.batch_execute("CREATE SCHEMA IF NOT EXISTS assay")
+            .await
+            .map_err(DbError::query("creating the assay schema"))?;
+        let mut runner = embedded::migrations::runner();
+        runner.set_migration_table_name("assay.refinery_schema_history");
+        let report = runner
+            .run_async(&mut *conn)
+            .await
+            .map_err(|e| DbError::Migrate(e.to_string()))?;
+        Ok(report
+            .applied_migrations()
+            .iter()
+            .map(|m| m.to_string())
+            .collect())
+    }
+    .await;
+    let unlock = conn
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await;
+    let applied: Vec<String> = result?;
+    unlock.map_err(DbError::query("releasing the migration lock"))?;
+    for name in &applied {
+        tracing::info!(migration = %name, "applied migration");
+    }
+    Ok(applied)
+}

@@ -1,0 +1,132 @@
+//! Writing documents and runs.
+//!
+//! A run is stored in one transaction — the run row, one row per plugin outcome,
+//! every finding — so a failure at any point leaves all of it or none. Findings
+//! go in batches through `unnest` of column arrays: one statement per batch, not
+//! one per finding.
+
+use std::time::SystemTime;
+
+use sha2::{Digest as _, Sha256};
+use uuid::Uuid;
+
+use super::{Database, DbError};
+use crate::pipeline::{DocumentInput, RunReport};
+
+/// Findings written per statement; bounds the size of one bind message.
+pub const FINDINGS_PER_BATCH: usize = 2_000;
+
+/// Inserts the document, or finds it if the same content from the same source was
+/// seen before (then its kind, metadata and last-seen time are updated).
+pub async fn upsert_document(db: &Database, input: &DocumentInput) -> Result<Uuid, DbError> {
+    let sha = hex::encode(Sha256::digest(input.text.as_bytes()));
+    let metadata = serde_json::Value::Object(input.metadata.clone());
+    let conn = db.connection().await?;
+    let row = conn
+        .query_one(
+            "INSERT INTO assay.documents (source, kind, metadata, text, content_sha256)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (source, content_sha256) DO UPDATE
+             SET kind = EXCLUDED.kind, metadata = EXCLUDED.metadata, last_seen_at = now()
+             RETURNING id",
+            &[&input.source, &input.kind, &metadata, &input.text, &sha],
+        )
+        .await
+        .map_err(DbError::query("storing the document"))?;
+    Ok(row.get(0))
+}
+
+/// Stores a run and everything in it, atomically; returns the run id.
+pub async fn store_run(
+    db: &Database,
+    report: &RunReport,
+    started_at: SystemTime,
+    finished_at: SystemTime,
+) -> Result<Uuid, DbError> {
+    let mut conn = db.connection().await?;
+    let tx = conn
+        .transaction()
+        .await
+        .map_err(DbError::query("starting the run transaction"))?;
+    let run_id: Uuid = tx
+        .query_one(
+            "INSERT INTO assay.runs (document_id, started_at, finished_at, status, analyzed_text)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[
+                &report.document_id,
+                &started_at,
+                &finished_at,
+                &report.status,
+                &report.analyzed_text,
+            ],
+        )
+        .await
+        .map_err(DbError::query("storing the run"))?
+        .get(0);
+
+    let plugins = &report.plugins;
+    let version_ids: Vec<i64> = plugins.iter().map(|p| p.version_id).collect();
+    let stages: Vec<&str> = plugins.iter().map(|p| p.stage).collect();
+    let outcomes: Vec<&str> = plugins.iter().map(|p| p.outcome).collect();
+    let kinds: Vec<Option<&str>> = plugins.iter().map(|p| p.error_kind).collect();
+    let messages: Vec<Option<&str>> = plugins.iter().map(|p| p.message.as_deref()).collect();
+    let durations: Vec<i64> = plugins
+        .iter()
+        .map(|p| i64::try_from(p.duration_us).unwrap_or(i64::MAX))
+        .collect();
+    let counts: Vec<i32> = plugins
+        .iter()
+        .map(|p| i32::try_from(p.findings).unwrap_or(i32::MAX))
+        .collect();
+    tx.execute(
+        "INSERT INTO assay.run_plugins
+             (run_id, plugin_version_id, stage, outcome, error_kind, error_message, duration_us, findings)
+         SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::int4[])",
+        &[&run_id, &version_ids, &stages, &outcomes, &kinds, &messages, &durations, &counts],
+    )
+    .await
+    .map_err(DbError::query("storing plugin outcomes"))?;
+
+    let insert = tx
+        .prepare(
+            "INSERT INTO assay.findings
+                 (run_id, plugin_version_id, ordinal, label, score, span_start, span_end, data)
+             SELECT $1, * FROM unnest($2::int8[], $3::int4[], $4::text[], $5::float8[], $6::int4[], $7::int4[], $8::jsonb[])",
+        )
+        .await
+        .map_err(DbError::query("preparing the findings insert"))?;
+    for batch in report.findings.chunks(FINDINGS_PER_BATCH) {
+        let version_ids: Vec<i64> = batch.iter().map(|f| f.version_id).collect();
+        let ordinals: Vec<i32> = batch.iter().map(|f| f.ordinal).collect();
+        let labels: Vec<&str> = batch.iter().map(|f| f.label.as_str()).collect();
+        let scores: Vec<Option<f64>> = batch.iter().map(|f| f.score).collect();
+        let starts: Vec<Option<i32>> = batch
+            .iter()
+            .map(|f| f.span.and_then(|s| i32::try_from(s[0]).ok()))
+            .collect();
+        let ends: Vec<Option<i32>> = batch
+            .iter()
+            .map(|f| f.span.and_then(|s| i32::try_from(s[1]).ok()))
+            .collect();
+        let data: Vec<&serde_json::Value> = batch.iter().map(|f| &f.data).collect();
+        tx.execute(
+            &insert,
+            &[
+                &run_id,
+                &version_ids,
+                &ordinals,
+                &labels,
+                &scores,
+                &starts,
+                &ends,
+                &data,
+            ],
+        )
+        .await
+        .map_err(DbError::query("storing findings"))?;
+    }
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing the run"))?;
+    Ok(run_id)
+}

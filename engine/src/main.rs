@@ -1,0 +1,96 @@
+//! The `assay` command line.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A WebAssembly-extensible analysis engine: plugins analyse documents,
+/// PostgreSQL stores what they find.
+#[derive(Debug, Parser)]
+#[command(name = "assay", version, about)]
+struct Cli {
+    /// Configuration file (missing is fine: every setting has a default).
+    #[arg(
+        long,
+        global = true,
+        default_value = "assay.toml",
+        env = "ASSAY_CONFIG"
+    )]
+    config: PathBuf,
+    /// More log output (-v: info, -vv: debug). `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Analyse documents with every loaded plugin and store the results.
+    Analyze(cli::analyze::AnalyzeArgs),
+    /// Apply the engine's database migrations (they also run on every start).
+    Migrate,
+    /// Inspect plugins.
+    Plugins {
+        #[command(subcommand)]
+        command: cli::plugins::PluginsCommand,
+    },
+}
+
+/// Exit codes: 0 all well, 1 fatal, 2 some document or plugin failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything succeeded.
+    Success,
+    /// Some inputs or plugin calls failed; the rest was done and stored.
+    Partial,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let config = assay::config::Config::load(&cli.config)?;
+        match cli.command {
+            Command::Analyze(args) => cli::analyze::run(&config, args).await,
+            Command::Migrate => cli::migrate(&config).await,
+            Command::Plugins { command } => cli::plugins::run(&config, command).await,
+        }
+    });
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Partial) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,511 @@
+//! Staged execution of plugins over one document.
+//!
+//! Prompt-stage plugins transform the document one after another in priority
+//! order, each seeing the previous one's output. Analysis plugins then run
+//! concurrently on the result. A plugin runs only for the kinds and trigger
+//! patterns its manifest names. The whole run — document, run, what each plugin
+//! did, every finding — is then stored in one transaction.
+//!
+//! If a prompt-stage plugin fails, the analysis stage is skipped for that
+//! document: analysis must never see text a prompt plugin (say, `redact`) was
+//! supposed to transform but did not.
+
+pub mod input;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::capability::sql::{SqlCaps, SqlSession};
+use crate::db::{Database, DbError, store};
+use crate::registry::{RegisteredPlugin, Registry};
+use crate::runtime::Runtime;
+use crate::runtime::bindings::types::{Document, Finding, PluginError, Stage};
+use crate::runtime::call::{CallFailure, CallLimits, CallState, PluginIdentity};
+use crate::runtime::loader::{PluginCode, stage_name};
+
+pub use input::DocumentInput;
+
+/// Longest finding label accepted.
+pub const MAX_LABEL_CHARS: usize = 200;
+/// Characters of span text shown as an excerpt.
+pub const EXCERPT_CHARS: usize = 60;
+
+/// A finding as stored and reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingRecord {
+    /// Plugin name.
+    pub plugin: String,
+    /// Plugin version string.
+    pub plugin_version: String,
+    /// SHA-256 of the plugin component.
+    pub plugin_sha256: String,
+    /// `prompt` or `analysis`.
+    pub stage: &'static str,
+    /// Label given by the plugin.
+    pub label: String,
+    /// Score, if any.
+    pub score: Option<f64>,
+    /// Byte range in the text the plugin saw (analysis) or produced (prompt).
+    pub span: Option<[u32; 2]>,
+    /// The span's text, whitespace collapsed and cut to a readable length.
+    pub excerpt: Option<String>,
+    /// Plugin-defined detail.
+    pub data: serde_json::Value,
+    #[serde(skip)]
+    pub(crate) version_id: i64,
+    #[serde(skip)]
+    pub(crate) ordinal: i32,
+}
+
+/// What happened to one plugin in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginOutcome {
+    /// Plugin name.
+    pub plugin: String,
+    /// Plugin version string.
+    pub plugin_version: String,
+    /// `prompt` or `analysis`.
+    pub stage: &'static str,
+    /// `ok`, `failed` or `skipped`.
+    pub outcome: &'static str,
+    /// Failure kind (`trap`, `timeout`, …) when failed.
+    pub error_kind: Option<&'static str>,
+    /// What went wrong, or why it was skipped.
+    pub message: Option<String>,
+    /// Findings it produced.
+    pub findings: usize,
+    /// Wall-clock time of the call, microseconds.
+    pub duration_us: u64,
+    #[serde(skip)]
+    pub(crate) version_id: i64,
+}
+
+/// The result of analysing one document.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// `assay.runs.id`.
+    pub run_id: Uuid,
+    /// `assay.documents.id`.
+    pub document_id: Uuid,
+    /// Where the document came from.
+    pub source: String,
+    /// Document kind.
+    pub kind: String,
+    /// `ok`, or `partial` when some plugin failed.
+    pub status: &'static str,
+    /// Every finding, prompt stage first.
+    pub findings: Vec<FindingRecord>,
+    /// Every plugin's outcome.
+    pub plugins: Vec<PluginOutcome>,
+    /// The text after the prompt stage.
+    #[serde(skip)]
+    pub analyzed_text: String,
+}
+
+impl RunReport {
+    /// Plugins that failed on this document.
+    pub fn failures(&self) -> impl Iterator<Item = &PluginOutcome> {
+        self.plugins.iter().filter(|p| p.outcome == "failed")
+    }
+}
+
+/// Why a document could not be analysed at all.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Storing the document or its run failed; nothing of the run was stored.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Runs documents through the loaded plugins and stores the results.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    runtime: Arc<Runtime>,
+    registry: Arc<Registry>,
+    db: Arc<Database>,
+    limits: CallLimits,
+    caps: SqlCaps,
+}
+
+enum CallOutput {
+    Findings(Vec<Finding>),
+    Processed(Document, Vec<Finding>),
+}
+
+impl Pipeline {
+    /// A pipeline over `registry`'s plugins.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        registry: Arc<Registry>,
+        db: Arc<Database>,
+        config: &crate::config::Config,
+    ) -> Self {
+        Self {
+            runtime,
+            registry,
+            db,
+            limits: CallLimits::from_config(&config.limits),
+            caps: SqlCaps {
+                statement_timeout: Duration::from_millis(config.limits.statement_timeout_ms),
+                ..SqlCaps::default()
+            },
+        }
+    }
+
+    /// The plugins in use.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Analyses one document and stores the run.
+    pub async fn run(&self, input: DocumentInput) -> Result<RunReport, PipelineError> {
+        let started_at = SystemTime::now();
+        let document_id = store::upsert_document(&self.db, &input).await?;
+        let mut doc = Document {
+            id: document_id.to_string(),
+            kind: input.kind.clone(),
+            text: input.text.clone(),
+            metadata: serde_json::Value::Object(input.metadata.clone()).to_string(),
+        };
+        let mut findings = Vec::new();
+        let mut outcomes = Vec::new();
+        let mut prompt_failed = false;
+
+        for plugin in self.registry.stage(Stage::Prompt) {
+            if prompt_failed {
+                outcomes.push(skipped(plugin, "an earlier prompt-stage plugin failed"));
+                continue;
+            }
+            if !plugin.loaded.applies_to(&doc.kind, &doc.text) {
+                outcomes.push(skipped(plugin, "kind or triggers do not match"));
+                continue;
+            }
+            let started = Instant::now();
+            let result = self
+                .call(plugin, doc.clone())
+                .await
+                .and_then(|out| match out {
+                    CallOutput::Processed(next, found) => {
+                        let next = checked_document(next, &doc)?;
+                        let records = finding_records(
+                            plugin,
+                            Stage::Prompt,
+                            found,
+                            &next.text,
+                            self.limits.max_findings,
+                        )?;
+                        Ok((next, records))
+                    }
+                    CallOutput::Findings(_) => Err(CallFailure::InvalidOutput(
+                        "a prompt plugin returned findings only".into(),
+                    )),
+                });
+            match result {
+                Ok((next, records)) => {
+                    outcomes.push(ran(plugin, records.len(), started.elapsed()));
+                    findings.extend(records);
+                    doc = next;
+                }
+                Err(failure) => {
+                    prompt_failed = true;
+                    outcomes.push(failed(plugin, &failure, started.elapsed()));
+                }
+            }
+        }
+
+        let mut tasks = tokio::task::JoinSet::new();
+        for plugin in self.registry.stage(Stage::Analysis) {
+            if prompt_failed {
+                outcomes.push(skipped(
+                    plugin,
+                    "a prompt-stage plugin failed, so the text was not prepared",
+                ));
+                continue;
+            }
+            if !plugin.loaded.applies_to(&doc.kind, &doc.text) {
+                outcomes.push(skipped(plugin, "kind or triggers do not match"));
+                continue;
+            }
+            let this = self.clone();
+            let plugin = Arc::clone(plugin);
+            let doc = doc.clone();
+            tasks.spawn(async move {
+                let started = Instant::now();
+                let result = this
+                    .call(&plugin, doc.clone())
+                    .await
+                    .and_then(|out| match out {
+                        CallOutput::Findings(found) => finding_records(
+                            &plugin,
+                            Stage::Analysis,
+                            found,
+                            &doc.text,
+                            this.limits.max_findings,
+                        ),
+                        CallOutput::Processed(..) => Err(CallFailure::InvalidOutput(
+                            "an analysis plugin returned a document".into(),
+                        )),
+                    });
+                (plugin, result, started.elapsed())
+            });
+        }
+        let mut analysis = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(done) => analysis.push(done),
+                // A panic in the host task is a host bug; surface it rather than hide it.
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        // Concurrent completion order is arbitrary; report in registry order.
+        analysis.sort_by(|a, b| a.0.name().cmp(b.0.name()));
+        for (plugin, result, elapsed) in analysis {
+            match result {
+                Ok(records) => {
+                    outcomes.push(ran(&plugin, records.len(), elapsed));
+                    findings.extend(records);
+                }
+                Err(failure) => outcomes.push(failed(&plugin, &failure, elapsed)),
+            }
+        }
+
+        let status = if outcomes.iter().any(|o| o.outcome == "failed") {
+            "partial"
+        } else {
+            "ok"
+        };
+        let mut report = RunReport {
+            run_id: Uuid::nil(),
+            document_id,
+            source: input.source.clone(),
+            kind: input.kind.clone(),
+            status,
+            findings,
+            plugins: outcomes,
+            analyzed_text: doc.text,
+        };
+        report.run_id = store::store_run(&self.db, &report, started_at, SystemTime::now()).await?;
+        Ok(report)
+    }
+
+    /// One call of one plugin in a fresh instance, its SQL committed on success
+    /// and rolled back otherwise.
+    async fn call(
+        &self,
+        plugin: &RegisteredPlugin,
+        doc: Document,
+    ) -> Result<CallOutput, CallFailure> {
+        let session = SqlSession::new(
+            self.db.plugin_pool.clone(),
+            plugin.name(),
+            self.caps.clone(),
+        );
+        let mut store = CallState::new_store(
+            &self.runtime,
+            Arc::clone(&plugin.loaded.identity),
+            session,
+            &self.limits,
+        );
+        let result: wasmtime::Result<Result<CallOutput, PluginError>> = match &plugin.loaded.code {
+            PluginCode::Analyzer(pre) => {
+                async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    Ok(instance
+                        .call_analyze(&mut store, &doc)
+                        .await?
+                        .map(CallOutput::Findings))
+                }
+                .await
+            }
+            PluginCode::Prompt(pre) => {
+                async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    Ok(instance
+                        .call_process(&mut store, &doc)
+                        .await?
+                        .map(|p| CallOutput::Processed(p.document, p.findings)))
+                }
+                .await
+            }
+        };
+        let outcome = match result {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(PluginError::InvalidInput(m))) => Err(CallFailure::InvalidInput(m)),
+            Ok(Err(PluginError::Failed(m))) => Err(CallFailure::Failed(m)),
+            Err(e) => Err(CallFailure::from_wasmtime(
+                &e,
+                &store.data().captured_output(),
+            )),
+        };
+        let sql = &mut store.data_mut().sql;
+        match outcome {
+            Ok(output) => sql
+                .finish(true)
+                .await
+                .map(|()| output)
+                .map_err(CallFailure::Failed),
+            Err(failure) => {
+                let _ = sql.finish(false).await;
+                Err(failure)
+            }
+        }
+    }
+}
+
+fn identity_fields(plugin: &RegisteredPlugin) -> (&PluginIdentity, &'static str) {
+    (
+        &plugin.loaded.identity,
+        stage_name(plugin.loaded.manifest.stage),
+    )
+}
+
+fn ran(plugin: &RegisteredPlugin, findings: usize, elapsed: Duration) -> PluginOutcome {
+    let (id, stage) = identity_fields(plugin);
+    PluginOutcome {
+        plugin: id.name.clone(),
+        plugin_version: id.version.clone(),
+        stage,
+        outcome: "ok",
+        error_kind: None,
+        message: None,
+        findings,
+        duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        version_id: plugin.version_id,
+    }
+}
+
+fn failed(plugin: &RegisteredPlugin, failure: &CallFailure, elapsed: Duration) -> PluginOutcome {
+    tracing::warn!(plugin = %plugin.name(), version = %plugin.loaded.identity.version, "{failure}");
+    PluginOutcome {
+        outcome: "failed",
+        error_kind: Some(failure.kind()),
+        message: Some(failure.to_string()),
+        findings: 0,
+        ..ran(plugin, 0, elapsed)
+    }
+}
+
+fn skipped(plugin: &RegisteredPlugin, why: &str) -> PluginOutcome {
+    PluginOutcome {
+        outcome: "skipped",
+        message: Some(why.to_string()),
+        ..ran(plugin, 0, Duration::ZERO)
+    }
+}
+
+/// A prompt plugin's output keeps the document's identity; only text and metadata may change.
+fn checked_document(next: Document, before: &Document) -> Result<Document, CallFailure> {
+    let metadata: serde_json::Value = serde_json::from_str(&next.metadata).map_err(|e| {
+        CallFailure::InvalidOutput(format!("returned metadata that is not JSON: {e}"))
+    })?;
+    if !metadata.is_object() {
+        return Err(CallFailure::InvalidOutput(
+            "returned metadata that is not a JSON object".into(),
+        ));
+    }
+    Ok(Document {
+        id: before.id.clone(),
+        kind: before.kind.clone(),
+        text: next.text,
+        metadata: next.metadata,
+    })
+}
+
+/// Checks what a plugin returned and turns it into records.
+fn finding_records(
+    plugin: &RegisteredPlugin,
+    stage: Stage,
+    found: Vec<Finding>,
+    text: &str,
+    max_findings: usize,
+) -> Result<Vec<FindingRecord>, CallFailure> {
+    if found.len() > max_findings {
+        return Err(CallFailure::InvalidOutput(format!(
+            "returned {} findings; the limit is {max_findings} (limits.max_findings)",
+            found.len()
+        )));
+    }
+    let id = &plugin.loaded.identity;
+    found
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let invalid =
+                |m: String| CallFailure::InvalidOutput(format!("finding {i} ({:?}): {m}", f.label));
+            if f.label.trim().is_empty() || f.label.chars().count() > MAX_LABEL_CHARS {
+                return Err(invalid(format!(
+                    "label must be 1 to {MAX_LABEL_CHARS} characters"
+                )));
+            }
+            if f.score.is_some_and(|s| !s.is_finite()) {
+                return Err(invalid("score is not a finite number".into()));
+            }
+            let excerpt = match &f.span {
+                Some(span) => {
+                    let (start, end) = (span.start as usize, span.end as usize);
+                    if start > end || end > text.len() {
+                        return Err(invalid(format!(
+                            "span {start}..{end} lies outside the text ({} bytes)",
+                            text.len()
+                        )));
+                    }
+                    if !text.is_char_boundary(start) || !text.is_char_boundary(end) {
+                        return Err(invalid(format!(
+                            "span {start}..{end} splits a UTF-8 character"
+                        )));
+                    }
+                    Some(excerpt(&text[start..end]))
+                }
+                None => None,
+            };
+            let data = if f.data.trim().is_empty() {
+                serde_json::Value::Object(Default::default())
+            } else {
+                serde_json::from_str(&f.data)
+                    .map_err(|e| invalid(format!("data is not valid JSON: {e}")))?
+            };
+            Ok(FindingRecord {
+                plugin: id.name.clone(),
+                plugin_version: id.version.clone(),
+                plugin_sha256: id.sha256.clone(),
+                stage: stage_name(stage),
+                label: f.label,
+                score: f.score,
+                span: f.span.map(|s| [s.start, s.end]),
+                excerpt,
+                data,
+                version_id: plugin.version_id,
+                ordinal: i32::try_from(i).unwrap_or(i32::MAX),
+            })
+        })
+        .collect()
+}
+
+/// Whitespace collapsed, cut to [`EXCERPT_CHARS`] characters.
+pub fn excerpt(text: &str) -> String {
+    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if collapsed.chars().count() <= EXCERPT_CHARS {
+        collapsed
+    } else {
+        let mut cut: String = collapsed.chars().take(EXCERPT_CHARS - 1).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::excerpt;
+
+    #[test]
+    fn excerpts_collapse_and_cut() {
+        assert_eq!(excerpt("a\n\n  b\tc"), "a b c");
+        let long = "é".repeat(100);
+        let cut = excerpt(&long);
+        assert_eq!(cut.chars().count(), super::EXCERPT_CHARS);
+        assert!(cut.ends_with('…'));
+    }
+}

@@ -1,0 +1,306 @@
+//! Reading documents: files, directories (recursively), or standard input.
+//!
+//! `.txt` and `.md` files are plain text. A `.json` file is an object with
+//! either a `"text"` string or a `"messages"` array (a chat: each message an
+//! object with `"from"`/`"role"` and `"text"`/`"content"`), and optionally its own
+//! `"kind"` and `"metadata"` object.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+/// Largest document accepted, in bytes: plugins get a copy in their own memory.
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+/// Extensions picked up when walking a directory.
+pub const DOCUMENT_EXTENSIONS: &[&str] = &["txt", "md", "json"];
+
+/// A document ready for the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentInput {
+    /// Where it came from: a path, or `-` for standard input.
+    pub source: String,
+    /// Its kind (`transcript`, `chat`, …).
+    pub kind: String,
+    /// Caller metadata.
+    pub metadata: Map<String, Value>,
+    /// The text.
+    pub text: String,
+}
+
+/// An input that could not be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputProblem {
+    /// The path (or `-`).
+    pub source: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for InputProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.source, self.message)
+    }
+}
+
+/// Whether `kind` is acceptable (it is stored and matched against manifests).
+pub fn valid_kind(kind: &str) -> bool {
+    let mut chars = kind.chars();
+    kind.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+}
+
+/// Parses `key=value` pairs into a metadata object.
+pub fn parse_meta(pairs: &[String]) -> Result<Map<String, Value>, String> {
+    let mut map = Map::new();
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--meta {pair:?} must look like key=value"))?;
+        if key.trim().is_empty() {
+            return Err(format!("--meta {pair:?} has an empty key"));
+        }
+        map.insert(key.trim().to_string(), Value::String(value.to_string()));
+    }
+    Ok(map)
+}
+
+/// Reads every document named by `paths`; what cannot be read is reported, not fatal.
+pub fn collect(
+    paths: &[PathBuf],
+    kind: &str,
+    meta: &Map<String, Value>,
+) -> (Vec<DocumentInput>, Vec<InputProblem>) {
+    let mut docs = Vec::new();
+    let mut problems = Vec::new();
+    let mut results: Vec<(String, Result<DocumentInput, String>)> = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let mut bytes = Vec::new();
+            let result = std::io::stdin()
+                .lock()
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("cannot read standard input: {e}"))
+                .and_then(|_| document("-", None, bytes, kind, meta));
+            results.push(("-".into(), result));
+        } else if path.is_dir() {
+            for file in walk(path, &mut problems) {
+                let source = file.display().to_string();
+                let result = read(&file)
+                    .and_then(|bytes| document(&source, file.extension(), bytes, kind, meta));
+                results.push((source, result));
+            }
+        } else {
+            let source = path.display().to_string();
+            let result =
+                read(path).and_then(|bytes| document(&source, path.extension(), bytes, kind, meta));
+            results.push((source, result));
+        }
+    }
+    for (source, result) in results {
+        match result {
+            Ok(doc) => docs.push(doc),
+            Err(message) => problems.push(InputProblem { source, message }),
+        }
+    }
+    (docs, problems)
+}
+
+fn walk(dir: &Path, problems: &mut Vec<InputProblem>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let walker = walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        // Hidden files and folders (`.git`, `.assay`, editor swap files) are not documents.
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walker {
+        match entry {
+            Ok(entry) if entry.file_type().is_file() => {
+                let wanted = entry
+                    .path()
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| {
+                        DOCUMENT_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+                    });
+                if wanted {
+                    files.push(entry.into_path());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(InputProblem {
+                source: e
+                    .path()
+                    .map_or_else(|| dir.display().to_string(), |p| p.display().to_string()),
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    files
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied; check the file's permissions".to_string()
+        }
+        _ => format!("cannot read: {e}"),
+    })
+}
+
+fn document(
+    source: &str,
+    extension: Option<&std::ffi::OsStr>,
+    bytes: Vec<u8>,
+    kind: &str,
+    meta: &Map<String, Value>,
+) -> Result<DocumentInput, String> {
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        return Err(format!(
+            "is {} bytes; documents are limited to {MAX_DOCUMENT_BYTES} bytes, split it",
+            bytes.len()
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "is not valid UTF-8 (first bad byte at offset {}); convert it, e.g. `iconv -f latin1 -t utf-8`",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    if text.contains('\0') {
+        return Err("contains NUL bytes; it looks like a binary file, not a document".into());
+    }
+    let is_json = extension.is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let mut doc = if is_json {
+        json_document(source, &text, kind)?
+    } else {
+        DocumentInput {
+            source: source.to_string(),
+            kind: kind.to_string(),
+            metadata: Map::new(),
+            text,
+        }
+    };
+    if doc.text.trim().is_empty() {
+        return Err("is empty; there is nothing to analyse".into());
+    }
+    if !valid_kind(&doc.kind) {
+        return Err(format!(
+            "kind {:?} is not valid: use up to 64 letters, digits, `_`, `.`, `:` or `-`, starting with a letter or digit",
+            doc.kind
+        ));
+    }
+    doc.metadata
+        .extend(meta.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(doc)
+}
+
+fn json_document(source: &str, text: &str, default_kind: &str) -> Result<DocumentInput, String> {
+    let shape = "expected a JSON object with a \"text\" string or a \"messages\" array";
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| format!("is not valid JSON ({e}); {shape}"))?;
+    let Value::Object(object) = value else {
+        return Err(format!("is JSON but not an object; {shape}"));
+    };
+    let kind = match object.get("kind") {
+        None => default_kind.to_string(),
+        Some(Value::String(k)) => k.clone(),
+        Some(_) => return Err("\"kind\" must be a string".into()),
+    };
+    let metadata = match object.get("metadata") {
+        None => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => return Err("\"metadata\" must be an object".into()),
+    };
+    let text = match (object.get("text"), object.get("messages")) {
+        (Some(Value::String(t)), _) => t.clone(),
+        (_, Some(Value::Array(messages))) => {
+            let mut lines = Vec::with_capacity(messages.len());
+            for (i, message) in messages.iter().enumerate() {
+                let field = |names: &[&str]| {
+                    names
+                        .iter()
+                        .find_map(|n| message.get(*n).and_then(Value::as_str))
+                };
+                let body = field(&["text", "content"]).ok_or_else(|| {
+                    format!("message {i} has no \"text\" (or \"content\") string")
+                })?;
+                match field(&["from", "role", "author"]) {
+                    Some(who) => lines.push(format!("{who}: {body}")),
+                    None => lines.push(body.to_string()),
+                }
+            }
+            lines.join("\n")
+        }
+        _ => return Err(shape.into()),
+    };
+    Ok(DocumentInput {
+        source: source.to_string(),
+        kind,
+        metadata,
+        text,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(ext: &str, text: &[u8]) -> Result<DocumentInput, String> {
+        document(
+            "t",
+            Some(std::ffi::OsStr::new(ext)),
+            text.to_vec(),
+            "transcript",
+            &Map::new(),
+        )
+    }
+
+    #[test]
+    fn plain_text_and_bad_bytes() {
+        assert_eq!(doc("txt", b"hello").map(|d| d.text), Ok("hello".into()));
+        let err = doc("txt", b"caf\xe9").expect_err("latin1 is not utf-8");
+        assert!(err.contains("UTF-8") && err.contains("offset 3"), "{err}");
+        assert!(doc("txt", b"  \n ").expect_err("blank").contains("empty"));
+        assert!(doc("txt", b"a\0b").expect_err("nul").contains("NUL"));
+    }
+
+    #[test]
+    fn json_documents_and_chats() {
+        let d = doc("json", br#"{"kind":"chat","metadata":{"group":"g"},"messages":[{"from":"customer","text":"hi"},{"role":"agent","content":"hello"}]}"#)
+            .expect("valid chat");
+        assert_eq!(d.kind, "chat");
+        assert_eq!(d.text, "customer: hi\nagent: hello");
+        assert_eq!(d.metadata.get("group"), Some(&Value::String("g".into())));
+        assert!(
+            doc("json", b"[1,2]")
+                .expect_err("array")
+                .contains("not an object")
+        );
+        assert!(
+            doc("json", b"{\"x\":1}")
+                .expect_err("no text")
+                .contains("\"text\"")
+        );
+        assert!(
+            doc("json", b"{nope")
+                .expect_err("bad json")
+                .contains("not valid JSON")
+        );
+        assert!(
+            doc("json", br#"{"text":"x","kind":"bad kind!"}"#)
+                .expect_err("kind")
+                .contains("kind")
+        );
+    }
+
+    #[test]
+    fn meta_pairs() {
+        let m = parse_meta(&["group=acme".into(), "a=b=c".into()]).expect("valid");
+        assert_eq!(m.get("a"), Some(&Value::String("b=c".into())));
+        assert!(parse_meta(&["novalue".into()]).is_err());
+        assert!(parse_meta(&["=x".into()]).is_err());
+    }
+}

@@ -1,0 +1,309 @@
+//! The set of loaded plugins: the bundled ones and every component in the
+//! plugin directory, each registered in the database with its exact version.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::bundled;
+use crate::capability::sql::plugin_schema;
+use crate::config::Config;
+use crate::db::{Database, DbError};
+use crate::runtime::Runtime;
+use crate::runtime::bindings::types::Stage;
+use crate::runtime::call::CallLimits;
+use crate::runtime::loader::{self, LoadedPlugin, stage_name};
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// Built into the binary (file name of the component).
+    Bundled(&'static str),
+    /// A file in the plugin directory.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginSource::Bundled(name) => write!(f, "bundled {name}"),
+            PluginSource::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// A loaded plugin with its database identity.
+#[derive(Debug)]
+pub struct RegisteredPlugin {
+    /// The compiled plugin.
+    pub loaded: LoadedPlugin,
+    /// `assay.plugin_versions.id`.
+    pub version_id: i64,
+    /// Where it came from.
+    pub source: PluginSource,
+}
+
+impl RegisteredPlugin {
+    /// The manifest name.
+    pub fn name(&self) -> &str {
+        &self.loaded.identity.name
+    }
+}
+
+/// A component that could not be loaded, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadProblem {
+    /// The file (or bundled component).
+    pub source: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for LoadProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "plugin {}: {}", self.source, self.message)
+    }
+}
+
+/// Why the registry could not be built at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The plugin directory cannot be created or read.
+    #[error("cannot read the plugin directory {path}: {source}; check `plugins.dir` in assay.toml")]
+    Dir {
+        /// The directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Registering plugin versions failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// The loaded plugins, in pipeline order.
+#[derive(Debug, Default)]
+pub struct Registry {
+    /// Prompt-stage plugins by priority (then name), then analysis plugins by name.
+    plugins: Vec<Arc<RegisteredPlugin>>,
+    /// Components that were refused.
+    pub problems: Vec<LoadProblem>,
+}
+
+impl Registry {
+    /// Loads the bundled plugins (unless disabled) and every `*.wasm` in the plugin
+    /// directory. A component that fails to load is reported in `problems`, not fatal.
+    pub async fn load(
+        runtime: &Arc<Runtime>,
+        config: &Config,
+        db: &Database,
+    ) -> Result<Self, RegistryError> {
+        let limits = CallLimits::from_config(&config.limits);
+        let mut candidates: Vec<(PluginSource, Result<Vec<u8>, String>)> = Vec::new();
+        if config.plugins.bundled {
+            for (file, bytes) in bundled::BUNDLED {
+                candidates.push((PluginSource::Bundled(file), Ok(bytes.to_vec())));
+            }
+        }
+        for path in plugin_files(&config.plugins.dir)? {
+            let bytes = std::fs::read(&path).map_err(|e| format!("cannot read the file: {e}"));
+            candidates.push((PluginSource::File(path), bytes));
+        }
+
+        let mut registry = Registry::default();
+        let mut loaded: Vec<(PluginSource, LoadedPlugin)> = Vec::new();
+        for (source, bytes) in candidates {
+            let result = match bytes {
+                Ok(bytes) if bytes.is_empty() => Err("the file is empty".to_string()),
+                Ok(bytes) => loader::load(runtime, bytes, &db.plugin_pool, &limits)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(plugin) => {
+                    match loaded.iter().position(|(_, p)| p.identity.name == plugin.identity.name) {
+                        // A file in the plugin directory replaces a bundled plugin of the same name.
+                        Some(i) if matches!(loaded[i].0, PluginSource::Bundled(_)) => {
+                            tracing::info!(plugin = %plugin.identity.name, file = %source, "replaces the bundled plugin");
+                            loaded[i] = (source, plugin);
+                        }
+                        Some(i) => registry.problems.push(LoadProblem {
+                            source: source.to_string(),
+                            message: format!(
+                                "plugin name `{}` is already used by {}; give each plugin a unique name",
+                                plugin.identity.name, loaded[i].0
+                            ),
+                        }),
+                        None => loaded.push((source, plugin)),
+                    }
+                }
+                Err(message) => {
+                    tracing::error!(plugin = %source, "{message}");
+                    registry.problems.push(LoadProblem {
+                        source: source.to_string(),
+                        message,
+                    });
+                }
+            }
+        }
+
+        for (source, plugin) in loaded {
+            match register(db, &plugin).await {
+                Ok(version_id) => registry.plugins.push(Arc::new(RegisteredPlugin {
+                    loaded: plugin,
+                    version_id,
+                    source,
+                })),
+                Err(RegisterError::Db(e)) => return Err(e.into()),
+                Err(RegisterError::Migration(message)) => registry.problems.push(LoadProblem {
+                    source: source.to_string(),
+                    message,
+                }),
+            }
+        }
+        registry.plugins.sort_by(|a, b| {
+            let key = |p: &RegisteredPlugin| {
+                let m = &p.loaded.manifest;
+                (m.stage == Stage::Analysis, m.priority, m.name.clone())
+            };
+            key(a).cmp(&key(b))
+        });
+        Ok(registry)
+    }
+
+    /// Every loaded plugin, in pipeline order.
+    pub fn plugins(&self) -> &[Arc<RegisteredPlugin>] {
+        &self.plugins
+    }
+
+    /// Plugins of one stage, in the order they run.
+    pub fn stage(&self, stage: Stage) -> impl Iterator<Item = &Arc<RegisteredPlugin>> {
+        self.plugins
+            .iter()
+            .filter(move |p| p.loaded.manifest.stage == stage)
+    }
+}
+
+/// `*.wasm` files of the directory, sorted; the directory is created if missing.
+fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, RegistryError> {
+    let dir_err = |source| RegistryError::Dir {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(dir_err)?;
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(dir_err)? {
+        let path = entry.map_err(dir_err)?.path();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("wasm") if path.is_file() => files.push(path),
+            Some("cwasm") => tracing::warn!(
+                file = %path.display(),
+                "precompiled artifacts are never loaded (they could run arbitrary native code); place the .wasm component instead"
+            ),
+            _ => {}
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+enum RegisterError {
+    Db(DbError),
+    /// The plugin's own migrations failed: the plugin is refused, the engine goes on.
+    Migration(String),
+}
+
+impl From<DbError> for RegisterError {
+    fn from(e: DbError) -> Self {
+        RegisterError::Db(e)
+    }
+}
+
+/// Records the plugin version, creates its schema and applies its migrations.
+async fn register(db: &Database, plugin: &LoadedPlugin) -> Result<i64, RegisterError> {
+    let manifest = &plugin.manifest;
+    let name = &plugin.identity.name;
+    let mut conn = db.connection().await?;
+    let tx = conn
+        .transaction()
+        .await
+        .map_err(DbError::query("starting plugin registration"))?;
+    // Serialises registration of one plugin across processes (schema creation and
+    // migrations are not safe to race).
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('assay-plugin:' || $1))",
+        &[name],
+    )
+    .await
+    .map_err(DbError::query("locking plugin registration"))?;
+    let version_id: i64 = tx
+        .query_one(
+            "INSERT INTO assay.plugin_versions (name, version, content_sha256, stage) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name, content_sha256) DO UPDATE SET version = EXCLUDED.version
+             RETURNING id",
+            &[name, &manifest.version, &plugin.identity.sha256, &stage_name(manifest.stage)],
+        )
+        .await
+        .map_err(DbError::query("registering the plugin version"))?
+        .get(0);
+    let schema = plugin_schema(name);
+    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+        .await
+        .map_err(DbError::query("creating the plugin schema"))?;
+
+    let applied: Vec<(i32, String)> = tx
+        .query(
+            "SELECT version, sha256 FROM assay.plugin_migrations WHERE plugin = $1",
+            &[name],
+        )
+        .await
+        .map_err(DbError::query("reading plugin migrations"))?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let mut migrations: Vec<_> = manifest.migrations.iter().collect();
+    migrations.sort_by_key(|m| m.version);
+    for migration in migrations {
+        let sha = loader::sha256_hex(migration.statement.as_bytes());
+        let version = i32::try_from(migration.version).map_err(|_| {
+            RegisterError::Migration(format!(
+                "migration version {} is too large",
+                migration.version
+            ))
+        })?;
+        match applied.iter().find(|(v, _)| *v == version) {
+            Some((_, applied_sha)) if *applied_sha == sha => continue,
+            Some(_) => {
+                return Err(RegisterError::Migration(format!(
+                    "migration {version} ({}) of plugin {name} differs from the one already applied; \
+                     never edit a released migration, add a new version instead",
+                    migration.description
+                )));
+            }
+            None => {}
+        }
+        tx.batch_execute(&format!("SET LOCAL search_path = \"{schema}\""))
+            .await
+            .map_err(DbError::query("setting the plugin search path"))?;
+        // Extended protocol: exactly one statement per migration step.
+        if let Err(e) = tx.execute(migration.statement.as_str(), &[]).await {
+            return Err(RegisterError::Migration(format!(
+                "migration {version} ({}) of plugin {name} failed: {}",
+                migration.description,
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_string())
+            )));
+        }
+        tx.execute(
+            "INSERT INTO assay.plugin_migrations (plugin, version, description, sha256) VALUES ($1, $2, $3, $4)",
+            &[name, &version, &migration.description, &sha],
+        )
+        .await
+        .map_err(DbError::query("recording a plugin migration"))?;
+        tracing::info!(plugin = %name, version, description = %migration.description, "applied plugin migration");
+    }
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing plugin registration"))?;
+    Ok(version_id)
+}

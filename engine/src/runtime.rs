@@ -1,0 +1,88 @@
+//! The WebAssembly runtime: one wasmtime [`Engine`] per process, the linker with
+//! every host capability, and per-call stores.
+//!
+//! A plugin version is compiled once and kept pre-instantiated; every call gets a
+//! fresh [`Store`](wasmtime::Store) and instance, dropped when the call ends, so no
+//! memory carries over from one call to the next (the `state` interface is the one
+//! sanctioned memory).
+
+pub mod bindings;
+pub mod call;
+pub mod loader;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use call::CallState;
+
+/// How often the epoch advances. Deadlines are checked at this granularity, and a
+/// running plugin yields to the async runtime this often, so a busy plugin never
+/// starves other tasks for longer than one tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Why the runtime could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the WebAssembly runtime: {0:#}")]
+pub struct RuntimeError(#[from] wasmtime::Error);
+
+/// The process-wide engine and linker.
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<CallState>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Creates the engine, starts its epoch ticker and links WASI plus the assay
+    /// interfaces.
+    pub fn new() -> Result<Self, RuntimeError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+
+        // A plain thread, not a tokio task: it must keep ticking while every
+        // runtime worker is busy running plugin code.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("assay-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(wasmtime::Error::from)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // Both worlds import the same interfaces; linking them once serves both.
+        bindings::analyzer::Analyzer::add_to_linker::<CallState, HasSelf<CallState>>(
+            &mut linker,
+            |state| state,
+        )?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The linker holding every host capability.
+    pub fn linker(&self) -> &Linker<CallState> {
+        &self.linker
+    }
+}

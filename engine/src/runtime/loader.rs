@@ -1,0 +1,348 @@
+//! Turning bytes into a loaded plugin: check they are a component of a supported
+//! world and WIT version, compile them off the async runtime, ask the plugin to
+//! `describe` itself and check what it says.
+
+use std::sync::Arc;
+
+use regex::{RegexSet, RegexSetBuilder};
+use sha2::{Digest as _, Sha256};
+use wasmtime::component::{Component, InstancePre};
+
+use super::Runtime;
+use super::bindings::analyzer::AnalyzerPre;
+use super::bindings::prompt_processor::PromptProcessorPre;
+use super::bindings::types::{Manifest, Stage};
+use super::bindings::{WIT_PACKAGE, WIT_VERSION};
+use super::call::{CallFailure, CallLimits, CallState, PluginIdentity};
+use crate::capability::sql::{SqlCaps, SqlSession};
+use crate::db::PgPool;
+
+/// Largest compiled size of the trigger patterns of one plugin; a pathological
+/// pattern is refused at load instead of costing memory on every document.
+const MAX_TRIGGER_REGEX_BYTES: usize = 1 << 20;
+
+/// Why bytes could not be loaded as a plugin. Each message names what is wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not WebAssembly at all.
+    #[error(
+        "not a WebAssembly file (it does not start with the `\\0asm` magic bytes); build the plugin with `cargo build --target wasm32-wasip2`"
+    )]
+    NotWasm,
+    /// A core module instead of a component.
+    #[error(
+        "a core WebAssembly module, not a component; build for the `wasm32-wasip2` target (which emits components) or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule,
+    /// Wasmtime could not compile it (truncated, corrupt, or uses unsupported features).
+    #[error("cannot compile the component: {0}")]
+    Compile(String),
+    /// Built against a WIT package version this host does not link.
+    #[error(
+        "built against {package}@{found}, but this assay supports {package}@{supported}; rebuild the plugin against wit/v0.1"
+    )]
+    UnsupportedVersion {
+        /// `assay:plugin`.
+        package: &'static str,
+        /// What the plugin imports.
+        found: String,
+        /// What this host supports.
+        supported: &'static str,
+    },
+    /// It needs imports the host does not provide (e.g. sockets or HTTP).
+    #[error("imports something assay does not provide: {0}")]
+    Imports(String),
+    /// Exports neither plugin world.
+    #[error(
+        "exports neither the `analyzer` nor the `prompt-processor` world of {package}@{version} (it exports: {exports}); implement one of them (see wit/v0.1/plugin.wit)"
+    )]
+    WrongWorld {
+        /// `assay:plugin`.
+        package: &'static str,
+        /// Supported version.
+        version: &'static str,
+        /// What it does export.
+        exports: String,
+    },
+    /// `describe` trapped or timed out.
+    #[error("its `describe` function failed: {0}")]
+    Describe(CallFailure),
+    /// The manifest it returned is unusable.
+    #[error("invalid manifest: {0}")]
+    Manifest(String),
+}
+
+/// The compiled, pre-linked entry points of a plugin, by world.
+#[derive(Clone)]
+pub enum PluginCode {
+    /// Implements the `analyzer` world.
+    Analyzer(AnalyzerPre<CallState>),
+    /// Implements the `prompt-processor` world.
+    Prompt(PromptProcessorPre<CallState>),
+}
+
+/// A plugin ready to be called.
+pub struct LoadedPlugin {
+    /// Name, version and content hash.
+    pub identity: Arc<PluginIdentity>,
+    /// What the plugin said about itself.
+    pub manifest: Manifest,
+    /// Compiled code.
+    pub code: PluginCode,
+    /// Compiled `manifest.triggers`; `None` when the plugin always runs.
+    pub triggers: Option<RegexSet>,
+    /// Size of the component in bytes.
+    pub size: usize,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("identity", &self.identity)
+            .field("stage", &stage_name(self.manifest.stage))
+            .finish_non_exhaustive()
+    }
+}
+
+/// `prompt` or `analysis`.
+pub fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Prompt => "prompt",
+        Stage::Analysis => "analysis",
+    }
+}
+
+impl LoadedPlugin {
+    /// Whether this plugin runs on a document of `kind` with `text`.
+    pub fn applies_to(&self, kind: &str, text: &str) -> bool {
+        let kind_ok =
+            self.manifest.kinds.is_empty() || self.manifest.kinds.iter().any(|k| k == kind);
+        kind_ok && self.triggers.as_ref().is_none_or(|set| set.is_match(text))
+    }
+}
+
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Loads a plugin from component bytes. Compilation runs on a blocking thread.
+pub async fn load(
+    runtime: &Arc<Runtime>,
+    bytes: Vec<u8>,
+    plugin_pool: &PgPool,
+    limits: &CallLimits,
+) -> Result<LoadedPlugin, LoadError> {
+    check_header(&bytes)?;
+    let sha256 = sha256_hex(&bytes);
+    let size = bytes.len();
+    let engine = runtime.engine().clone();
+    let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+        .await
+        .map_err(|e| LoadError::Compile(e.to_string()))?
+        .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+
+    check_wit_version(runtime, &component)?;
+    let pre: InstancePre<CallState> = runtime
+        .linker()
+        .instantiate_pre(&component)
+        .map_err(|e| LoadError::Imports(format!("{e:#}")))?;
+    let code = match AnalyzerPre::new(pre.clone()) {
+        Ok(analyzer) => PluginCode::Analyzer(analyzer),
+        Err(_) => match PromptProcessorPre::new(pre) {
+            Ok(prompt) => PluginCode::Prompt(prompt),
+            Err(_) => {
+                let exports: Vec<String> = component
+                    .component_type()
+                    .exports(runtime.engine())
+                    .map(|(name, _)| name.to_string())
+                    .collect();
+                return Err(LoadError::WrongWorld {
+                    package: WIT_PACKAGE,
+                    version: WIT_VERSION,
+                    exports: if exports.is_empty() {
+                        "nothing".into()
+                    } else {
+                        exports.join(", ")
+                    },
+                });
+            }
+        },
+    };
+
+    // `describe` runs like any call: fresh instance, deadline, memory limit. It
+    // has no business with the database, so its SQL session is never opened.
+    let provisional = Arc::new(PluginIdentity {
+        name: "(loading)".into(),
+        version: String::new(),
+        sha256: sha256.clone(),
+    });
+    let session = SqlSession::new(plugin_pool.clone(), "loading", SqlCaps::default());
+    let mut store = CallState::new_store(runtime, provisional, session, limits);
+    let described = match &code {
+        PluginCode::Analyzer(pre) => match pre.instantiate_async(&mut store).await {
+            Ok(instance) => instance.call_describe(&mut store).await,
+            Err(e) => Err(e),
+        },
+        PluginCode::Prompt(pre) => match pre.instantiate_async(&mut store).await {
+            Ok(instance) => instance.call_describe(&mut store).await,
+            Err(e) => Err(e),
+        },
+    };
+    let manifest = described.map_err(|e| {
+        LoadError::Describe(CallFailure::from_wasmtime(
+            &e,
+            &store.data().captured_output(),
+        ))
+    })?;
+    drop(store);
+
+    let expected_stage = match code {
+        PluginCode::Analyzer(_) => Stage::Analysis,
+        PluginCode::Prompt(_) => Stage::Prompt,
+    };
+    let triggers = validate_manifest(&manifest, expected_stage)?;
+    Ok(LoadedPlugin {
+        identity: Arc::new(PluginIdentity {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            sha256,
+        }),
+        manifest,
+        code,
+        triggers,
+        size,
+    })
+}
+
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm);
+    }
+    // Bytes 4..8: version and layer. Core modules are version 1, layer 0;
+    // components carry layer 1.
+    match bytes[4..8] {
+        [0x01, 0x00, 0x00, 0x00] => Err(LoadError::CoreModule),
+        [_, _, 0x01, 0x00] => Ok(()),
+        _ => Err(LoadError::Compile(
+            "unknown WebAssembly binary version".into(),
+        )),
+    }
+}
+
+/// A plugin names the contract version in its imports (`assay:plugin/types@0.1.0`);
+/// refuse other versions with a message naming both.
+fn check_wit_version(runtime: &Runtime, component: &Component) -> Result<(), LoadError> {
+    let prefix = format!("{WIT_PACKAGE}/");
+    for (name, _) in component.component_type().imports(runtime.engine()) {
+        if let Some(rest) = name.strip_prefix(&prefix)
+            && let Some((_, version)) = rest.split_once('@')
+            && version != WIT_VERSION
+        {
+            return Err(LoadError::UnsupportedVersion {
+                package: WIT_PACKAGE,
+                found: version.to_string(),
+                supported: WIT_VERSION,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a manifest and compiles its triggers.
+pub fn validate_manifest(
+    manifest: &Manifest,
+    expected_stage: Stage,
+) -> Result<Option<RegexSet>, LoadError> {
+    let bad = |m: String| Err(LoadError::Manifest(m));
+    let name = &manifest.name;
+    let name_ok = name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !name_ok {
+        return bad(format!(
+            "name {name:?} must be 1–63 characters of lowercase letters, digits, `-` and `_`, starting with a letter"
+        ));
+    }
+    if manifest.version.trim().is_empty() {
+        return bad(format!("plugin {name}: version is empty"));
+    }
+    if manifest.stage != expected_stage {
+        return bad(format!(
+            "plugin {name} declares stage `{}` but implements the world of stage `{}`",
+            stage_name(manifest.stage),
+            stage_name(expected_stage)
+        ));
+    }
+    if manifest.kinds.iter().any(|k| k.trim().is_empty()) {
+        return bad(format!("plugin {name}: a kind is empty"));
+    }
+    let mut versions: Vec<u32> = manifest.migrations.iter().map(|m| m.version).collect();
+    versions.sort_unstable();
+    if versions.first() == Some(&0) || versions.windows(2).any(|w| w[0] == w[1]) {
+        return bad(format!(
+            "plugin {name}: migration versions must be unique and start at 1"
+        ));
+    }
+    if manifest.triggers.is_empty() {
+        return Ok(None);
+    }
+    RegexSetBuilder::new(&manifest.triggers)
+        .size_limit(MAX_TRIGGER_REGEX_BYTES)
+        .build()
+        .map(Some)
+        .map_err(|e| LoadError::Manifest(format!("plugin {name}: invalid trigger pattern: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(name: &str) -> Manifest {
+        Manifest {
+            name: name.into(),
+            version: "1".into(),
+            description: String::new(),
+            stage: Stage::Analysis,
+            priority: 0,
+            kinds: vec![],
+            triggers: vec![],
+            migrations: vec![],
+        }
+    }
+
+    #[test]
+    fn headers_are_told_apart() {
+        assert!(matches!(
+            check_header(b"hello world"),
+            Err(LoadError::NotWasm)
+        ));
+        assert!(matches!(
+            check_header(b"\0asm\x01\0\0\0"),
+            Err(LoadError::CoreModule)
+        ));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+        assert!(matches!(check_header(b"\0asm"), Err(LoadError::NotWasm)));
+    }
+
+    #[test]
+    fn manifests_are_checked() {
+        assert!(validate_manifest(&manifest("keywords"), Stage::Analysis).is_ok());
+        for bad in ["", "Keywords", "1st", "a b", "x'; DROP TABLE y; --"] {
+            assert!(
+                validate_manifest(&manifest(bad), Stage::Analysis).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(
+            validate_manifest(&manifest("k"), Stage::Prompt).is_err(),
+            "stage must match the world"
+        );
+        let mut m = manifest("k");
+        m.triggers = vec!["(unclosed".into()];
+        let err = validate_manifest(&m, Stage::Analysis).expect_err("bad regex");
+        assert!(err.to_string().contains("trigger"), "{err}");
+    }
+}
