@@ -1,1 +1,75 @@
-fn main() {}
+//! A bundled plugin's `analyze` through the runtime (fresh instance per call,
+//! as the engine runs it) beside the same logic compiled natively.
+//!
+//! `cargo bench -p assay-benches --bench plugins`
+
+use std::sync::Arc;
+
+use assay::capability::sql::{SqlCaps, SqlSession};
+use assay::config::LimitsConfig;
+use assay::db::PgPool;
+use assay::runtime::Runtime;
+use assay::runtime::bindings::types::Document;
+use assay::runtime::call::{CallLimits, invoke};
+use assay::runtime::loader;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+/// A pool that is never connected: `keywords` makes no SQL calls, so no database
+/// is needed and none is measured.
+fn unused_pool() -> PgPool {
+    let config: tokio_postgres::Config = "host=127.0.0.1 port=1 user=unused"
+        .parse()
+        .expect("static config");
+    bb8::Pool::builder().build_unchecked(bb8_postgres::PostgresConnectionManager::new(
+        config,
+        tokio_postgres::NoTls,
+    ))
+}
+
+fn document_of(bytes: usize) -> String {
+    let sample = include_str!("../../examples/transcripts/northwind-billing-dispute.txt");
+    sample.chars().cycle().take(bytes).collect()
+}
+
+fn keywords(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let runtime = Arc::new(Runtime::new().expect("wasmtime runtime"));
+    let pool = rt.block_on(async { unused_pool() });
+    let limits = CallLimits::from_config(&LimitsConfig::default());
+    let bytes = assay::bundled::BUNDLED
+        .iter()
+        .find(|(name, _)| *name == "keywords.wasm")
+        .expect("keywords is bundled")
+        .1
+        .to_vec();
+    let plugin = rt
+        .block_on(loader::load(&runtime, bytes, &pool, &limits))
+        .expect("load keywords");
+
+    let mut group = c.benchmark_group("keywords");
+    for size in [1024, 16 * 1024, 256 * 1024] {
+        let text = document_of(size);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("native", size), &text, |b, text| {
+            b.iter(|| keywords::extract::extract(text, 15))
+        });
+        let doc = Document {
+            id: "00000000-0000-0000-0000-000000000000".into(),
+            kind: "transcript".into(),
+            text: text.clone(),
+            metadata: "{}".into(),
+        };
+        group.bench_with_input(BenchmarkId::new("plugin", size), &doc, |b, doc| {
+            b.to_async(&rt).iter(|| async {
+                let session = SqlSession::new(pool.clone(), "keywords", SqlCaps::default());
+                invoke(&runtime, &plugin, session, &limits, doc.clone())
+                    .await
+                    .expect("keywords succeeds")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, keywords);
+criterion_main!(benches);

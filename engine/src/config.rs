@@ -157,6 +157,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment's Jail API returns its own (large) error type; that is fine in tests.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

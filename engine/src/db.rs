@@ -26,12 +26,12 @@ pub enum DbError {
     #[error("cannot start the embedded PostgreSQL: {0}")]
     Embedded(#[from] embedded::EmbeddedError),
     /// The configured URL is not a valid connection string.
-    #[error("invalid database URL ({url}): {source}")]
+    #[error("invalid database URL ({url}): {cause}")]
     BadUrl {
         /// The URL with its password hidden.
         url: String,
         /// What is wrong with it.
-        source: tokio_postgres::Error,
+        cause: tokio_postgres::Error,
     },
     /// No connection could be made in time.
     #[error(
@@ -55,19 +55,22 @@ pub enum DbError {
     #[error("cannot apply assay's migrations: {0}")]
     Migrate(String),
     /// A statement failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Query {
         /// What the engine was doing.
         context: &'static str,
         /// The PostgreSQL error.
-        source: tokio_postgres::Error,
+        cause: tokio_postgres::Error,
     },
 }
 
 impl DbError {
     /// Wraps a tokio-postgres error with what was being done.
     pub fn query(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DbError {
-        move |source| DbError::Query { context, source }
+        move |source| DbError::Query {
+            context,
+            cause: source,
+        }
     }
 }
 
@@ -102,9 +105,9 @@ impl Database {
         let (pg_config, target, embedded) = match &config.url {
             Some(url) => {
                 let pg_config: tokio_postgres::Config =
-                    url.parse().map_err(|source| DbError::BadUrl {
+                    url.parse().map_err(|cause| DbError::BadUrl {
                         url: redact_url(url),
-                        source,
+                        cause,
                     })?;
                 (pg_config, redact_url(url), None)
             }
@@ -253,12 +256,18 @@ async fn ensure_database(server: &EmbeddedPostgres) -> Result<(), DbError> {
         .is_some();
     if !exists {
         let create = format!("CREATE DATABASE {}", embedded::DATABASE);
+        // Two processes creating it at once: the loser sees duplicate_database, or
+        // a unique violation on pg_database when both passed the existence check.
+        let lost_race = |e: &tokio_postgres::Error| {
+            e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE)
+                || e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+        };
         if let Err(e) = client.batch_execute(&create).await
-            && e.code() != Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE)
+            && !lost_race(&e)
         {
             return Err(DbError::Query {
                 context: "creating the assay database",
-                source: e,
+                cause: e,
             });
         }
     }

@@ -22,9 +22,9 @@ use crate::capability::sql::{SqlCaps, SqlSession};
 use crate::db::{Database, DbError, store};
 use crate::registry::{RegisteredPlugin, Registry};
 use crate::runtime::Runtime;
-use crate::runtime::bindings::types::{Document, Finding, PluginError, Stage};
-use crate::runtime::call::{CallFailure, CallLimits, CallState, PluginIdentity};
-use crate::runtime::loader::{PluginCode, stage_name};
+use crate::runtime::bindings::types::{Document, Finding, Stage};
+use crate::runtime::call::{CallFailure, CallLimits, CallOutput, PluginIdentity, invoke};
+use crate::runtime::loader::stage_name;
 
 pub use input::DocumentInput;
 
@@ -128,11 +128,6 @@ pub struct Pipeline {
     db: Arc<Database>,
     limits: CallLimits,
     caps: SqlCaps,
-}
-
-enum CallOutput {
-    Findings(Vec<Finding>),
-    Processed(Document, Vec<Finding>),
 }
 
 impl Pipeline {
@@ -291,8 +286,6 @@ impl Pipeline {
         Ok(report)
     }
 
-    /// One call of one plugin in a fresh instance, its SQL committed on success
-    /// and rolled back otherwise.
     async fn call(
         &self,
         plugin: &RegisteredPlugin,
@@ -303,55 +296,7 @@ impl Pipeline {
             plugin.name(),
             self.caps.clone(),
         );
-        let mut store = CallState::new_store(
-            &self.runtime,
-            Arc::clone(&plugin.loaded.identity),
-            session,
-            &self.limits,
-        );
-        let result: wasmtime::Result<Result<CallOutput, PluginError>> = match &plugin.loaded.code {
-            PluginCode::Analyzer(pre) => {
-                async {
-                    let instance = pre.instantiate_async(&mut store).await?;
-                    Ok(instance
-                        .call_analyze(&mut store, &doc)
-                        .await?
-                        .map(CallOutput::Findings))
-                }
-                .await
-            }
-            PluginCode::Prompt(pre) => {
-                async {
-                    let instance = pre.instantiate_async(&mut store).await?;
-                    Ok(instance
-                        .call_process(&mut store, &doc)
-                        .await?
-                        .map(|p| CallOutput::Processed(p.document, p.findings)))
-                }
-                .await
-            }
-        };
-        let outcome = match result {
-            Ok(Ok(output)) => Ok(output),
-            Ok(Err(PluginError::InvalidInput(m))) => Err(CallFailure::InvalidInput(m)),
-            Ok(Err(PluginError::Failed(m))) => Err(CallFailure::Failed(m)),
-            Err(e) => Err(CallFailure::from_wasmtime(
-                &e,
-                &store.data().captured_output(),
-            )),
-        };
-        let sql = &mut store.data_mut().sql;
-        match outcome {
-            Ok(output) => sql
-                .finish(true)
-                .await
-                .map(|()| output)
-                .map_err(CallFailure::Failed),
-            Err(failure) => {
-                let _ = sql.finish(false).await;
-                Err(failure)
-            }
-        }
+        invoke(&self.runtime, &plugin.loaded, session, &self.limits, doc).await
     }
 }
 

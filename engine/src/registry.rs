@@ -68,12 +68,12 @@ impl std::fmt::Display for LoadProblem {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The plugin directory cannot be created or read.
-    #[error("cannot read the plugin directory {path}: {source}; check `plugins.dir` in assay.toml")]
+    #[error("cannot read the plugin directory {path}: {cause}; check `plugins.dir` in assay.toml")]
     Dir {
         /// The directory.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Registering plugin versions failed.
     #[error(transparent)]
@@ -138,7 +138,7 @@ impl Registry {
                     }
                 }
                 Err(message) => {
-                    tracing::error!(plugin = %source, "{message}");
+                    tracing::info!(plugin = %source, "refused: {message}");
                     registry.problems.push(LoadProblem {
                         source: source.to_string(),
                         message,
@@ -186,9 +186,9 @@ impl Registry {
 
 /// `*.wasm` files of the directory, sorted; the directory is created if missing.
 fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, RegistryError> {
-    let dir_err = |source| RegistryError::Dir {
+    let dir_err = |cause| RegistryError::Dir {
         path: dir.display().to_string(),
-        source,
+        cause,
     };
     std::fs::create_dir_all(dir).map_err(dir_err)?;
     let mut files = Vec::new();

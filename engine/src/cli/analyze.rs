@@ -131,6 +131,7 @@ pub async fn run(config: &Config, args: AnalyzeArgs) -> anyhow::Result<Outcome> 
             eprintln!("  {source}: plugin {plugin} {message}");
         }
     }
+    let engine_problems = engine.registry.problems.len();
     engine.stop().await?;
     if interrupted || (reports.is_empty() && !document_errors.is_empty()) {
         bail!(
@@ -138,7 +139,10 @@ pub async fn run(config: &Config, args: AnalyzeArgs) -> anyhow::Result<Outcome> 
             document_errors.len()
         );
     }
-    let clean = failures.is_empty() && input_problems.is_empty() && document_errors.is_empty();
+    let clean = failures.is_empty()
+        && input_problems.is_empty()
+        && document_errors.is_empty()
+        && engine_problems == 0;
     Ok(if clean {
         Outcome::Success
     } else {

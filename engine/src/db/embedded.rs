@@ -65,14 +65,14 @@ pub enum EmbeddedError {
         dir: String,
     },
     /// A file-system operation on the data directory failed.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}: {cause}")]
     Io {
         /// What was being done.
         what: &'static str,
         /// The file or directory.
         path: String,
         /// The underlying error.
-        source: io::Error,
+        cause: io::Error,
     },
     /// A PostgreSQL program failed.
     #[error("{program} failed: {message}")]
@@ -94,10 +94,10 @@ pub enum EmbeddedError {
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> EmbeddedError + 'a {
-    move |source| EmbeddedError::Io {
+    move |cause| EmbeddedError::Io {
         what,
         path: path.display().to_string(),
-        source,
+        cause,
     }
 }
 
@@ -280,7 +280,7 @@ pub fn find_binaries(configured: Option<&Path>) -> Result<PathBuf, EmbeddedError
             Some((major, entry.path().join("bin")))
         })
         .collect();
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|(major, _)| std::cmp::Reverse(*major));
     candidates.extend(versioned.into_iter().map(|(_, dir)| dir));
     candidates.push(PathBuf::from("/usr/local/pgsql/bin"));
     if let Some(path) = std::env::var_os("PATH") {

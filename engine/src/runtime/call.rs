@@ -9,6 +9,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::Runtime;
+use super::bindings::types::{Document, Finding, PluginError};
+use super::loader::{LoadedPlugin, PluginCode};
 use crate::capability::sql::SqlSession;
 
 /// How much of what a plugin prints (panic messages, debug output) is kept to
@@ -188,4 +190,68 @@ impl CallFailure {
 fn last_chars(text: &str, n: usize) -> String {
     let count = text.chars().count();
     text.chars().skip(count.saturating_sub(n)).collect()
+}
+
+/// What a successful call returned.
+#[derive(Debug)]
+pub enum CallOutput {
+    /// An analysis plugin's findings.
+    Findings(Vec<Finding>),
+    /// A prompt plugin's transformed document and findings.
+    Processed(Document, Vec<Finding>),
+}
+
+/// Calls `plugin` once on `doc` in a fresh instance with `limits`; its SQL (via
+/// `session`) is committed if the call succeeds and rolled back otherwise.
+pub async fn invoke(
+    runtime: &Runtime,
+    plugin: &LoadedPlugin,
+    session: SqlSession,
+    limits: &CallLimits,
+    doc: Document,
+) -> Result<CallOutput, CallFailure> {
+    let mut store = CallState::new_store(runtime, Arc::clone(&plugin.identity), session, limits);
+    let result: wasmtime::Result<Result<CallOutput, PluginError>> = match &plugin.code {
+        PluginCode::Analyzer(pre) => {
+            async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                Ok(instance
+                    .call_analyze(&mut store, &doc)
+                    .await?
+                    .map(CallOutput::Findings))
+            }
+            .await
+        }
+        PluginCode::Prompt(pre) => {
+            async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                Ok(instance
+                    .call_process(&mut store, &doc)
+                    .await?
+                    .map(|p| CallOutput::Processed(p.document, p.findings)))
+            }
+            .await
+        }
+    };
+    let outcome = match result {
+        Ok(Ok(output)) => Ok(output),
+        Ok(Err(PluginError::InvalidInput(m))) => Err(CallFailure::InvalidInput(m)),
+        Ok(Err(PluginError::Failed(m))) => Err(CallFailure::Failed(m)),
+        Err(e) => Err(CallFailure::from_wasmtime(
+            &e,
+            &store.data().captured_output(),
+        )),
+    };
+    let sql = &mut store.data_mut().sql;
+    match outcome {
+        Ok(output) => sql
+            .finish(true)
+            .await
+            .map(|()| output)
+            .map_err(CallFailure::Failed),
+        Err(failure) => {
+            let _ = sql.finish(false).await;
+            Err(failure)
+        }
+    }
 }

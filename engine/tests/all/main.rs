@@ -1,1 +1,10 @@
+//! Integration tests of the engine against a real PostgreSQL (the embedded server,
+//! started once per test run in a throw-away directory) and real plugin components
+//! built from `plugins/`.
 
+mod analyze;
+mod bad_input;
+mod cli;
+mod embedded;
+mod history;
+mod support;

@@ -83,30 +83,48 @@ fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
     }
     let names: Vec<Option<String>> = terms.iter().map(|t| Some(t.term.clone())).collect();
     let counts: Vec<Option<i64>> = terms.iter().map(|t| Some(t.count)).collect();
+    let group_param = Value::Text(group.clone());
+    let document_param = Value::Text(doc.id.clone());
 
-    // Was this very document counted before (re-analysis)? Then its own counts are
-    // in the totals and must not be reported as "earlier".
-    let counted = sql::query(
-        "SELECT terms, counts FROM counted_documents WHERE grp = $1 AND document = $2::uuid",
-        &[Value::Text(group.clone()), Value::Text(doc.id.clone())],
+    // Claim the document for this group. If another call (or an earlier run)
+    // already counted it, the totals include it and its own counts are taken
+    // back out below. ON CONFLICT makes two concurrent calls on the same
+    // document safe: the second waits for the first to commit, then does nothing.
+    let first_time = sql::execute(
+        "INSERT INTO counted_documents (grp, document, terms, counts) VALUES ($1, $2::uuid, $3, $4)
+         ON CONFLICT (grp, document) DO NOTHING",
+        &[
+            group_param.clone(),
+            document_param.clone(),
+            Value::TextArray(names.clone()),
+            Value::IntArray(counts.clone()),
+        ],
     )
-    .map_err(db_error)?;
-    let own: Vec<(String, i64)> = match counted.rows.first().map(|r| r.as_slice()) {
-        Some([Value::TextArray(t), Value::IntArray(c)]) => t
-            .iter()
-            .zip(c)
-            .filter_map(|(t, c)| Some((t.clone()?, (*c)?)))
-            .collect(),
-        _ => vec![],
+    .map_err(db_error)?
+        == 1;
+    let own: Vec<(String, i64)> = if first_time {
+        vec![]
+    } else {
+        let counted = sql::query(
+            "SELECT terms, counts FROM counted_documents WHERE grp = $1 AND document = $2::uuid",
+            &[group_param.clone(), document_param.clone()],
+        )
+        .map_err(db_error)?;
+        match counted.rows.first().map(|r| r.as_slice()) {
+            Some([Value::TextArray(t), Value::IntArray(c)]) => t
+                .iter()
+                .zip(c)
+                .filter_map(|(t, c)| Some((t.clone()?, (*c)?)))
+                .collect(),
+            _ => vec![],
+        }
     };
-    let seen_before = !counted.rows.is_empty();
 
     let earlier = sql::query(
         "SELECT term, documents, mentions FROM term_counts WHERE grp = $1 AND term = ANY($2)",
-        &[Value::Text(group.clone()), Value::TextArray(names.clone())],
+        &[group_param.clone(), Value::TextArray(names.clone())],
     )
     .map_err(db_error)?;
-
     let mut findings = Vec::new();
     for row in &earlier.rows {
         let [
@@ -117,9 +135,8 @@ fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
         else {
             return Err(format!("unexpected row shape from term_counts: {row:?}"));
         };
-        let own_mentions = own.iter().find(|(t, _)| t == term).map(|(_, c)| *c);
-        let (documents, mentions) = match own_mentions {
-            Some(m) => (documents - 1, mentions - m),
+        let (documents, mentions) = match own.iter().find(|(t, _)| t == term) {
+            Some((_, m)) => (documents - 1, mentions - m),
             None => (*documents, *mentions),
         };
         if documents <= 0 {
@@ -146,59 +163,51 @@ fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
             .unwrap_or(std::cmp::Ordering::Equal)
     });
 
-    let documents_before = if seen_before {
-        read_counter(&group)?.saturating_sub(1)
-    } else {
-        sql::execute(
-            "INSERT INTO counted_documents (grp, document, terms, counts) VALUES ($1, $2::uuid, $3, $4)",
-            &[
-                Value::Text(group.clone()),
-                Value::Text(doc.id.clone()),
-                Value::TextArray(names.clone()),
-                Value::IntArray(counts.clone()),
-            ],
-        )
-        .map_err(db_error)?;
+    if first_time {
         sql::execute(
             "INSERT INTO term_counts (grp, term, documents, mentions)
              SELECT $1, t, 1, c FROM unnest($2::text[], $3::int8[]) AS u(t, c)
              ON CONFLICT (grp, term) DO UPDATE
              SET documents = term_counts.documents + 1, mentions = term_counts.mentions + EXCLUDED.mentions",
-            &[Value::Text(group.clone()), Value::TextArray(names), Value::IntArray(counts)],
+            &[group_param.clone(), Value::TextArray(names), Value::IntArray(counts)],
         )
         .map_err(db_error)?;
-        let before = read_counter(&group)?;
-        state::set(&group, "documents", &(before + 1).to_string())
-            .map_err(|e| format!("state: {e:?}"))?;
-        before
+    }
+    // Derived from the table rather than a counter kept in state: concurrent
+    // calls cannot lose an update this way.
+    let others = sql::query(
+        "SELECT count(*) FROM counted_documents WHERE grp = $1 AND document <> $2::uuid",
+        &[group_param, document_param],
+    )
+    .map_err(db_error)?;
+    let earlier_documents = match others.rows.first().map(|r| r.as_slice()) {
+        Some([Value::Int(n)]) => *n,
+        _ => return Err("unexpected result of the document count".into()),
     };
+
+    // State: the previous document analysed in this group (last writer wins,
+    // which is what "previous" means under concurrency).
+    let previous = state::get(&group, "last-document").map_err(|e| format!("state: {e:?}"))?;
+    state::set(&group, "last-document", &assay_text::json_string(&doc.id))
+        .map_err(|e| format!("state: {e:?}"))?;
     log::log(
         log::Level::Debug,
         &format!(
-            "group {group}: {documents_before} earlier documents, {} recurring terms",
+            "group {group}: {earlier_documents} other documents, {} recurring terms",
             findings.len()
         ),
     );
     findings.push(Finding {
         label: "group-history".into(),
-        score: Some(documents_before as f64),
+        score: Some(earlier_documents as f64),
         span: None,
         data: format!(
-            "{{\"group\":{},\"earlier_documents\":{documents_before}}}",
-            assay_text::json_string(&group)
+            "{{\"group\":{},\"earlier_documents\":{earlier_documents},\"previous_document\":{}}}",
+            assay_text::json_string(&group),
+            previous.unwrap_or_else(|| "null".into())
         ),
     });
     Ok(findings)
-}
-
-fn read_counter(group: &str) -> Result<i64, String> {
-    match state::get(group, "documents").map_err(|e| format!("state: {e:?}"))? {
-        Some(json) => json
-            .trim()
-            .parse()
-            .map_err(|_| format!("state holds a non-number counter: {json}")),
-        None => Ok(0),
-    }
 }
 
 export!(History);

@@ -364,7 +364,8 @@ mod tests {
             (numeric(2, 0, 0, 2, &[12, 5000]), "12.50"),
             (numeric(2, 1, 0x4000, 0, &[1, 2345]), "-12345"),
             (numeric(1, -1, 0, 4, &[5]), "0.0005"),
-            (numeric(1, -2, 0, 6, &[12]), "0.000012"),
+            (numeric(1, -2, 0, 6, &[1200]), "0.000012"),
+            (numeric(1, -2, 0, 8, &[12]), "0.00000012"),
             (numeric(3, 2, 0, 0, &[1, 0, 0]), "100000000"),
             (numeric(1, 2, 0, 0, &[1]), "100000000"),
             (numeric(0, 0, 0xC000, 0, &[]), "NaN"),
@@ -378,24 +379,16 @@ mod tests {
         );
     }
 
+    fn text_format(value: Value, ty: &Type) -> bool {
+        matches!(Param(value).encode_format(ty), Format::Text)
+    }
+
     #[test]
     fn params_pick_text_format_for_exact_and_literal_values() {
-        assert_eq!(
-            Param(Value::Numeric("1.5".into())).encode_format(&Type::NUMERIC),
-            Format::Text
-        );
-        assert_eq!(
-            Param(Value::Int(1)).encode_format(&Type::NUMERIC),
-            Format::Text
-        );
-        assert_eq!(
-            Param(Value::Text("2024-01-01".into())).encode_format(&Type::DATE),
-            Format::Text
-        );
-        assert_eq!(
-            Param(Value::Int(1)).encode_format(&Type::INT4),
-            Format::Binary
-        );
+        assert!(text_format(Value::Numeric("1.5".into()), &Type::NUMERIC));
+        assert!(text_format(Value::Int(1), &Type::NUMERIC));
+        assert!(text_format(Value::Text("2024-01-01".into()), &Type::DATE));
+        assert!(!text_format(Value::Int(1), &Type::INT4));
     }
 
     #[test]
@@ -409,7 +402,8 @@ mod tests {
         assert!(Param(Value::Int(7)).to_sql(&Type::INT2, &mut out).is_ok());
         let err = Param(Value::Boolean(true))
             .to_sql(&Type::INT4, &mut out)
-            .expect_err("bool into int4 is a mismatch");
+            .err()
+            .expect("bool into int4 is a mismatch");
         assert!(err.to_string().contains("expects int4"), "{err}");
         assert!(matches!(
             Param(Value::Null).to_sql(&Type::INT4, &mut out),

@@ -1,0 +1,169 @@
+//! Shared test helpers: one embedded PostgreSQL per test process, a fresh
+//! database per test, and an engine wired like the `assay` binary wires it.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use assay::config::{Config, EmbeddedConfig};
+use assay::db::Database;
+use assay::db::embedded::EmbeddedPostgres;
+use assay::pipeline::{DocumentInput, Pipeline};
+use assay::registry::Registry;
+use assay::runtime::Runtime;
+
+struct Server {
+    embedded: Mutex<Option<EmbeddedPostgres>>,
+    port: u16,
+    password: String,
+    _dir: tempfile::TempDir,
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+extern "C" fn stop_server() {
+    if let Some(server) = SERVER.get()
+        && let Ok(mut guard) = server.embedded.lock()
+        && let Some(embedded) = guard.take()
+    {
+        let _ = embedded.stop();
+    }
+}
+
+/// A directory the `postgres` user can enter (tests run as root in CI).
+pub fn shared_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn server() -> &'static Server {
+    SERVER.get_or_init(|| {
+        let dir = shared_tempdir();
+        let embedded = EmbeddedPostgres::start(&EmbeddedConfig {
+            data_dir: dir.path().join("pg"),
+            bin_dir: None,
+        })
+        .expect("start the embedded PostgreSQL for tests");
+        // SAFETY: registering a plain `extern "C" fn` with atexit; it runs once at exit.
+        unsafe { libc::atexit(stop_server) };
+        Server {
+            port: embedded.port(),
+            password: embedded.password().to_string(),
+            embedded: Mutex::new(Some(embedded)),
+            _dir: dir,
+        }
+    })
+}
+
+/// A new, empty database on the shared test server.
+pub async fn fresh_database() -> TestDb {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let server = tokio::task::spawn_blocking(server).await.unwrap();
+    let name = format!(
+        "t_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let admin = pg_config(server, "postgres");
+    let (client, conn) = admin.connect(tokio_postgres::NoTls).await.unwrap();
+    let driver = tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    drop(client);
+    let _ = driver.await;
+    TestDb {
+        url: format!(
+            "postgres://assay:{}@127.0.0.1:{}/{name}",
+            server.password, server.port
+        ),
+        config: pg_config(server, &name),
+    }
+}
+
+fn pg_config(server: &Server, db: &str) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(server.port)
+        .user("assay")
+        .password(&server.password)
+        .dbname(db);
+    config
+}
+
+/// A database of one test.
+pub struct TestDb {
+    /// URL for `DATABASE_URL`.
+    pub url: String,
+    /// Settings for the library.
+    pub config: tokio_postgres::Config,
+}
+
+impl TestDb {
+    /// A direct client for assertions.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = self.config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Bytes of a component built from `plugins/` (test plugins included).
+pub fn built_plugin(file: &str) -> Vec<u8> {
+    std::fs::read(Path::new(assay::bundled::BUILT_PLUGIN_DIR).join(file)).unwrap()
+}
+
+/// An engine over a fresh database, with the bundled plugins plus whatever
+/// `plugin_dir` holds.
+pub struct TestEngine {
+    pub db: Arc<Database>,
+    pub registry: Arc<Registry>,
+    pub pipeline: Pipeline,
+    pub test_db: TestDb,
+    pub config: Config,
+}
+
+pub async fn engine_with(plugin_dir: &Path, adjust: impl FnOnce(&mut Config)) -> TestEngine {
+    let test_db = fresh_database().await;
+    let mut config = Config::default();
+    config.plugins.dir = plugin_dir.to_path_buf();
+    adjust(&mut config);
+    let db = Arc::new(
+        Database::open_with(test_db.config.clone(), &config.database)
+            .await
+            .unwrap(),
+    );
+    let runtime = Arc::new(Runtime::new().unwrap());
+    let registry = Arc::new(Registry::load(&runtime, &config, &db).await.unwrap());
+    let pipeline = Pipeline::new(runtime, registry.clone(), db.clone(), &config);
+    TestEngine {
+        db,
+        registry,
+        pipeline,
+        test_db,
+        config,
+    }
+}
+
+pub fn doc(source: &str, kind: &str, text: &str) -> DocumentInput {
+    DocumentInput {
+        source: source.into(),
+        kind: kind.into(),
+        metadata: Default::default(),
+        text: text.into(),
+    }
+}
