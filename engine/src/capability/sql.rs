@@ -4,6 +4,7 @@
 //! conversions. Only the extended protocol ever carries plugin SQL (one statement,
 //! bound parameters): a string with two statements is refused by the server.
 
+pub mod gate;
 pub mod session;
 pub mod values;
 

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use assay::pipeline::input;
 
-use crate::support::{doc, engine_with, shared_tempdir, workspace};
+use crate::support::{doc, engine_with, outcome, shared_tempdir, workspace};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn examples_are_analysed_by_every_plugin_and_stored() {
@@ -176,11 +176,7 @@ async fn triggers_decide_whether_a_plugin_runs() {
         ))
         .await
         .unwrap();
-    let redact = report
-        .plugins
-        .iter()
-        .find(|p| p.plugin == "redact")
-        .unwrap();
+    let redact = outcome(&report, "redact");
     assert_eq!(redact.outcome, "skipped");
     let client = engine.test_db.client().await;
     let skipped: i64 = client

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use crate::support::{built_plugin, doc, engine_with, shared_tempdir};
+use crate::support::{built_plugin, doc, engine_with, outcome, shared_tempdir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_components_are_refused_and_the_rest_load() {
@@ -95,11 +95,7 @@ async fn a_trapping_plugin_costs_only_its_own_call() {
         .await
         .unwrap();
     assert_eq!(report.status, "partial");
-    let faulty = report
-        .plugins
-        .iter()
-        .find(|p| p.plugin == "faulty")
-        .unwrap();
+    let faulty = outcome(&report, "faulty");
     assert_eq!(faulty.outcome, "failed");
     assert_eq!(faulty.error_kind, Some("trap"));
     let message = faulty.message.clone().unwrap();
@@ -135,7 +131,7 @@ async fn a_trapping_plugin_costs_only_its_own_call() {
         .run(doc("fine", "transcript", "A perfectly fine document."))
         .await
         .unwrap();
-    let faulty = next.plugins.iter().find(|p| p.plugin == "faulty").unwrap();
+    let faulty = outcome(&next, "faulty");
     assert_eq!(faulty.outcome, "ok");
 }
 
@@ -157,11 +153,7 @@ async fn plugin_errors_and_invalid_output_are_recorded_by_kind() {
             ))
             .await
             .unwrap();
-        let faulty = report
-            .plugins
-            .iter()
-            .find(|p| p.plugin == "faulty")
-            .unwrap();
+        let faulty = outcome(&report, "faulty");
         assert_eq!(faulty.error_kind, Some(kind), "{marker}: {faulty:?}");
         assert!(
             faulty.message.as_deref().unwrap_or("").contains(words),
@@ -179,11 +171,7 @@ async fn a_looping_plugin_is_stopped_at_its_deadline() {
         .run(doc("loop", "transcript", "#fault:loop and a router"))
         .await
         .unwrap();
-    let faulty = report
-        .plugins
-        .iter()
-        .find(|p| p.plugin == "faulty")
-        .unwrap();
+    let faulty = outcome(&report, "faulty");
     assert_eq!(faulty.error_kind, Some("timeout"), "{faulty:?}");
     assert!(
         report.findings.iter().any(|f| f.plugin == "keywords"),
@@ -199,11 +187,7 @@ async fn a_failed_call_rolls_back_its_state_writes() {
         .run(doc("rollback", "transcript", "#fault:sql-then-error"))
         .await
         .unwrap();
-    let faulty = report
-        .plugins
-        .iter()
-        .find(|p| p.plugin == "faulty")
-        .unwrap();
+    let faulty = outcome(&report, "faulty");
     assert_eq!(faulty.error_kind, Some("failed"));
     let client = engine.test_db.client().await;
     let rows: i64 = client

@@ -167,3 +167,15 @@ pub fn doc(source: &str, kind: &str, text: &str) -> DocumentInput {
         text: text.into(),
     }
 }
+
+/// What `plugin` did in a run.
+pub fn outcome<'a>(
+    report: &'a assay::pipeline::RunReport,
+    plugin: &str,
+) -> &'a assay::pipeline::PluginOutcome {
+    report
+        .plugins
+        .iter()
+        .find(|p| p.plugin == plugin)
+        .unwrap_or_else(|| panic!("no outcome of {plugin} in {:?}", report.plugins))
+}

@@ -55,12 +55,12 @@ bindings::export!(Keywords with_types_in bindings);
 fn findings(text: &str) -> Result<Vec<Finding>, PluginError> {
     // Spans are u32 in the contract; checking the length once makes every
     // offset conversion below infallible.
-    if u32::try_from(text.len()).is_err() {
+    if !assay_text::spans_fit(text) {
         return Err(PluginError::InvalidInput(
-            "text longer than 4 GiB cannot be addressed by u32 spans".into(),
+            assay_text::TOO_LONG_FOR_SPANS.into(),
         ));
     }
-    let offset = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
+    let offset = assay_text::span_offset;
     Ok(extract::extract(text, MAX_FINDINGS)
         .into_iter()
         .map(|k| Finding {

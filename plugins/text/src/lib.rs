@@ -262,6 +262,19 @@ pub fn is_stop_word(lowercase_word: &str) -> bool {
     STOP_WORDS.binary_search(&lowercase_word).is_ok()
 }
 
+/// Why a text is refused when its byte offsets do not fit the contract's `u32` spans.
+pub const TOO_LONG_FOR_SPANS: &str = "text longer than 4 GiB cannot be addressed by u32 spans";
+
+/// Whether every byte offset of `text` fits in a `u32` span of the plugin contract.
+pub fn spans_fit(text: &str) -> bool {
+    u32::try_from(text.len()).is_ok()
+}
+
+/// A byte offset as a span offset; exact for any text where [`spans_fit`] holds.
+pub fn span_offset(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
 /// `s` as a JSON string literal, quotes included.
 pub fn json_string(s: &str) -> String {
     use std::fmt::Write as _;
