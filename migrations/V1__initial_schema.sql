@@ -24,7 +24,7 @@ CREATE INDEX documents_kind_seen_idx ON assay.documents (kind, last_seen_at DESC
 -- component bytes, so a finding can always be traced to the exact code behind it.
 CREATE TABLE assay.plugin_versions (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    name           text NOT NULL CHECK (name ~ '^[a-z][a-z0-9_-]{0,62}$'),
+    name           text NOT NULL CHECK (name ~ '^[a-z][a-z0-9_-]{0,49}$'),
     version        text NOT NULL,
     content_sha256 text NOT NULL CHECK (content_sha256 ~ '^[0-9a-f]{64}$'),
     stage          text NOT NULL CHECK (stage IN ('prompt', 'analysis')),
@@ -92,21 +92,29 @@ JOIN assay.documents d ON d.id = r.document_id
 JOIN assay.plugin_versions p ON p.id = f.plugin_version_id;
 
 -- Per-plugin state (the `state` interface): JSON values by (scope, key).
+-- Plugin calls reach it on their own connection, as their own role; row-level
+-- security lets a role see and write only the rows of its own plugin. Plugin
+-- roles are named assay_<first 6 hex digits of md5(database name)>_<plugin>, so
+-- several assay databases on one server never share a role.
 CREATE TABLE assay.plugin_state (
-    plugin     text NOT NULL CHECK (plugin ~ '^[a-z][a-z0-9_-]{0,62}$'),
+    plugin     text NOT NULL CHECK (plugin ~ '^[a-z][a-z0-9_-]{0,49}$'),
     scope      text NOT NULL CHECK (length(scope) BETWEEN 1 AND 256),
     key        text NOT NULL CHECK (length(key) BETWEEN 1 AND 256),
     value      jsonb NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (plugin, scope, key)
 );
+ALTER TABLE assay.plugin_state ENABLE ROW LEVEL SECURITY;
+CREATE POLICY plugin_state_own_rows ON assay.plugin_state
+    USING (current_user = 'assay_' || substr(md5(current_database()), 1, 6) || '_' || plugin)
+    WITH CHECK (current_user = 'assay_' || substr(md5(current_database()), 1, 6) || '_' || plugin);
 
--- SQL migrations plugins ship for their own schema, applied once each.
-CREATE TABLE assay.plugin_migrations (
-    plugin      text NOT NULL CHECK (plugin ~ '^[a-z][a-z0-9_-]{0,62}$'),
-    version     integer NOT NULL CHECK (version > 0),
-    description text NOT NULL,
-    sha256      text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
-    applied_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (plugin, version)
+-- The database role of each plugin and its password. Only the engine's role
+-- (and superusers) can read this table: no plugin role is ever granted it.
+CREATE TABLE assay.plugin_roles (
+    plugin     text PRIMARY KEY CHECK (plugin ~ '^[a-z][a-z0-9_-]{0,49}$'),
+    role_name  text NOT NULL UNIQUE,
+    password   text NOT NULL CHECK (length(password) >= 24),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    dropped_at timestamptz
 );

@@ -35,6 +35,9 @@ impl Engine {
         for problem in &registry.problems {
             eprintln!("warning: {problem}");
         }
+        for warning in &registry.warnings {
+            eprintln!("warning: {warning}");
+        }
         Ok(Self {
             db,
             runtime,

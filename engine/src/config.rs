@@ -23,6 +23,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// How documents flow through the pipeline.
     pub pipeline: PipelineConfig,
+    /// The SQL sandbox of plugins.
+    pub sandbox: SandboxConfig,
 }
 
 /// `[database]`
@@ -34,8 +36,6 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
     /// Connections the engine itself keeps for storing runs.
     pub pool_size: u32,
-    /// Connections shared by plugin calls that use the `sql` or `state` interfaces.
-    pub plugin_pool_size: u32,
     /// How long to wait for a connection before reporting the database unavailable.
     pub connect_timeout_ms: u64,
     /// The embedded server used when no URL is configured.
@@ -47,7 +47,6 @@ impl Default for DatabaseConfig {
         Self {
             url: None,
             pool_size: 4,
-            plugin_pool_size: 8,
             connect_timeout_ms: 5_000,
             embedded: EmbeddedConfig::default(),
         }
@@ -84,6 +83,10 @@ pub struct PluginsConfig {
     /// `keywords`, `sentiment`, `history`). A component in `dir` whose manifest has
     /// the same name replaces the bundled one.
     pub bundled: bool,
+    /// What each plugin may read or write outside its own schema, by plugin name:
+    /// `[plugins.grants.history] read = ["assay.documents"]`. Applied as real
+    /// GRANT/REVOKE on every load; anything not listed is revoked.
+    pub grants: std::collections::BTreeMap<String, PluginGrants>,
 }
 
 impl Default for PluginsConfig {
@@ -91,6 +94,54 @@ impl Default for PluginsConfig {
         Self {
             dir: PathBuf::from(".assay/plugins"),
             bundled: true,
+            grants: Default::default(),
+        }
+    }
+}
+
+/// `[plugins.grants.NAME]`: tables or views, as `schema.name`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginGrants {
+    /// SELECT.
+    pub read: Vec<String>,
+    /// SELECT, INSERT, UPDATE and DELETE.
+    pub write: Vec<String>,
+}
+
+/// `[sandbox]`: what plugin SQL may do and use.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Refuse, before they reach the server, statements no plugin needs (SET,
+    /// COPY, transaction control, …). Defense in depth: the plugin's database
+    /// role is the wall, and holds with this off.
+    pub statement_gate: bool,
+    /// Connections all plugin pools together may hold open; must stay below the
+    /// server's `max_connections` minus the engine's own pool.
+    pub connection_budget: u32,
+    /// Connections one plugin may hold (so: its concurrent SQL-using calls).
+    pub connections_per_plugin: u32,
+    /// Idle plugin connections are closed after this long.
+    pub idle_timeout_ms: u64,
+    /// Most rows one query may return.
+    pub max_rows: usize,
+    /// Most bytes one query's result may hold.
+    pub max_result_bytes: usize,
+    /// Most statements one call may run.
+    pub max_statements: u32,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            statement_gate: true,
+            connection_budget: 64,
+            connections_per_plugin: 4,
+            idle_timeout_ms: 30_000,
+            max_rows: 10_000,
+            max_result_bytes: 16 * 1024 * 1024,
+            max_statements: 1_000,
         }
     }
 }

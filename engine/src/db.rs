@@ -3,6 +3,7 @@
 
 pub mod embedded;
 pub mod migrate;
+pub mod sandbox;
 pub mod store;
 
 use std::time::Duration;
@@ -78,8 +79,6 @@ impl DbError {
 pub struct Database {
     /// Connections for the engine's own work (storing runs, registering plugins).
     pub pool: PgPool,
-    /// Connections for plugin calls (`sql` and `state` interfaces).
-    pub plugin_pool: PgPool,
     /// Human-readable description of the server, without secrets.
     pub target: String,
     /// `server_version` as reported by the server.
@@ -154,19 +153,14 @@ impl Database {
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("assay");
         }
-        let build = |size: u32| {
-            Pool::builder()
-                .max_size(size.max(1))
-                .min_idle(None)
-                .connection_timeout(timeout)
-                .idle_timeout(Some(Duration::from_secs(60)))
-                .build_unchecked(PostgresConnectionManager::new(pg_config.clone(), NoTls))
-        };
-        let pool = build(config.pool_size);
-        let plugin_pool = build(config.plugin_pool_size);
+        let pool = Pool::builder()
+            .max_size(config.pool_size.max(1))
+            .min_idle(None)
+            .connection_timeout(timeout)
+            .idle_timeout(Some(Duration::from_secs(60)))
+            .build_unchecked(PostgresConnectionManager::new(pg_config.clone(), NoTls));
         let mut db = Self {
             pool,
-            plugin_pool,
             target,
             server_version: String::new(),
             pg_config,

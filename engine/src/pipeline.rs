@@ -143,10 +143,10 @@ impl Pipeline {
             registry,
             db,
             limits: CallLimits::from_config(&config.limits),
-            caps: SqlCaps {
-                statement_timeout: Duration::from_millis(config.limits.statement_timeout_ms),
-                ..SqlCaps::default()
-            },
+            caps: SqlCaps::from_config(
+                &config.sandbox,
+                Duration::from_millis(config.limits.statement_timeout_ms),
+            ),
         }
     }
 
@@ -291,11 +291,7 @@ impl Pipeline {
         plugin: &RegisteredPlugin,
         doc: Document,
     ) -> Result<CallOutput, CallFailure> {
-        let session = SqlSession::new(
-            self.db.plugin_pool.clone(),
-            plugin.name(),
-            self.caps.clone(),
-        );
+        let session = SqlSession::new(Some(plugin.pool.clone()), self.caps.clone());
         invoke(&self.runtime, &plugin.loaded, session, &self.limits, doc).await
     }
 }

@@ -5,8 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::bundled;
-use crate::capability::sql::plugin_schema;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::capability::sql::SandboxPool;
+use crate::capability::sql::pool::{PoolSettings, build_pool};
 use crate::config::Config;
+use crate::db::sandbox::{self, SandboxError};
 use crate::db::{Database, DbError};
 use crate::runtime::Runtime;
 use crate::runtime::bindings::types::Stage;
@@ -32,14 +38,25 @@ impl std::fmt::Display for PluginSource {
 }
 
 /// A loaded plugin with its database identity.
-#[derive(Debug)]
 pub struct RegisteredPlugin {
     /// The compiled plugin.
     pub loaded: LoadedPlugin,
     /// `assay.plugin_versions.id`.
     pub version_id: i64,
+    /// Connections as the plugin's own database role.
+    pub pool: SandboxPool,
     /// Where it came from.
     pub source: PluginSource,
+}
+
+impl std::fmt::Debug for RegisteredPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisteredPlugin")
+            .field("loaded", &self.loaded)
+            .field("version_id", &self.version_id)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RegisteredPlugin {
@@ -78,6 +95,9 @@ pub enum RegistryError {
     /// Registering plugin versions failed.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The sandbox cannot be set up (e.g. the connection budget does not fit the server).
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
 }
 
 /// The loaded plugins, in pipeline order.
@@ -87,6 +107,8 @@ pub struct Registry {
     plugins: Vec<Arc<RegisteredPlugin>>,
     /// Components that were refused.
     pub problems: Vec<LoadProblem>,
+    /// Hardening the engine could not do (the operator should).
+    pub warnings: Vec<String>,
 }
 
 impl Registry {
@@ -98,6 +120,11 @@ impl Registry {
         db: &Database,
     ) -> Result<Self, RegistryError> {
         let limits = CallLimits::from_config(&config.limits);
+        let warnings = sandbox::harden(db, &config.sandbox, config.database.pool_size).await?;
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
+        let budget = Arc::new(Semaphore::new(config.sandbox.connection_budget as usize));
         let mut candidates: Vec<(PluginSource, Result<Vec<u8>, String>)> = Vec::new();
         if config.plugins.bundled {
             for (file, bytes) in bundled::BUNDLED {
@@ -109,12 +136,15 @@ impl Registry {
             candidates.push((PluginSource::File(path), bytes));
         }
 
-        let mut registry = Registry::default();
+        let mut registry = Registry {
+            warnings,
+            ..Registry::default()
+        };
         let mut loaded: Vec<(PluginSource, LoadedPlugin)> = Vec::new();
         for (source, bytes) in candidates {
             let result = match bytes {
                 Ok(bytes) if bytes.is_empty() => Err("the file is empty".to_string()),
-                Ok(bytes) => loader::load(runtime, bytes, &db.plugin_pool, &limits)
+                Ok(bytes) => loader::load(runtime, bytes, &limits)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
@@ -148,14 +178,15 @@ impl Registry {
         }
 
         for (source, plugin) in loaded {
-            match register(db, &plugin).await {
-                Ok(version_id) => registry.plugins.push(Arc::new(RegisteredPlugin {
+            match register(db, config, &budget, &plugin).await {
+                Ok((version_id, pool)) => registry.plugins.push(Arc::new(RegisteredPlugin {
                     loaded: plugin,
                     version_id,
+                    pool,
                     source,
                 })),
                 Err(RegisterError::Db(e)) => return Err(e.into()),
-                Err(RegisterError::Migration(message)) => registry.problems.push(LoadProblem {
+                Err(RegisterError::Refused(message)) => registry.problems.push(LoadProblem {
                     source: source.to_string(),
                     message,
                 }),
@@ -209,8 +240,8 @@ fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, RegistryError> {
 
 enum RegisterError {
     Db(DbError),
-    /// The plugin's own migrations failed: the plugin is refused, the engine goes on.
-    Migration(String),
+    /// The plugin's sandbox or migrations failed: the plugin is refused, the engine goes on.
+    Refused(String),
 }
 
 impl From<DbError> for RegisterError {
@@ -219,8 +250,15 @@ impl From<DbError> for RegisterError {
     }
 }
 
-/// Records the plugin version, creates its schema and applies its migrations.
-async fn register(db: &Database, plugin: &LoadedPlugin) -> Result<i64, RegisterError> {
+/// Records the plugin version and gives the plugin its sandbox (role, schema,
+/// grants) in one transaction; then builds its pool and applies its migrations
+/// under its own role.
+async fn register(
+    db: &Database,
+    config: &Config,
+    budget: &Arc<Semaphore>,
+    plugin: &LoadedPlugin,
+) -> Result<(i64, SandboxPool), RegisterError> {
     let manifest = &plugin.manifest;
     let name = &plugin.identity.name;
     let mut conn = db.connection().await?;
@@ -228,8 +266,8 @@ async fn register(db: &Database, plugin: &LoadedPlugin) -> Result<i64, RegisterE
         .transaction()
         .await
         .map_err(DbError::query("starting plugin registration"))?;
-    // Serialises registration of one plugin across processes (schema creation and
-    // migrations are not safe to race).
+    // Serialises registration of one plugin across processes (role and schema
+    // creation are not safe to race).
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext('assay-plugin:' || $1))",
         &[name],
@@ -246,64 +284,110 @@ async fn register(db: &Database, plugin: &LoadedPlugin) -> Result<i64, RegisterE
         .await
         .map_err(DbError::query("registering the plugin version"))?
         .get(0);
-    let schema = plugin_schema(name);
-    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-        .await
-        .map_err(DbError::query("creating the plugin schema"))?;
-
-    let applied: Vec<(i32, String)> = tx
-        .query(
-            "SELECT version, sha256 FROM assay.plugin_migrations WHERE plugin = $1",
-            &[name],
-        )
-        .await
-        .map_err(DbError::query("reading plugin migrations"))?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
-    let mut migrations: Vec<_> = manifest.migrations.iter().collect();
-    migrations.sort_by_key(|m| m.version);
-    for migration in migrations {
-        let sha = loader::sha256_hex(migration.statement.as_bytes());
-        let version = i32::try_from(migration.version).map_err(|_| {
-            RegisterError::Migration(format!(
-                "migration version {} is too large",
-                migration.version
-            ))
-        })?;
-        match applied.iter().find(|(v, _)| *v == version) {
-            Some((_, applied_sha)) if *applied_sha == sha => continue,
-            Some(_) => {
-                return Err(RegisterError::Migration(format!(
-                    "migration {version} ({}) of plugin {name} differs from the one already applied; \
-                     never edit a released migration, add a new version instead",
-                    migration.description
-                )));
-            }
-            None => {}
-        }
-        tx.batch_execute(&format!("SET LOCAL search_path = \"{schema}\""))
-            .await
-            .map_err(DbError::query("setting the plugin search path"))?;
-        // Extended protocol: exactly one statement per migration step.
-        if let Err(e) = tx.execute(migration.statement.as_str(), &[]).await {
-            return Err(RegisterError::Migration(format!(
-                "migration {version} ({}) of plugin {name} failed: {}",
-                migration.description,
-                e.as_db_error()
-                    .map_or_else(|| e.to_string(), |d| d.message().to_string())
-            )));
-        }
-        tx.execute(
-            "INSERT INTO assay.plugin_migrations (plugin, version, description, sha256) VALUES ($1, $2, $3, $4)",
-            &[name, &version, &migration.description, &sha],
-        )
-        .await
-        .map_err(DbError::query("recording a plugin migration"))?;
-        tracing::info!(plugin = %name, version, description = %migration.description, "applied plugin migration");
-    }
+    let grants = config
+        .plugins
+        .grants
+        .get(name.as_str())
+        .cloned()
+        .unwrap_or_default();
+    let login = match sandbox::provision(&tx, name, &grants).await {
+        Ok(login) => login,
+        Err(SandboxError::Db(e)) => return Err(e.into()),
+        Err(other) => return Err(RegisterError::Refused(other.to_string())),
+    };
     tx.commit()
         .await
         .map_err(DbError::query("committing plugin registration"))?;
-    Ok(version_id)
+
+    let settings = PoolSettings {
+        max_connections: config.sandbox.connections_per_plugin,
+        connect_timeout: Duration::from_millis(config.database.connect_timeout_ms),
+        idle_timeout: Duration::from_millis(config.sandbox.idle_timeout_ms),
+    };
+    let pool = build_pool(
+        db.pg_config(),
+        &login.role,
+        &login.password,
+        budget,
+        config.sandbox.connection_budget,
+        &settings,
+    );
+    if !manifest.migrations.is_empty() {
+        migrate_plugin(&pool, plugin).await?;
+    }
+    Ok((version_id, pool))
+}
+
+/// Applies the plugin's new migrations on its own connection, as its own role,
+/// tracked in `assay_migrations` inside its schema (so the record and the change
+/// commit together).
+async fn migrate_plugin(pool: &SandboxPool, plugin: &LoadedPlugin) -> Result<(), RegisterError> {
+    let name = &plugin.identity.name;
+    let refused = |what: String| RegisterError::Refused(format!("plugin {name}: {what}"));
+    let pg = |e: tokio_postgres::Error| {
+        e.as_db_error()
+            .map_or_else(|| e.to_string(), |d| d.message().to_string())
+    };
+    let mut conn = pool.get_owned().await.map_err(|e| {
+        refused(format!(
+            "cannot connect as its database role to apply migrations: {e:?}"
+        ))
+    })?;
+    let result = async {
+        let tx = conn.client.transaction().await.map_err(|e| refused(pg(e)))?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext('assay-migrations:' || $1))", &[name])
+            .await
+            .map_err(|e| refused(pg(e)))?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS assay_migrations (
+                 version integer PRIMARY KEY CHECK (version > 0),
+                 description text NOT NULL,
+                 sha256 text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(|e| refused(format!("cannot create its migration table: {}", pg(e))))?;
+        let applied: Vec<(i32, String)> = tx
+            .query("SELECT version, sha256 FROM assay_migrations", &[])
+            .await
+            .map_err(|e| refused(pg(e)))?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let mut migrations: Vec<_> = plugin.manifest.migrations.iter().collect();
+        migrations.sort_by_key(|m| m.version);
+        for migration in migrations {
+            let sha = loader::sha256_hex(migration.statement.as_bytes());
+            let version = i32::try_from(migration.version)
+                .map_err(|_| refused(format!("migration version {} is too large", migration.version)))?;
+            match applied.iter().find(|(v, _)| *v == version) {
+                Some((_, applied_sha)) if *applied_sha == sha => continue,
+                Some(_) => {
+                    return Err(refused(format!(
+                        "migration {version} ({}) differs from the one already applied; \
+                         never edit a released migration, add a new version instead",
+                        migration.description
+                    )));
+                }
+                None => {}
+            }
+            // Extended protocol: exactly one statement per migration step.
+            tx.execute(migration.statement.as_str(), &[]).await.map_err(|e| {
+                refused(format!("migration {version} ({}) failed: {}", migration.description, pg(e)))
+            })?;
+            tx.execute(
+                "INSERT INTO assay_migrations (version, description, sha256) VALUES ($1, $2, $3)",
+                &[&version, &migration.description, &sha],
+            )
+            .await
+            .map_err(|e| refused(pg(e)))?;
+            tracing::info!(plugin = %name, version, description = %migration.description, "applied plugin migration");
+        }
+        tx.commit().await.map_err(|e| refused(pg(e)))
+    }
+    .await;
+    if conn.client.batch_execute("DISCARD ALL").await.is_err() {
+        conn.poisoned = true;
+    }
+    result
 }

@@ -1,14 +1,17 @@
 //! The `sql` interface: plugins run SQL through the host, one transaction per call.
 //!
 //! [`session`] holds the per-call transaction and caps, [`values`] the type
-//! conversions. Only the extended protocol ever carries plugin SQL (one statement,
+//! conversions, [`pool`] the per-plugin connection pools, [`gate`] the early
+//! refusal of statements no plugin needs. Only the extended protocol ever carries plugin SQL (one statement,
 //! bound parameters): a string with two statements is refused by the server.
 
 pub mod gate;
+pub mod pool;
 pub mod session;
 pub mod values;
 
-pub use session::{SqlCaps, SqlSession, plugin_schema};
+pub use pool::SandboxPool;
+pub use session::{SqlCaps, SqlSession};
 
 use crate::runtime::bindings::sql::{self, RowSet, SqlError, Value};
 use crate::runtime::call::CallState;
@@ -22,9 +25,13 @@ impl CallState {
         work: impl AsyncFnOnce(&mut SqlSession) -> Result<T, SqlError>,
     ) -> Result<T, SqlError> {
         let remaining = self.remaining();
-        match tokio::time::timeout(remaining, work(&mut self.sql)).await {
+        let outcome = tokio::time::timeout(remaining, work(&mut self.sql)).await;
+        match outcome {
             Ok(result) => result,
-            Err(_) => Err(SqlError::Timeout),
+            Err(_) => {
+                self.sql.abandon_statement().await;
+                Err(SqlError::Timeout)
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The `state` interface: per-plugin JSON values by (scope, key), stored in
 //! `assay.plugin_state` and written inside the call's transaction, so they roll
-//! back with it. The plugin's name is always supplied by the host: a plugin cannot
-//! name, and so cannot see, another plugin's state.
+//! back with it. The host supplies the plugin's name, and the table's row-level
+//! security lets each plugin role see only its own rows, so a plugin cannot see
+//! another's state even with SQL of its own.
 
 use crate::runtime::bindings::sql::SqlError;
 use crate::runtime::bindings::state::{self, StateError};
@@ -38,12 +39,16 @@ impl CallState {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StateError> {
         let remaining = self.remaining();
-        let client = self.sql.client().await.map_err(to_state_error)?;
-        match tokio::time::timeout(remaining, client.query(statement, params)).await {
+        let conn = self.sql.connection().await.map_err(to_state_error)?;
+        let outcome = tokio::time::timeout(remaining, conn.client.query(statement, params)).await;
+        match outcome {
             Ok(result) => {
                 result.map_err(|e| to_state_error(crate::capability::sql::session::to_sql_error(e)))
             }
-            Err(_) => Err(StateError::Failed("timed out".into())),
+            Err(_) => {
+                self.sql.abandon_statement().await;
+                Err(StateError::Failed("timed out".into()))
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `assay plugins …`
 
+use anyhow::Context as _;
 use assay::config::Config;
 use assay::runtime::loader::stage_name;
 use comfy_table::{ContentArrangement, Table, presets};
@@ -12,6 +13,16 @@ use crate::Outcome;
 pub enum PluginsCommand {
     /// Load every plugin and show what loaded, and what was refused and why.
     List,
+    /// Take a plugin's database access away: its role can no longer log in and
+    /// loses its grants; its schema and state stay unless --purge. Remove its
+    /// .wasm from the plugin directory first, or it is set up again on next load.
+    Drop {
+        /// The plugin's name.
+        name: String,
+        /// Also delete its schema (all its tables), its state and its role.
+        #[arg(long)]
+        purge: bool,
+    },
 }
 
 /// Runs the command.
@@ -56,6 +67,26 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
             } else {
                 Outcome::Partial
             })
+        }
+        PluginsCommand::Drop { name, purge } => {
+            let db = assay::db::Database::open(&config.database)
+                .await
+                .context("opening the database")?;
+            let dropped = assay::db::sandbox::drop_plugin(&db, &name, purge)
+                .await
+                .with_context(|| format!("dropping plugin {name}"))?;
+            db.close().await?;
+            if !dropped {
+                anyhow::bail!("no plugin named {name} has a database role here");
+            }
+            if purge {
+                println!("plugin {name}: role, schema and state removed");
+            } else {
+                println!(
+                    "plugin {name}: can no longer connect; its schema and state are kept (--purge removes them)"
+                );
+            }
+            Ok(Outcome::Success)
         }
     }
 }

@@ -15,11 +15,14 @@ use super::bindings::types::{Manifest, Stage};
 use super::bindings::{WIT_PACKAGE, WIT_VERSION};
 use super::call::{CallFailure, CallLimits, CallState, PluginIdentity};
 use crate::capability::sql::{SqlCaps, SqlSession};
-use crate::db::PgPool;
 
 /// Largest compiled size of the trigger patterns of one plugin; a pathological
 /// pattern is refused at load instead of costing memory on every document.
 const MAX_TRIGGER_REGEX_BYTES: usize = 1 << 20;
+
+/// Longest plugin name: its database role `assay_xxxxxx_<name>` must fit
+/// PostgreSQL's 63-byte identifiers.
+pub const MAX_NAME_LEN: usize = 50;
 
 /// Why bytes could not be loaded as a plugin. Each message names what is wrong and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +133,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub async fn load(
     runtime: &Arc<Runtime>,
     bytes: Vec<u8>,
-    plugin_pool: &PgPool,
     limits: &CallLimits,
 ) -> Result<LoadedPlugin, LoadError> {
     check_header(&bytes)?;
@@ -177,7 +179,7 @@ pub async fn load(
         version: String::new(),
         sha256: sha256.clone(),
     });
-    let session = SqlSession::new(plugin_pool.clone(), "loading", SqlCaps::default());
+    let session = SqlSession::new(None, SqlCaps::default());
     let mut store = CallState::new_store(runtime, provisional, session, limits);
     let described = match &code {
         PluginCode::Analyzer(pre) => match pre.instantiate_async(&mut store).await {
@@ -256,14 +258,14 @@ pub fn validate_manifest(
 ) -> Result<Option<RegexSet>, LoadError> {
     let bad = |m: String| Err(LoadError::Manifest(m));
     let name = &manifest.name;
-    let name_ok = name.len() <= 63
+    let name_ok = name.len() <= MAX_NAME_LEN
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !name_ok {
         return bad(format!(
-            "name {name:?} must be 1–63 characters of lowercase letters, digits, `-` and `_`, starting with a letter"
+            "name {name:?} must be 1–50 characters of lowercase letters, digits, `-` and `_`, starting with a letter"
         ));
     }
     if manifest.version.trim().is_empty() {

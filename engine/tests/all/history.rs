@@ -123,7 +123,10 @@ async fn plugin_migrations_apply_once() {
     let client = engine.test_db.client().await;
     let applied = || async {
         client
-            .query("SELECT version FROM assay.plugin_migrations WHERE plugin = 'history' ORDER BY version", &[])
+            .query(
+                "SELECT version FROM plugin_history.assay_migrations ORDER BY version",
+                &[],
+            )
             .await
             .unwrap()
             .iter()
@@ -132,7 +135,10 @@ async fn plugin_migrations_apply_once() {
     };
     assert_eq!(applied().await, vec![1, 2]);
     let applied_at: Vec<std::time::SystemTime> = client
-        .query("SELECT applied_at FROM assay.plugin_migrations WHERE plugin = 'history' ORDER BY version", &[])
+        .query(
+            "SELECT applied_at FROM plugin_history.assay_migrations ORDER BY version",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -147,7 +153,10 @@ async fn plugin_migrations_apply_once() {
     assert!(registry.problems.is_empty(), "{:?}", registry.problems);
     assert_eq!(applied().await, vec![1, 2]);
     let again: Vec<std::time::SystemTime> = client
-        .query("SELECT applied_at FROM assay.plugin_migrations WHERE plugin = 'history' ORDER BY version", &[])
+        .query(
+            "SELECT applied_at FROM plugin_history.assay_migrations ORDER BY version",
+            &[],
+        )
         .await
         .unwrap()
         .iter()

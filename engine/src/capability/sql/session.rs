@@ -1,18 +1,24 @@
 //! The transaction of one plugin call.
 //!
-//! A call takes at most one connection, at its first statement, and runs every
-//! statement (and every `state` access) inside one transaction with a
-//! `statement_timeout` and the plugin's schema on the `search_path`. The host
-//! commits when the call returns `ok` and rolls back otherwise.
+//! A call takes at most one connection from its plugin's pool, at its first
+//! statement, and runs every statement (and every `state` access) in one
+//! transaction with `SET LOCAL statement_timeout`. The host commits when the call
+//! returns `ok` and rolls back otherwise, and then — in the same round trip —
+//! runs `DISCARD ALL`, so nothing the plugin did to the session (settings,
+//! advisory locks, cursors, LISTEN, temporary objects) survives into the next call.
 
 use std::time::Duration;
 
 use futures::{StreamExt as _, pin_mut};
 use tokio_postgres::error::SqlState;
 
+use super::gate;
+use super::pool::{SandboxConnection, SandboxPool, SandboxPooled};
 use super::values::{Cell, Param, readable};
-use crate::db::{PgConnection, PgPool};
 use crate::runtime::bindings::sql::{Column, DbError, RowSet, SqlError, Value};
+
+/// Room for protocol overhead on top of a result's byte cap when limiting reads.
+const WIRE_OVERHEAD: usize = 1024 * 1024;
 
 /// Caps on what one call may ask of the database.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,45 +27,55 @@ pub struct SqlCaps {
     pub statement_timeout: Duration,
     /// Most rows one `query` may return.
     pub max_rows: usize,
-    /// Most bytes (sum of raw column sizes) one `query` may return.
+    /// Most bytes one `query` may return.
     pub max_bytes: usize,
     /// Most statements one call may run.
     pub max_statements: u32,
+    /// Whether the statement gate checks statements before they are sent.
+    pub gate: bool,
 }
 
 impl Default for SqlCaps {
     fn default() -> Self {
+        Self::from_config(
+            &crate::config::SandboxConfig::default(),
+            Duration::from_secs(5),
+        )
+    }
+}
+
+impl SqlCaps {
+    /// Caps from the `[sandbox]` configuration.
+    pub fn from_config(
+        sandbox: &crate::config::SandboxConfig,
+        statement_timeout: Duration,
+    ) -> Self {
         Self {
-            statement_timeout: Duration::from_secs(5),
-            max_rows: 10_000,
-            max_bytes: 16 * 1024 * 1024,
-            max_statements: 1_000,
+            statement_timeout,
+            max_rows: sandbox.max_rows,
+            max_bytes: sandbox.max_result_bytes,
+            max_statements: sandbox.max_statements,
+            gate: sandbox.statement_gate,
         }
     }
 }
 
 /// One call's (lazily opened) transaction.
 pub struct SqlSession {
-    pool: PgPool,
-    schema: String,
+    pool: Option<SandboxPool>,
     caps: SqlCaps,
-    conn: Option<PgConnection>,
+    conn: Option<SandboxPooled>,
     statements: u32,
     /// A statement failed, so the server has aborted the transaction.
     aborted: bool,
 }
 
-/// The schema a plugin owns and finds first on its `search_path`.
-pub fn plugin_schema(plugin: &str) -> String {
-    format!("plugin_{}", plugin.replace('-', "_"))
-}
-
 impl SqlSession {
-    /// A session that connects from `pool` on first use.
-    pub fn new(pool: PgPool, plugin: &str, caps: SqlCaps) -> Self {
+    /// A session that connects from the plugin's `pool` on first use; `None`
+    /// when the call may not use the database (e.g. `describe`).
+    pub fn new(pool: Option<SandboxPool>, caps: SqlCaps) -> Self {
         Self {
             pool,
-            schema: plugin_schema(plugin),
             caps,
             conn: None,
             statements: 0,
@@ -68,47 +84,58 @@ impl SqlSession {
     }
 
     /// The call's connection, opening the transaction on first use.
-    pub async fn client(&mut self) -> Result<&mut PgConnection, SqlError> {
+    pub async fn connection(&mut self) -> Result<&mut SandboxConnection, SqlError> {
         if self.conn.is_none() {
-            let conn = self.pool.get_owned().await.map_err(|e| {
+            let pool = self.pool.as_ref().ok_or_else(|| {
+                SqlError::Denied("the database is not available in this call".into())
+            })?;
+            let conn = pool.get_owned().await.map_err(|e| {
                 SqlError::Unavailable(match e {
                     bb8::RunError::User(e) => format!("cannot connect to PostgreSQL: {e}"),
-                    bb8::RunError::TimedOut => "timed out waiting for a database connection".into(),
+                    bb8::RunError::TimedOut => {
+                        "timed out waiting for a database connection (the plugin's connections or the shared budget are all in use)"
+                            .into()
+                    }
                 })
             })?;
-            // One round trip: the transaction, its timeout and the search path.
+            // One round trip for the transaction and its timeout.
             let setup = format!(
-                "BEGIN; SET LOCAL statement_timeout = {}; SET LOCAL search_path = \"{}\"",
-                self.caps.statement_timeout.as_millis(),
-                self.schema
+                "BEGIN; SET LOCAL statement_timeout = {}",
+                self.caps.statement_timeout.as_millis()
             );
-            conn.batch_execute(&setup).await.map_err(to_sql_error)?;
+            conn.client
+                .batch_execute(&setup)
+                .await
+                .map_err(to_sql_error)?;
             self.conn = Some(conn);
         }
         self.conn
-            .as_mut()
+            .as_deref_mut()
             .ok_or_else(|| SqlError::Unavailable("no connection".into()))
     }
 
-    fn count_statement(&mut self) -> Result<(), SqlError> {
+    fn admit(&mut self, statement: &str) -> Result<(), SqlError> {
         self.statements += 1;
         if self.statements > self.caps.max_statements {
             return Err(SqlError::Denied(format!(
-                "a call may run at most {} statements",
+                "a call may run at most {} statements (sandbox.max_statements)",
                 self.caps.max_statements
             )));
+        }
+        if self.caps.gate {
+            gate::check(statement).map_err(|d| SqlError::Denied(d.0))?;
         }
         Ok(())
     }
 
-    /// Runs a query, streaming rows so a result past the caps is refused without
-    /// being buffered whole.
+    /// Runs a query, streaming rows so a result past the caps is refused (and the
+    /// statement cancelled) without being buffered whole.
     pub async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, SqlError> {
-        self.count_statement()?;
+        self.admit(statement)?;
         let caps = self.caps.clone();
         let result = async {
-            let client = self.client().await?;
-            let prepared = client.prepare(statement).await.map_err(to_sql_error)?;
+            let conn = self.connection().await?;
+            let prepared = conn.client.prepare(statement).await.map_err(to_sql_error)?;
             check_params(&prepared, &params)?;
             let columns: Vec<Column> = prepared
                 .columns()
@@ -127,38 +154,18 @@ impl SqlSession {
                 )));
             }
             let params: Vec<Param> = params.into_iter().map(Param).collect();
-            let stream = client.query_raw(&prepared, params.iter()).await.map_err(to_sql_error)?;
-            pin_mut!(stream);
-            let mut rows = Vec::new();
-            let mut bytes = 0usize;
-            while let Some(row) = stream.next().await {
-                let row = row.map_err(to_sql_error)?;
-                if rows.len() == caps.max_rows {
-                    return Err(SqlError::TooLarge(format!(
-                        "the result has more than {} rows (limit max_rows); add a LIMIT or aggregate in SQL",
-                        caps.max_rows
-                    )));
+            conn.allowance.set(caps.max_bytes.saturating_add(WIRE_OVERHEAD));
+            let outcome = read_rows(conn, &prepared, params, &caps).await;
+            conn.allowance.set(usize::MAX);
+            let rows = match outcome {
+                Ok(rows) => rows,
+                Err(e) => {
+                    if matches!(e, SqlError::TooLarge(_)) {
+                        conn.cancel().await;
+                    }
+                    return Err(e);
                 }
-                let mut values = Vec::with_capacity(row.len());
-                for i in 0..row.len() {
-                    let Cell(value) = row.try_get::<_, Cell>(i).map_err(|e| {
-                        SqlError::Db(DbError {
-                            code: "22000".into(),
-                            message: format!("cannot read column `{}`: {e}", row.columns()[i].name()),
-                            detail: None,
-                        })
-                    })?;
-                    bytes += value_size(&value);
-                    values.push(value);
-                }
-                if bytes > caps.max_bytes {
-                    return Err(SqlError::TooLarge(format!(
-                        "the result is larger than {} bytes (limit max_bytes)",
-                        caps.max_bytes
-                    )));
-                }
-                rows.push(values);
-            }
+            };
             Ok(RowSet { columns, rows })
         }
         .await;
@@ -168,13 +175,13 @@ impl SqlSession {
 
     /// Runs a statement and returns the number of rows it affected.
     pub async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, SqlError> {
-        self.count_statement()?;
+        self.admit(statement)?;
         let result = async {
-            let client = self.client().await?;
-            let prepared = client.prepare(statement).await.map_err(to_sql_error)?;
+            let conn = self.connection().await?;
+            let prepared = conn.client.prepare(statement).await.map_err(to_sql_error)?;
             check_params(&prepared, &params)?;
             let params: Vec<Param> = params.into_iter().map(Param).collect();
-            client
+            conn.client
                 .execute_raw(&prepared, params.iter())
                 .await
                 .map_err(to_sql_error)
@@ -184,38 +191,118 @@ impl SqlSession {
         result
     }
 
+    /// The call's time ran out while a statement was running: cancel it on the
+    /// server and make sure the connection is not reused.
+    pub async fn abandon_statement(&mut self) {
+        self.aborted = true;
+        if let Some(conn) = self.conn.as_deref_mut() {
+            conn.cancel().await;
+        }
+    }
+
     fn note<T>(&mut self, result: &Result<T, SqlError>) {
         if matches!(
             result,
-            Err(SqlError::Db(_) | SqlError::Timeout | SqlError::TooLarge(_))
+            Err(SqlError::Db(_)
+                | SqlError::Timeout
+                | SqlError::TooLarge(_)
+                | SqlError::Unavailable(_))
         ) {
             self.aborted = true;
         }
     }
 
     /// Ends the call's transaction: commit when `commit` and nothing failed,
-    /// otherwise roll back. Returns why a requested commit did not happen.
+    /// otherwise roll back; then reset the session. Returns why a requested
+    /// commit did not happen.
     pub async fn finish(&mut self, commit: bool) -> Result<(), String> {
-        let Some(conn) = self.conn.take() else {
+        let Some(mut conn) = self.conn.take() else {
             return Ok(());
         };
-        if commit && !self.aborted {
-            conn.batch_execute("COMMIT")
-                .await
-                .map_err(|e| format!("its SQL transaction could not be committed: {e}"))
+        if conn.poisoned {
+            // Dropping the connection closes it; the server rolls back.
+            return if commit {
+                Err("its SQL transaction was abandoned after a cancelled statement".into())
+            } else {
+                Ok(())
+            };
+        }
+        let end = if commit && !self.aborted {
+            "COMMIT"
         } else {
-            if let Err(e) = conn.batch_execute("ROLLBACK").await {
-                tracing::warn!(error = %e, "rolling back a plugin transaction failed");
-            }
-            if commit {
-                tracing::warn!(
-                    schema = %self.schema,
-                    "a plugin returned ok after one of its statements failed; its transaction was rolled back"
-                );
-            }
-            Ok(())
+            "ROLLBACK"
+        };
+        // Pipelined: both go out before either answer comes back.
+        let (ended, discarded) = futures::join!(
+            conn.client.batch_execute(end),
+            conn.client.batch_execute("DISCARD ALL")
+        );
+        if discarded.is_err() || ended.is_err() {
+            conn.poisoned = true;
+        }
+        if commit && self.aborted {
+            tracing::warn!(
+                "a plugin returned ok after one of its statements failed; its transaction was rolled back"
+            );
+        }
+        match ended {
+            Err(e) if commit => Err(format!("its SQL transaction could not be committed: {e}")),
+            _ => Ok(()),
         }
     }
+}
+
+async fn read_rows(
+    conn: &mut SandboxConnection,
+    prepared: &tokio_postgres::Statement,
+    params: Vec<Param>,
+    caps: &SqlCaps,
+) -> Result<Vec<Vec<Value>>, SqlError> {
+    let too_large = |what: String| SqlError::TooLarge(what);
+    let bytes_cap = || {
+        too_large(format!(
+            "the result is larger than {} bytes (sandbox.max_result_bytes); select fewer or smaller columns",
+            caps.max_bytes
+        ))
+    };
+    let stream = match conn.client.query_raw(prepared, params.iter()).await {
+        Ok(stream) => stream,
+        Err(_) if conn.allowance.exceeded() => return Err(bytes_cap()),
+        Err(e) => return Err(to_sql_error(e)),
+    };
+    pin_mut!(stream);
+    let mut rows = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(row) = stream.next().await {
+        let row = match row {
+            Ok(row) => row,
+            Err(_) if conn.allowance.exceeded() => return Err(bytes_cap()),
+            Err(e) => return Err(to_sql_error(e)),
+        };
+        if rows.len() == caps.max_rows {
+            return Err(too_large(format!(
+                "the result has more than {} rows (sandbox.max_rows); add a LIMIT or aggregate in SQL",
+                caps.max_rows
+            )));
+        }
+        let mut values = Vec::with_capacity(row.len());
+        for i in 0..row.len() {
+            let Cell(value) = row.try_get::<_, Cell>(i).map_err(|e| {
+                SqlError::Db(DbError {
+                    code: "22000".into(),
+                    message: format!("cannot read column `{}`: {e}", row.columns()[i].name()),
+                    detail: None,
+                })
+            })?;
+            bytes += value_size(&value);
+            values.push(value);
+        }
+        if bytes > caps.max_bytes {
+            return Err(bytes_cap());
+        }
+        rows.push(values);
+    }
+    Ok(rows)
 }
 
 /// Roughly what a value costs to hold and hand over, in bytes.

@@ -1,0 +1,263 @@
+//! Per-plugin connection pools.
+//!
+//! Each plugin connects as its own database role through its own small bb8
+//! pool, filled lazily. All plugin pools together draw from one connection
+//! budget (a semaphore; a connection holds its permit until it closes), so
+//! plugins can never exhaust the server's `max_connections`, and idle
+//! connections are reaped. A connection can be *poisoned* — after a cancelled
+//! statement, say — and is then closed instead of returned to the pool.
+//!
+//! The socket under every plugin connection counts what it reads for the
+//! current statement: past the statement's byte allowance the read fails, the
+//! connection dies, and the host never holds an unbounded result (not even a
+//! single 500 MB value, which tokio-postgres would otherwise read whole).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, NoTls};
+
+/// A pool of one plugin's connections.
+pub type SandboxPool = bb8::Pool<SandboxManager>;
+/// A connection taken from a [`SandboxPool`].
+pub type SandboxPooled = bb8::PooledConnection<'static, SandboxManager>;
+
+/// Why a plugin connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Every connection of the shared plugin budget is in use.
+    #[error("the plugin connection budget ({0} connections, sandbox.connection_budget) is used up")]
+    BudgetExhausted(u32),
+    /// The server could not be reached.
+    #[error("cannot reach PostgreSQL: {0}")]
+    Io(#[from] io::Error),
+    /// PostgreSQL refused the connection (authentication, limits, …).
+    #[error("{0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// Plugin pools connect over TCP only.
+    #[error(
+        "plugin connections need a TCP host (got a Unix socket path); set the database URL's host to an address"
+    )]
+    NotTcp,
+}
+
+/// Bytes one statement may read from the server, shared with the socket.
+#[derive(Debug, Default)]
+pub struct ReadAllowance {
+    remaining: AtomicUsize,
+    exceeded: AtomicBool,
+}
+
+impl ReadAllowance {
+    /// Allows `bytes` more until the next call; `usize::MAX` lifts the limit.
+    pub fn set(&self, bytes: usize) {
+        self.remaining.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Whether a read ran past the allowance (the connection is then dead).
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::SeqCst)
+    }
+}
+
+/// A TCP stream that fails reads beyond its [`ReadAllowance`].
+struct LimitedStream {
+    inner: TcpStream,
+    allowance: Arc<ReadAllowance>,
+}
+
+impl AsyncRead for LimitedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let read = buf.filled().len() - before;
+            let allowance = &self.allowance;
+            let previous = allowance
+                .remaining
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
+                    Some(r.saturating_sub(read))
+                })
+                .unwrap_or(0);
+            if read > previous {
+                allowance.exceeded.store(true, Ordering::SeqCst);
+                return Poll::Ready(Err(io::Error::other(
+                    "the result exceeds the plugin's byte limit",
+                )));
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for LimitedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// One plugin connection.
+pub struct SandboxConnection {
+    /// The client, logged in as the plugin's role.
+    pub client: Client,
+    /// Set when the connection must not be reused (closed on return).
+    pub poisoned: bool,
+    /// The socket's read allowance for the current statement.
+    pub allowance: Arc<ReadAllowance>,
+    /// Where the server is, for cancel requests.
+    pub server: (String, u16),
+    _permit: OwnedSemaphorePermit,
+}
+
+impl SandboxConnection {
+    /// Asks the server to cancel whatever this connection is running, and marks
+    /// the connection so it is closed rather than reused.
+    pub async fn cancel(&mut self) {
+        self.poisoned = true;
+        let token = self.client.cancel_token();
+        let (host, port) = self.server.clone();
+        // Best effort: the connection is discarded either way, which ends the
+        // statement on the server side once it notices.
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                token.cancel_query_raw(stream, NoTls),
+            )
+            .await;
+        }
+    }
+}
+
+/// Makes connections for one plugin's pool.
+pub struct SandboxManager {
+    config: tokio_postgres::Config,
+    budget: Arc<Semaphore>,
+    budget_size: u32,
+}
+
+impl bb8::ManageConnection for SandboxManager {
+    type Connection = SandboxConnection;
+    type Error = ConnectError;
+
+    async fn connect(&self) -> Result<SandboxConnection, ConnectError> {
+        let permit = Arc::clone(&self.budget)
+            .try_acquire_owned()
+            .map_err(|_| ConnectError::BudgetExhausted(self.budget_size))?;
+        let host = match self.config.get_hosts().first() {
+            Some(Host::Tcp(host)) => host.clone(),
+            Some(Host::Unix(_)) => return Err(ConnectError::NotTcp),
+            None => "localhost".to_string(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let server = (host.clone(), port);
+        let connect = TcpStream::connect((host.as_str(), port));
+        let tcp = match self.config.get_connect_timeout() {
+            Some(timeout) => tokio::time::timeout(*timeout, connect)
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"))??,
+            None => connect.await?,
+        };
+        tcp.set_nodelay(true)?;
+        let allowance = Arc::new(ReadAllowance::default());
+        allowance.set(usize::MAX);
+        let stream = LimitedStream {
+            inner: tcp,
+            allowance: Arc::clone(&allowance),
+        };
+        let (client, connection) = self.config.connect_raw(stream, NoTls).await?;
+        tokio::spawn(async move {
+            // Errors surface on the client (closed connection); nothing to add here.
+            let _ = connection.await;
+        });
+        Ok(SandboxConnection {
+            client,
+            poisoned: false,
+            allowance,
+            server,
+            _permit: permit,
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut SandboxConnection) -> Result<(), ConnectError> {
+        conn.client
+            .simple_query("")
+            .await
+            .map(|_| ())
+            .map_err(ConnectError::from)
+    }
+
+    fn has_broken(&self, conn: &mut SandboxConnection) -> bool {
+        conn.poisoned || conn.client.is_closed()
+    }
+}
+
+/// Settings of a plugin pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Connections the plugin may hold.
+    pub max_connections: u32,
+    /// How long a call waits for a connection.
+    pub connect_timeout: Duration,
+    /// Idle connections are closed after this long.
+    pub idle_timeout: Duration,
+}
+
+/// Builds the pool of one plugin, connecting as `role` with `password`.
+pub fn build_pool(
+    server: &tokio_postgres::Config,
+    role: &str,
+    password: &str,
+    budget: &Arc<Semaphore>,
+    budget_size: u32,
+    settings: &PoolSettings,
+) -> SandboxPool {
+    let mut config = server.clone();
+    config
+        .user(role)
+        .password(password)
+        .application_name(&format!("assay plugin {role}"))
+        .connect_timeout(settings.connect_timeout);
+    bb8::Pool::builder()
+        .max_size(settings.max_connections.max(1))
+        .min_idle(None)
+        .connection_timeout(settings.connect_timeout)
+        .idle_timeout(Some(settings.idle_timeout))
+        .reaper_rate(settings.idle_timeout.min(Duration::from_secs(30)))
+        // A broken connection shows on first use and is then discarded; testing
+        // every checkout would cost a round trip per call.
+        .test_on_check_out(false)
+        .build_unchecked(SandboxManager {
+            config,
+            budget: Arc::clone(budget),
+            budget_size,
+        })
+}
