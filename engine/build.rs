@@ -22,6 +22,7 @@ const BUNDLED: &[(&str, &str)] = &[
 /// Plugins only tests use (misbehaving on purpose, or not plugins at all).
 const TESTING: &[(&str, &str)] = &[
     ("faulty", "faulty.wasm"),
+    ("attacker", "attacker.wasm"),
     ("not-a-plugin", "not-a-plugin.wasm"),
 ];
 

@@ -7,24 +7,11 @@ use std::sync::Arc;
 
 use assay::capability::sql::{SqlCaps, SqlSession};
 use assay::config::LimitsConfig;
-use assay::db::PgPool;
 use assay::runtime::Runtime;
 use assay::runtime::bindings::types::Document;
 use assay::runtime::call::{CallLimits, invoke};
 use assay::runtime::loader;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-
-/// A pool that is never connected: `keywords` makes no SQL calls, so no database
-/// is needed and none is measured.
-fn unused_pool() -> PgPool {
-    let config: tokio_postgres::Config = "host=127.0.0.1 port=1 user=unused"
-        .parse()
-        .expect("static config");
-    bb8::Pool::builder().build_unchecked(bb8_postgres::PostgresConnectionManager::new(
-        config,
-        tokio_postgres::NoTls,
-    ))
-}
 
 fn document_of(bytes: usize) -> String {
     let sample = include_str!("../../examples/transcripts/northwind-billing-dispute.txt");
@@ -34,7 +21,6 @@ fn document_of(bytes: usize) -> String {
 fn keywords(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let runtime = Arc::new(Runtime::new().expect("wasmtime runtime"));
-    let pool = rt.block_on(async { unused_pool() });
     let limits = CallLimits::from_config(&LimitsConfig::default());
     let bytes = assay::bundled::BUNDLED
         .iter()
@@ -43,7 +29,7 @@ fn keywords(c: &mut Criterion) {
         .1
         .to_vec();
     let plugin = rt
-        .block_on(loader::load(&runtime, bytes, &pool, &limits))
+        .block_on(loader::load(&runtime, bytes, &limits))
         .expect("load keywords");
 
     let mut group = c.benchmark_group("keywords");
@@ -61,7 +47,8 @@ fn keywords(c: &mut Criterion) {
         };
         group.bench_with_input(BenchmarkId::new("plugin", size), &doc, |b, doc| {
             b.to_async(&rt).iter(|| async {
-                let session = SqlSession::new(pool.clone(), "keywords", SqlCaps::default());
+                // `keywords` makes no SQL calls: no database is needed, and none is measured.
+                let session = SqlSession::new(None, SqlCaps::default());
                 invoke(&runtime, &plugin, session, &limits, doc.clone())
                     .await
                     .expect("keywords succeeds")

@@ -20,6 +20,12 @@ use crate::config::{PluginGrants, SandboxConfig};
 const ROLE_NAME_SQL: &str =
     "SELECT 'assay_' || substr(md5(current_database()), 1, 6) || '_' || $1::text";
 
+/// Advisory lock taken by every change to roles and grants. GRANT and REVOKE on
+/// a shared object (the database, the `assay` schema, the state table) from two
+/// transactions at once fail with "tuple concurrently updated", so all of it —
+/// for every plugin, from every assay process — happens one at a time.
+pub const PROVISION_LOCK: i64 = 0x6173_7361_795f_7072; // "assay_pr"
+
 /// Tables no grant may name, whatever the configuration says.
 const NEVER_GRANTED: &[(&str, &str)] = &[
     ("assay", "plugin_roles"),
@@ -126,8 +132,25 @@ pub async fn harden(
         "ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC".to_string(),
     ];
     let mut warnings = Vec::new();
+    let mut conn = conn;
     for statement in statements {
-        if let Err(e) = conn.batch_execute(&statement).await {
+        // Each in its own transaction: one the engine may not run must not undo the others.
+        let tx = conn
+            .transaction()
+            .await
+            .map_err(DbError::query("starting hardening"))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PROVISION_LOCK])
+            .await
+            .map_err(DbError::query("waiting for the provisioning lock"))?;
+        let result = tx.batch_execute(&statement).await;
+        match &result {
+            Ok(()) => tx
+                .commit()
+                .await
+                .map_err(DbError::query("committing hardening"))?,
+            Err(_) => drop(tx),
+        }
+        if let Err(e) = result {
             let why = e
                 .as_db_error()
                 .map_or_else(|| e.to_string(), |d| d.message().to_string());

@@ -44,7 +44,7 @@ async fn examples_are_analysed_by_every_plugin_and_stored() {
             report.source, report.plugins
         );
         let by: BTreeSet<&str> = report.findings.iter().map(|f| f.plugin.as_str()).collect();
-        for plugin in ["keywords", "sentiment", "history"] {
+        for plugin in ["redact", "keywords", "sentiment", "history"] {
             assert!(
                 by.contains(plugin),
                 "{} has no {plugin} findings",

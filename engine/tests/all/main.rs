@@ -7,4 +7,5 @@ mod bad_input;
 mod cli;
 mod embedded;
 mod history;
+mod sandbox;
 mod support;

@@ -244,7 +244,7 @@ pub fn build_pool(
     config
         .user(role)
         .password(password)
-        .application_name(&format!("assay plugin {role}"))
+        .application_name(format!("assay plugin {role}"))
         .connect_timeout(settings.connect_timeout);
     bb8::Pool::builder()
         .max_size(settings.max_connections.max(1))

@@ -220,12 +220,14 @@ impl SqlSession {
             return Ok(());
         };
         if conn.poisoned {
-            // Dropping the connection closes it; the server rolls back.
-            return if commit {
-                Err("its SQL transaction was abandoned after a cancelled statement".into())
-            } else {
-                Ok(())
-            };
+            // A statement was cancelled (and the plugin told so); dropping the
+            // connection closes it and the server rolls the transaction back.
+            if commit {
+                tracing::warn!(
+                    "a plugin returned ok after a cancelled statement; its transaction was rolled back"
+                );
+            }
+            return Ok(());
         }
         let end = if commit && !self.aborted {
             "COMMIT"
