@@ -8,4 +8,5 @@ mod cli;
 mod embedded;
 mod history;
 mod sandbox;
+mod sql;
 mod support;

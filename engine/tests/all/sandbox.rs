@@ -15,12 +15,13 @@ use crate::support::{TestEngine, built_plugin, doc, engine_with, outcome, shared
 
 /// What one scripted step did.
 #[derive(Debug)]
-struct Step {
-    ok: bool,
-    rows: Value,
-    kind: String,
-    code: String,
-    message: String,
+pub(crate) struct Step {
+    pub(crate) ok: bool,
+    pub(crate) rows: Value,
+    pub(crate) columns: Value,
+    pub(crate) kind: String,
+    pub(crate) code: String,
+    pub(crate) message: String,
 }
 
 /// What an attack must come to.
@@ -74,9 +75,9 @@ impl Attack {
     }
 }
 
-struct Sandbox {
-    engine: TestEngine,
-    role: String,
+pub(crate) struct Sandbox {
+    pub(crate) engine: TestEngine,
+    pub(crate) role: String,
     history_role: String,
     _dir: tempfile::TempDir,
     runs: AtomicUsize,
@@ -84,6 +85,15 @@ struct Sandbox {
 
 impl Sandbox {
     async fn new(gate: bool, call_timeout_ms: u64) -> Self {
+        Self::with(move |c| {
+            c.sandbox.statement_gate = gate;
+            c.limits.call_timeout_ms = call_timeout_ms;
+        })
+        .await
+    }
+
+    /// An engine with only `attacker` and `history`, adjusted by `adjust`.
+    pub(crate) async fn with(adjust: impl FnOnce(&mut assay::config::Config)) -> Self {
         let dir = shared_tempdir();
         std::fs::write(
             dir.path().join("attacker.wasm"),
@@ -98,10 +108,9 @@ impl Sandbox {
         .unwrap();
         let engine = engine_with(dir.path(), |c| {
             c.plugins.bundled = false;
-            c.sandbox.statement_gate = gate;
             // One connection: a later call gets the very session an attack used.
             c.sandbox.connections_per_plugin = 1;
-            c.limits.call_timeout_ms = call_timeout_ms;
+            adjust(c);
         })
         .await;
         assert!(
@@ -133,7 +142,7 @@ impl Sandbox {
     }
 
     /// Runs a script; returns the call's report and its steps.
-    async fn run(&self, script: &str) -> (assay::pipeline::RunReport, Vec<Step>) {
+    pub(crate) async fn run(&self, script: &str) -> (assay::pipeline::RunReport, Vec<Step>) {
         let n = self.runs.fetch_add(1, Ordering::SeqCst);
         let report = self
             .engine
@@ -150,6 +159,7 @@ impl Sandbox {
                 Step {
                     ok: d["ok"] == json!(true),
                     rows: d["rows"].clone(),
+                    columns: d["columns"].clone(),
                     kind: d["error"]["kind"].as_str().unwrap_or_default().to_string(),
                     code: d["error"]["code"].as_str().unwrap_or_default().to_string(),
                     message: d["error"]["message"]
@@ -163,7 +173,7 @@ impl Sandbox {
     }
 
     /// The plugin's identity as the server sees it, in a fresh call.
-    async fn whoami(&self) -> (String, String) {
+    pub(crate) async fn whoami(&self) -> (String, String) {
         let (report, steps) = self
             .run("query SELECT current_user::text, session_user::text")
             .await;
@@ -181,7 +191,7 @@ impl Sandbox {
     }
 
     /// One value from a query in a fresh call (on the same pooled session).
-    async fn probe(&self, sql: &str) -> Value {
+    pub(crate) async fn probe(&self, sql: &str) -> Value {
         let (_, steps) = self.run(&format!("query {sql}")).await;
         assert!(steps[0].ok, "{sql}: {:?}", steps[0]);
         steps[0].rows[0][0].clone()

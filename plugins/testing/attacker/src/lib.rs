@@ -3,6 +3,8 @@
 //! happened to each as a finding. The attack tests script it.
 //!
 //! - `query <statement>`   run `sql.query`
+//! - `params <json array> <statement>` run `sql.query` with typed parameters, each
+//!   written `{"<variant>": value}` (e.g. `{"int": 5}`, `{"text-array": ["a", null]}`)
 //! - `exec <statement>`    run `sql.execute`
 //! - `repeat <n> <statement>` run `sql.execute` n times, stopping at the first error
 //! - `state-set <scope> <key> <json>`, `state-get <scope> <key>`, `state-list <scope> <prefix>`
@@ -53,8 +55,13 @@ impl Guest for Attacker {
         {
             let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
             let outcome = match verb {
-                "query" => sql::query(rest, &[])
-                    .map(|rows| format!("\"rows\":{}", render_rows(&rows.rows))),
+                "query" => sql::query(rest, &[]).map(|rows| render_row_set(&rows)),
+                "params" => match split_params(rest) {
+                    Ok((params, statement)) => {
+                        sql::query(statement, &params).map(|rows| render_row_set(&rows))
+                    }
+                    Err(message) => Ok(format!("\"unknown\":{}", json_string(&message))),
+                },
                 "exec" => sql::execute(rest, &[]).map(|n| format!("\"affected\":{n}")),
                 "repeat" => {
                     let (n, statement) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -161,6 +168,87 @@ fn render_error(e: &SqlError) -> String {
     )
 }
 
+/// `[...] statement`: a JSON array of typed values, then the statement.
+fn split_params(rest: &str) -> Result<(Vec<Value>, &str), String> {
+    let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<serde_json::Value>();
+    let params = match stream.next() {
+        Some(Ok(serde_json::Value::Array(items))) => items,
+        _ => return Err("params must start with a JSON array".into()),
+    };
+    let statement = rest[stream.byte_offset()..].trim();
+    let values = params.iter().map(to_value).collect::<Result<Vec<_>, _>>()?;
+    Ok((values, statement))
+}
+
+fn to_value(item: &serde_json::Value) -> Result<Value, String> {
+    use serde_json::Value as J;
+    let (variant, v) = item
+        .as_object()
+        .and_then(|o| o.iter().next())
+        .ok_or_else(|| format!("{item} is not {{\"variant\": value}}"))?;
+    let text = |v: &J| {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("{variant} wants a string"))
+    };
+    let int = |v: &J| {
+        v.as_i64()
+            .ok_or_else(|| format!("{variant} wants an integer"))
+    };
+    Ok(match variant.as_str() {
+        "null" => Value::Null,
+        "boolean" => Value::Boolean(v.as_bool().ok_or("boolean wants true or false")?),
+        "int" => Value::Int(int(v)?),
+        "float" => Value::Float(v.as_f64().ok_or("float wants a number")?),
+        "numeric" => Value::Numeric(text(v)?),
+        "text" => Value::Text(text(v)?),
+        "bytes" => Value::Bytes(
+            v.as_array()
+                .ok_or("bytes wants an array")?
+                .iter()
+                .map(|b| {
+                    b.as_u64()
+                        .and_then(|b| u8::try_from(b).ok())
+                        .ok_or("bytes wants 0..=255")
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        "json" => Value::Json(text(v)?),
+        "uuid" => Value::Uuid(text(v)?),
+        "timestamptz" => Value::Timestamptz(int(v)?),
+        "timestamp" => Value::Timestamp(int(v)?),
+        "date" => Value::Date(i32::try_from(int(v)?).map_err(|e| e.to_string())?),
+        "text-array" => Value::TextArray(
+            v.as_array()
+                .ok_or("text-array wants an array")?
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect(),
+        ),
+        "int-array" => Value::IntArray(
+            v.as_array()
+                .ok_or("int-array wants an array")?
+                .iter()
+                .map(J::as_i64)
+                .collect(),
+        ),
+        other => return Err(format!("unknown variant {other}")),
+    })
+}
+
+fn render_row_set(set: &sql::RowSet) -> String {
+    let columns: Vec<String> = set
+        .columns
+        .iter()
+        .map(|c| format!("[{},{}]", json_string(&c.name), json_string(&c.type_name)))
+        .collect();
+    format!(
+        "\"columns\":[{}],\"rows\":{}",
+        columns.join(","),
+        render_rows(&set.rows)
+    )
+}
+
 fn render_rows(rows: &[Vec<Value>]) -> String {
     let rows: Vec<String> = rows
         .iter()
@@ -182,9 +270,10 @@ fn render_value(value: &Value) -> String {
         Value::Date(d) => d.to_string(),
         Value::Float(f) if f.is_finite() => f.to_string(),
         Value::Float(f) => json_string(&f.to_string()),
-        Value::Numeric(s) | Value::Text(s) | Value::Uuid(s) => json_string(s),
-        Value::Json(j) => j.clone(),
-        Value::Bytes(b) => json_string(&format!("bytes:{}", b.len())),
+        Value::Numeric(s) => format!("{{\"numeric\":{}}}", json_string(s)),
+        Value::Text(s) | Value::Uuid(s) => json_string(s),
+        Value::Json(j) => format!("{{\"json\":{j}}}"),
+        Value::Bytes(b) => format!("{{\"bytes\":{b:?}}}"),
         Value::TextArray(items) => format!(
             "[{}]",
             items
