@@ -56,7 +56,7 @@ pub enum DbError {
     #[error("cannot apply assay's migrations: {0}")]
     Migrate(String),
     /// A statement failed.
-    #[error("{context}: {cause}")]
+    #[error("{context}: {}", pg_message(cause))]
     Query {
         /// What the engine was doing.
         context: &'static str,
@@ -268,6 +268,24 @@ async fn ensure_database(server: &EmbeddedPostgres) -> Result<(), DbError> {
     drop(client);
     let _ = driver.await;
     Ok(())
+}
+
+/// PostgreSQL's own words for an error (tokio-postgres' Display says only "db error").
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(": ");
+                text.push_str(detail);
+            }
+            text
+        }
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.

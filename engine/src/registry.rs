@@ -261,43 +261,43 @@ async fn register(
 ) -> Result<(i64, SandboxPool), RegisterError> {
     let manifest = &plugin.manifest;
     let name = &plugin.identity.name;
-    let mut conn = db.connection().await?;
-    let tx = conn
-        .transaction()
-        .await
-        .map_err(DbError::query("starting plugin registration"))?;
-    // Serialises registration of one plugin across processes (role and schema
-    // creation are not safe to race).
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('assay-plugin:' || $1))",
-        &[name],
-    )
-    .await
-    .map_err(DbError::query("locking plugin registration"))?;
-    let version_id: i64 = tx
-        .query_one(
-            "INSERT INTO assay.plugin_versions (name, version, content_sha256, stage) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (name, content_sha256) DO UPDATE SET version = EXCLUDED.version
-             RETURNING id",
-            &[name, &manifest.version, &plugin.identity.sha256, &stage_name(manifest.stage)],
-        )
-        .await
-        .map_err(DbError::query("registering the plugin version"))?
-        .get(0);
     let grants = config
         .plugins
         .grants
         .get(name.as_str())
         .cloned()
         .unwrap_or_default();
-    let login = match sandbox::provision(&tx, name, &grants).await {
-        Ok(login) => login,
+    let mut conn = db.connection().await?;
+    // Registrations run one at a time across processes: role, schema and grant
+    // changes are not safe to race (see PROVISION_LOCK).
+    let registered = sandbox::with_provision_lock(&mut conn, async |conn| {
+        let tx = conn
+            .transaction()
+            .await
+            .map_err(DbError::query("starting plugin registration"))?;
+        let version_id: i64 = tx
+            .query_one(
+                "INSERT INTO assay.plugin_versions (name, version, content_sha256, stage) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name, content_sha256) DO UPDATE SET version = EXCLUDED.version
+                 RETURNING id",
+                &[name, &manifest.version, &plugin.identity.sha256, &stage_name(manifest.stage)],
+            )
+            .await
+            .map_err(DbError::query("registering the plugin version"))?
+            .get(0);
+        let login = sandbox::provision(&tx, name, &grants).await?;
+        tx.commit()
+            .await
+            .map_err(DbError::query("committing plugin registration"))?;
+        Ok((version_id, login))
+    })
+    .await;
+    drop(conn);
+    let (version_id, login) = match registered {
+        Ok(done) => done,
         Err(SandboxError::Db(e)) => return Err(e.into()),
         Err(other) => return Err(RegisterError::Refused(other.to_string())),
     };
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing plugin registration"))?;
 
     let settings = PoolSettings {
         max_connections: config.sandbox.connections_per_plugin,

@@ -26,6 +26,26 @@ const ROLE_NAME_SQL: &str =
 /// for every plugin, from every assay process — happens one at a time.
 pub const PROVISION_LOCK: i64 = 0x6173_7361_795f_7072; // "assay_pr"
 
+/// Runs `work` on `conn` while holding [`PROVISION_LOCK`]. The lock is taken at
+/// session level *before* any transaction starts: a transaction that waited for
+/// a transaction-level lock could still work from catalog rows read before the
+/// other one committed, and fail with "tuple concurrently updated".
+pub async fn with_provision_lock<T>(
+    conn: &mut super::PgConnection,
+    work: impl AsyncFnOnce(&mut super::PgConnection) -> Result<T, SandboxError>,
+) -> Result<T, SandboxError> {
+    conn.execute("SELECT pg_advisory_lock($1)", &[&PROVISION_LOCK])
+        .await
+        .map_err(DbError::query("waiting for the provisioning lock"))?;
+    let result = work(conn).await;
+    let unlocked = conn
+        .execute("SELECT pg_advisory_unlock($1)", &[&PROVISION_LOCK])
+        .await;
+    let value = result?;
+    unlocked.map_err(DbError::query("releasing the provisioning lock"))?;
+    Ok(value)
+}
+
 /// Tables no grant may name, whatever the configuration says.
 const NEVER_GRANTED: &[(&str, &str)] = &[
     ("assay", "plugin_roles"),
@@ -131,34 +151,20 @@ pub async fn harden(
         "REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC".to_string(),
         "ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC".to_string(),
     ];
-    let mut warnings = Vec::new();
     let mut conn = conn;
-    for statement in statements {
-        // Each in its own transaction: one the engine may not run must not undo the others.
-        let tx = conn
-            .transaction()
-            .await
-            .map_err(DbError::query("starting hardening"))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PROVISION_LOCK])
-            .await
-            .map_err(DbError::query("waiting for the provisioning lock"))?;
-        let result = tx.batch_execute(&statement).await;
-        match &result {
-            Ok(()) => tx
-                .commit()
-                .await
-                .map_err(DbError::query("committing hardening"))?,
-            Err(_) => drop(tx),
+    let warnings = with_provision_lock(&mut conn, async |conn| {
+        let mut warnings = Vec::new();
+        for statement in statements {
+            if let Err(e) = conn.batch_execute(&statement).await {
+                let why = e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string());
+                warnings.push(format!(
+                    "could not run `{statement}` ({why}); run it as the database owner so plugins get nothing through PUBLIC"
+                ));
+            }
         }
-        if let Err(e) = result {
-            let why = e
-                .as_db_error()
-                .map_or_else(|| e.to_string(), |d| d.message().to_string());
-            warnings.push(format!(
-                "could not run `{statement}` ({why}); run it as the database owner so plugins get nothing through PUBLIC"
-            ));
-        }
-    }
+        Ok(warnings)
+    })
+    .await?;
     Ok(warnings)
 }
 
@@ -401,6 +407,21 @@ async fn apply_grants(
 /// with `purge`, its schema, state and role are removed too.
 pub async fn drop_plugin(db: &Database, plugin: &str, purge: bool) -> Result<bool, DbError> {
     let mut conn = db.connection().await?;
+    let result = with_provision_lock(&mut conn, async |conn| {
+        drop_locked(conn, plugin, purge).await
+    })
+    .await;
+    result.map_err(|e| match e {
+        SandboxError::Db(e) => e,
+        other => DbError::Migrate(other.to_string()),
+    })
+}
+
+async fn drop_locked(
+    conn: &mut super::PgConnection,
+    plugin: &str,
+    purge: bool,
+) -> Result<bool, SandboxError> {
     let tx = conn
         .transaction()
         .await
@@ -426,11 +447,7 @@ pub async fn drop_plugin(db: &Database, plugin: &str, purge: bool) -> Result<boo
         &schema_name(plugin),
         &PluginGrants::default(),
     )
-    .await
-    .map_err(|e| match e {
-        SandboxError::Db(e) => e,
-        other => DbError::Migrate(other.to_string()),
-    })?;
+    .await?;
     if purge {
         tx.batch_execute(&format!(
             "DROP SCHEMA IF EXISTS {} CASCADE; REVOKE ALL ON assay.plugin_state FROM {qrole};
@@ -461,15 +478,15 @@ pub async fn drop_plugin(db: &Database, plugin: &str, purge: bool) -> Result<boo
     }
     match tx.commit().await {
         Ok(()) => Ok(true),
-        Err(e) if e.code() == Some(&SqlState::DEPENDENT_OBJECTS_STILL_EXIST) => {
-            Err(DbError::Query {
-                context: "the plugin role still owns objects in another database; drop them there first",
-                cause: e,
-            })
+        Err(e) if e.code() == Some(&SqlState::DEPENDENT_OBJECTS_STILL_EXIST) => Err(DbError::Query {
+            context: "the plugin role still owns objects in another database; drop them there first",
+            cause: e,
         }
+        .into()),
         Err(e) => Err(DbError::Query {
             context: "committing the drop",
             cause: e,
-        }),
+        }
+        .into()),
     }
 }
