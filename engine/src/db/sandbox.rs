@@ -140,25 +140,54 @@ pub async fn harden(
             budget: sandbox.connection_budget,
         });
     }
-    let statements = [
-        format!(
-            "REVOKE ALL ON DATABASE {} FROM PUBLIC",
-            quote_ident(&database)
+    // Each revocation, and how to tell it took effect: a REVOKE the engine's
+    // role may not make is often only a server warning, so the result is checked.
+    let database = quote_ident(&database);
+    let steps = [
+        (
+            format!("REVOKE ALL ON DATABASE {database} FROM PUBLIC"),
+            "has_database_privilege('public', current_database(), 'CONNECT, TEMPORARY, CREATE')",
         ),
-        "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_string(),
-        "REVOKE ALL ON SCHEMA assay FROM PUBLIC".to_string(),
-        "REVOKE ALL ON ALL TABLES IN SCHEMA assay FROM PUBLIC".to_string(),
-        "REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC".to_string(),
-        "ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC".to_string(),
+        (
+            "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_string(),
+            "has_schema_privilege('public', 'public', 'CREATE, USAGE')",
+        ),
+        (
+            "REVOKE ALL ON SCHEMA assay FROM PUBLIC".to_string(),
+            "has_schema_privilege('public', 'assay', 'CREATE, USAGE')",
+        ),
+        (
+            "REVOKE ALL ON ALL TABLES IN SCHEMA assay FROM PUBLIC".to_string(),
+            "EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             CROSS JOIN LATERAL aclexplode(c.relacl) a WHERE n.nspname = 'assay' AND a.grantee = 0)",
+        ),
+        (
+            "REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC".to_string(),
+            "has_language_privilege('public', 'plpgsql', 'USAGE')",
+        ),
+        (
+            "ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC".to_string(),
+            // Without a default ACL for functions, PUBLIC gets EXECUTE on new ones.
+            "NOT EXISTS (SELECT 1 FROM pg_default_acl d \
+             WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+               AND d.defaclobjtype = 'f' AND d.defaclnamespace = 0 \
+               AND NOT EXISTS (SELECT 1 FROM aclexplode(d.defaclacl) a WHERE a.grantee = 0))",
+        ),
     ];
     let mut conn = conn;
     let warnings = with_provision_lock(&mut conn, async |conn| {
         let mut warnings = Vec::new();
-        for statement in statements {
-            if let Err(e) = conn.batch_execute(&statement).await {
-                let why = e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string());
+        for (statement, still_granted) in &steps {
+            let failed = conn.batch_execute(statement).await.err();
+            let granted: bool = conn
+                .query_one(&format!("SELECT {still_granted}"), &[])
+                .await
+                .map_err(DbError::query("checking what PUBLIC may do"))?
+                .get(0);
+            if granted {
+                let why = failed.map_or_else(|| "not permitted to this role".to_string(), |e| super::pg_message(&e));
                 warnings.push(format!(
-                    "could not run `{statement}` ({why}); run it as the database owner so plugins get nothing through PUBLIC"
+                    "could not run `{statement}` ({why}); run it as the owner or a superuser so plugins get nothing through PUBLIC"
                 ));
             }
         }

@@ -359,3 +359,60 @@ async fn dropping_a_plugin_takes_its_access_and_purge_its_data() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no plugin named nobody"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_role_with_only_createrole_is_enough() {
+    let test_db = crate::support::fresh_database_with_unprivileged_owner().await;
+    let dir = crate::support::shared_tempdir();
+    std::fs::write(
+        dir.path().join("attacker.wasm"),
+        crate::support::built_plugin("attacker.wasm"),
+    )
+    .unwrap();
+    let mut config = assay::config::Config::default();
+    config.plugins.dir = dir.path().to_path_buf();
+    let db = Arc::new(
+        assay::db::Database::open_with(test_db.config.clone(), &config.database)
+            .await
+            .unwrap(),
+    );
+    let runtime = Arc::new(Runtime::new().unwrap());
+    let registry = Arc::new(Registry::load(&runtime, &config, &db).await.unwrap());
+    assert!(registry.problems.is_empty(), "{:?}", registry.problems);
+    // Only the language is out of reach (it belongs to the superuser); that is reported.
+    assert_eq!(registry.warnings.len(), 1, "{:?}", registry.warnings);
+    assert!(
+        registry.warnings[0].contains("plpgsql"),
+        "{:?}",
+        registry.warnings
+    );
+
+    let pipeline = Pipeline::new(runtime, registry, db, &config);
+    let mut grouped = doc("a", "chat", "The router failed again.");
+    grouped.metadata.insert("group".into(), json!("g"));
+    let report = pipeline.run(grouped).await.unwrap();
+    assert_eq!(report.status, "ok", "{:?}", report.plugins);
+    let report = pipeline
+        .run(doc(
+            "b",
+            "attack",
+            "query SELECT current_user::text\nquery SELECT count(*) FROM assay.documents\nexec SET ROLE NONE",
+        ))
+        .await
+        .unwrap();
+    let steps: Vec<&serde_json::Value> = report
+        .findings
+        .iter()
+        .filter(|f| f.plugin == "attacker")
+        .map(|f| &f.data)
+        .collect();
+    assert!(
+        steps[0]["rows"][0][0]
+            .as_str()
+            .unwrap()
+            .ends_with("_attacker"),
+        "{steps:?}"
+    );
+    assert_eq!(steps[1]["error"]["code"], json!("42501"), "{steps:?}");
+    assert_eq!(steps[2]["error"]["kind"], json!("denied"), "{steps:?}");
+}

@@ -59,6 +59,35 @@ fn server() -> &'static Server {
     })
 }
 
+/// A new, empty database owned by a new role that is not a superuser and holds
+/// only CREATEROLE: the least an operator can give the engine.
+pub async fn fresh_database_with_unprivileged_owner() -> TestDb {
+    let superuser = fresh_database().await;
+    let server = tokio::task::spawn_blocking(server).await.unwrap();
+    let name = superuser.config.get_dbname().unwrap().to_string();
+    let owner = format!("{name}_engine");
+    let admin = pg_config(server, "postgres");
+    let (client, conn) = admin.connect(tokio_postgres::NoTls).await.unwrap();
+    let driver = tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE {owner} LOGIN CREATEROLE PASSWORD 'engine-secret'; ALTER DATABASE {name} OWNER TO {owner}"
+        ))
+        .await
+        .unwrap();
+    drop(client);
+    let _ = driver.await;
+    let mut config = superuser.config.clone();
+    config.user(&owner).password("engine-secret");
+    TestDb {
+        url: format!(
+            "postgres://{owner}:engine-secret@127.0.0.1:{}/{name}",
+            server.port
+        ),
+        config,
+    }
+}
+
 /// A new, empty database on the shared test server.
 pub async fn fresh_database() -> TestDb {
     static NEXT: AtomicU32 = AtomicU32::new(0);
