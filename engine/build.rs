@@ -23,6 +23,10 @@ const BUNDLED: &[(&str, &str)] = &[
 const TESTING: &[(&str, &str)] = &[
     ("faulty", "faulty.wasm"),
     ("attacker", "attacker.wasm"),
+    ("swap-one", "swap_one.wasm"),
+    ("swap-two", "swap_two.wasm"),
+    ("bad-describe", "bad_describe.wasm"),
+    ("future-wit", "future_wit.wasm"),
     ("not-a-plugin", "not-a-plugin.wasm"),
 ];
 

@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod plugins;
+pub mod up;
 
 use std::sync::Arc;
 
@@ -28,7 +29,7 @@ impl Engine {
                 .await
                 .context("opening the database")?,
         );
-        let runtime = Arc::new(Runtime::new()?);
+        let runtime = Arc::new(Runtime::with_compile_cache(&config.plugins.cache_dir)?);
         let registry = Registry::load(&runtime, config, &db)
             .await
             .context("loading plugins")?;

@@ -25,6 +25,27 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// The SQL sandbox of plugins.
     pub sandbox: SandboxConfig,
+    /// The HTTP service of `assay up`.
+    pub server: ServerConfig,
+}
+
+/// `[server]`: `assay up`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; loopback by default (port 0 picks a free one).
+    pub addr: String,
+    /// On Ctrl-C or SIGTERM, how long in-flight requests may take to finish.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:7878".into(),
+            shutdown_grace_ms: 30_000,
+        }
+    }
 }
 
 /// `[database]`
@@ -87,6 +108,13 @@ pub struct PluginsConfig {
     /// `[plugins.grants.history] read = ["assay.documents"]`. Applied as real
     /// GRANT/REVOKE on every load; anything not listed is revoked.
     pub grants: std::collections::BTreeMap<String, PluginGrants>,
+    /// Compiled plugins are kept here (owned by the engine; never shared).
+    pub cache_dir: PathBuf,
+    /// Longest a plugin may take to validate and compile before it is refused.
+    pub load_timeout_ms: u64,
+    /// How long the plugin directory must be quiet before changes are loaded
+    /// (editors write in bursts; the last write wins).
+    pub watch_debounce_ms: u64,
 }
 
 impl Default for PluginsConfig {
@@ -95,6 +123,9 @@ impl Default for PluginsConfig {
             dir: PathBuf::from(".assay/plugins"),
             bundled: true,
             grants: Default::default(),
+            cache_dir: PathBuf::from(".assay/cache"),
+            load_timeout_ms: 30_000,
+            watch_debounce_ms: 200,
         }
     }
 }

@@ -37,3 +37,4 @@ pub mod db;
 pub mod pipeline;
 pub mod registry;
 pub mod runtime;
+pub mod service;

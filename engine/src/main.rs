@@ -31,6 +31,8 @@ struct Cli {
 enum Command {
     /// Analyse documents with every loaded plugin and store the results.
     Analyze(cli::analyze::AnalyzeArgs),
+    /// Run the engine as a service: watch the plugin directory and serve HTTP.
+    Up,
     /// Apply the engine's database migrations (they also run on every start).
     Migrate,
     /// Inspect plugins.
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         let config = assay::config::Config::load(&cli.config)?;
         match cli.command {
             Command::Analyze(args) => cli::analyze::run(&config, args).await,
+            Command::Up => cli::up::run(&config).await,
             Command::Migrate => cli::migrate(&config).await,
             Command::Plugins { command } => cli::plugins::run(&config, command).await,
         }

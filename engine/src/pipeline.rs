@@ -20,6 +20,8 @@ use uuid::Uuid;
 
 use crate::capability::sql::{SqlCaps, SqlSession};
 use crate::db::{Database, DbError, store};
+use arc_swap::ArcSwap;
+
 use crate::registry::{RegisteredPlugin, Registry};
 use crate::runtime::Runtime;
 use crate::runtime::bindings::types::{Document, Finding, Stage};
@@ -124,17 +126,28 @@ pub enum PipelineError {
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     runtime: Arc<Runtime>,
-    registry: Arc<Registry>,
+    /// Swapped by hot reload; each run reads it once.
+    registry: Arc<ArcSwap<Registry>>,
     db: Arc<Database>,
     limits: CallLimits,
     caps: SqlCaps,
 }
 
 impl Pipeline {
-    /// A pipeline over `registry`'s plugins.
+    /// A pipeline over a fixed set of plugins.
     pub fn new(
         runtime: Arc<Runtime>,
         registry: Arc<Registry>,
+        db: Arc<Database>,
+        config: &crate::config::Config,
+    ) -> Self {
+        Self::live(runtime, Arc::new(ArcSwap::new(registry)), db, config)
+    }
+
+    /// A pipeline over a plugin set that may be swapped while it runs (hot reload).
+    pub fn live(
+        runtime: Arc<Runtime>,
+        registry: Arc<ArcSwap<Registry>>,
         db: Arc<Database>,
         config: &crate::config::Config,
     ) -> Self {
@@ -150,14 +163,16 @@ impl Pipeline {
         }
     }
 
-    /// The plugins in use.
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+    /// The plugins new runs use.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.load_full()
     }
 
     /// Analyses one document and stores the run.
     pub async fn run(&self, input: DocumentInput) -> Result<RunReport, PipelineError> {
         let started_at = SystemTime::now();
+        // One snapshot for the whole run: a swap while it runs does not mix versions.
+        let registry = self.registry.load_full();
         let document_id = store::upsert_document(&self.db, &input).await?;
         let mut doc = Document {
             id: document_id.to_string(),
@@ -169,7 +184,7 @@ impl Pipeline {
         let mut outcomes = Vec::new();
         let mut prompt_failed = false;
 
-        for plugin in self.registry.stage(Stage::Prompt) {
+        for plugin in registry.stage(Stage::Prompt) {
             if prompt_failed {
                 outcomes.push(skipped(plugin, "an earlier prompt-stage plugin failed"));
                 continue;
@@ -212,7 +227,7 @@ impl Pipeline {
         }
 
         let mut tasks = tokio::task::JoinSet::new();
-        for plugin in self.registry.stage(Stage::Analysis) {
+        for plugin in registry.stage(Stage::Analysis) {
             if prompt_failed {
                 outcomes.push(skipped(
                     plugin,

@@ -1,5 +1,11 @@
 //! The set of loaded plugins: the bundled ones and every component in the
 //! plugin directory, each registered in the database with its exact version.
+//! [`live`] keeps the set current while the engine runs ([`watch`] feeds it file
+//! changes); [`history`] records every version for rollback.
+
+pub mod history;
+pub mod live;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,6 +51,8 @@ pub struct RegisteredPlugin {
     pub version_id: i64,
     /// Connections as the plugin's own database role.
     pub pool: SandboxPool,
+    /// When this version was loaded.
+    pub loaded_at: std::time::SystemTime,
     /// Where it came from.
     pub source: PluginSource,
 }
@@ -100,8 +108,9 @@ pub enum RegistryError {
     Sandbox(#[from] SandboxError),
 }
 
-/// The loaded plugins, in pipeline order.
-#[derive(Debug, Default)]
+/// The loaded plugins, in pipeline order: one immutable snapshot. Hot reload
+/// swaps in a new snapshot; a run keeps the one it started with.
+#[derive(Debug, Default, Clone)]
 pub struct Registry {
     /// Prompt-stage plugins by priority (then name), then analysis plugins by name.
     plugins: Vec<Arc<RegisteredPlugin>>,
@@ -117,89 +126,10 @@ impl Registry {
     pub async fn load(
         runtime: &Arc<Runtime>,
         config: &Config,
-        db: &Database,
+        db: &Arc<Database>,
     ) -> Result<Self, RegistryError> {
-        let limits = CallLimits::from_config(&config.limits);
-        let warnings = sandbox::harden(db, &config.sandbox, config.database.pool_size).await?;
-        for warning in &warnings {
-            tracing::warn!("{warning}");
-        }
-        let budget = Arc::new(Semaphore::new(config.sandbox.connection_budget as usize));
-        let mut candidates: Vec<(PluginSource, Result<Vec<u8>, String>)> = Vec::new();
-        if config.plugins.bundled {
-            for (file, bytes) in bundled::BUNDLED {
-                candidates.push((PluginSource::Bundled(file), Ok(bytes.to_vec())));
-            }
-        }
-        for path in plugin_files(&config.plugins.dir)? {
-            let bytes = std::fs::read(&path).map_err(|e| format!("cannot read the file: {e}"));
-            candidates.push((PluginSource::File(path), bytes));
-        }
-
-        let mut registry = Registry {
-            warnings,
-            ..Registry::default()
-        };
-        let mut loaded: Vec<(PluginSource, LoadedPlugin)> = Vec::new();
-        for (source, bytes) in candidates {
-            let result = match bytes {
-                Ok(bytes) if bytes.is_empty() => Err("the file is empty".to_string()),
-                Ok(bytes) => loader::load(runtime, bytes, &limits)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(plugin) => {
-                    match loaded.iter().position(|(_, p)| p.identity.name == plugin.identity.name) {
-                        // A file in the plugin directory replaces a bundled plugin of the same name.
-                        Some(i) if matches!(loaded[i].0, PluginSource::Bundled(_)) => {
-                            tracing::info!(plugin = %plugin.identity.name, file = %source, "replaces the bundled plugin");
-                            loaded[i] = (source, plugin);
-                        }
-                        Some(i) => registry.problems.push(LoadProblem {
-                            source: source.to_string(),
-                            message: format!(
-                                "plugin name `{}` is already used by {}; give each plugin a unique name",
-                                plugin.identity.name, loaded[i].0
-                            ),
-                        }),
-                        None => loaded.push((source, plugin)),
-                    }
-                }
-                Err(message) => {
-                    tracing::info!(plugin = %source, "refused: {message}");
-                    registry.problems.push(LoadProblem {
-                        source: source.to_string(),
-                        message,
-                    });
-                }
-            }
-        }
-
-        for (source, plugin) in loaded {
-            match register(db, config, &budget, &plugin).await {
-                Ok((version_id, pool)) => registry.plugins.push(Arc::new(RegisteredPlugin {
-                    loaded: plugin,
-                    version_id,
-                    pool,
-                    source,
-                })),
-                Err(RegisterError::Db(e)) => return Err(e.into()),
-                Err(RegisterError::Refused(message)) => registry.problems.push(LoadProblem {
-                    source: source.to_string(),
-                    message,
-                }),
-            }
-        }
-        registry.plugins.sort_by(|a, b| {
-            let key = |p: &RegisteredPlugin| {
-                let m = &p.loaded.manifest;
-                (m.stage == Stage::Analysis, m.priority, m.name.clone())
-            };
-            key(a).cmp(&key(b))
-        });
-        Ok(registry)
+        let loader = PluginLoader::new(Arc::clone(runtime), Arc::clone(db), config.clone()).await?;
+        loader.load_all().await
     }
 
     /// Every loaded plugin, in pipeline order.
@@ -212,6 +142,227 @@ impl Registry {
         self.plugins
             .iter()
             .filter(move |p| p.loaded.manifest.stage == stage)
+    }
+
+    /// The plugin named `name`, if loaded.
+    pub fn get(&self, name: &str) -> Option<&Arc<RegisteredPlugin>> {
+        self.plugins.iter().find(|p| p.name() == name)
+    }
+
+    /// A copy in which `plugin` replaces the plugin of the same name (or joins).
+    pub fn with_plugin(&self, plugin: Arc<RegisteredPlugin>) -> Registry {
+        let mut next = self.clone();
+        next.plugins.retain(|p| p.name() != plugin.name());
+        next.plugins.push(plugin);
+        next.sort();
+        next
+    }
+
+    /// A copy without the plugin named `name`.
+    pub fn without(&self, name: &str) -> Registry {
+        let mut next = self.clone();
+        next.plugins.retain(|p| p.name() != name);
+        next
+    }
+
+    fn sort(&mut self) {
+        self.plugins.sort_by(|a, b| {
+            let key = |p: &RegisteredPlugin| {
+                let m = &p.loaded.manifest;
+                (m.stage == Stage::Analysis, m.priority, m.name.clone())
+            };
+            key(a).cmp(&key(b))
+        });
+    }
+}
+
+/// Why a loaded component could not be registered.
+#[derive(Debug)]
+pub enum RegisterError {
+    /// The database failed (fatal at start-up).
+    Db(DbError),
+    /// The plugin's sandbox or migrations failed: the plugin is refused, the engine goes on.
+    Refused(String),
+}
+
+impl std::fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegisterError::Db(e) => write!(f, "{e}"),
+            RegisterError::Refused(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl From<DbError> for RegisterError {
+    fn from(e: DbError) -> Self {
+        RegisterError::Db(e)
+    }
+}
+
+/// A component to load: where it is from, and its bytes (or why they could not be read).
+pub type Candidate = (PluginSource, Result<Vec<u8>, String>);
+
+/// Everything needed to turn component bytes into a registered plugin; shared
+/// by start-up and hot reload.
+pub struct PluginLoader {
+    runtime: Arc<Runtime>,
+    db: Arc<Database>,
+    config: Config,
+    budget: Arc<Semaphore>,
+    limits: CallLimits,
+    warnings: Vec<String>,
+}
+
+impl PluginLoader {
+    /// Checks the sandbox budget and hardens the database (once per process).
+    pub async fn new(
+        runtime: Arc<Runtime>,
+        db: Arc<Database>,
+        config: Config,
+    ) -> Result<Self, RegistryError> {
+        let warnings = sandbox::harden(&db, &config.sandbox, config.database.pool_size).await?;
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok(Self {
+            budget: Arc::new(Semaphore::new(config.sandbox.connection_budget as usize)),
+            limits: CallLimits::from_config(&config.limits),
+            runtime,
+            db,
+            config,
+            warnings,
+        })
+    }
+
+    /// The configuration plugins are loaded with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The database plugins are registered in.
+    pub fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// The bundled components (unless disabled) and the plugin directory's files.
+    pub fn candidates(&self) -> Result<Vec<Candidate>, RegistryError> {
+        let mut candidates: Vec<Candidate> = Vec::new();
+        if self.config.plugins.bundled {
+            for (file, bytes) in bundled::BUNDLED {
+                candidates.push((PluginSource::Bundled(file), Ok(bytes.to_vec())));
+            }
+        }
+        for path in plugin_files(&self.config.plugins.dir)? {
+            let bytes = std::fs::read(&path).map_err(|e| format!("cannot read the file: {e}"));
+            candidates.push((PluginSource::File(path), bytes));
+        }
+        Ok(candidates)
+    }
+
+    /// Validates and compiles component bytes (within `plugins.load_timeout_ms`).
+    pub async fn compile(&self, bytes: &[u8]) -> Result<LoadedPlugin, String> {
+        if bytes.is_empty() {
+            return Err("the file is empty".to_string());
+        }
+        let timeout = Duration::from_millis(self.config.plugins.load_timeout_ms);
+        match tokio::time::timeout(
+            timeout,
+            loader::load(&self.runtime, bytes.to_vec(), &self.limits),
+        )
+        .await
+        {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "loading took longer than {} ms (plugins.load_timeout_ms)",
+                timeout.as_millis()
+            )),
+        }
+    }
+
+    /// Registers a compiled plugin (version row, sandbox, pool, migrations), keeps
+    /// its bytes for rollback and records the load.
+    pub async fn register(
+        &self,
+        source: PluginSource,
+        plugin: LoadedPlugin,
+        bytes: &[u8],
+    ) -> Result<Arc<RegisteredPlugin>, RegisterError> {
+        let (version_id, pool) = register(&self.db, &self.config, &self.budget, &plugin).await?;
+        history::record_loaded(&self.db, &plugin, &source, bytes).await?;
+        Ok(Arc::new(RegisteredPlugin {
+            loaded: plugin,
+            version_id,
+            pool,
+            source,
+            loaded_at: std::time::SystemTime::now(),
+        }))
+    }
+
+    /// Records a refused component (best effort: the refusal is reported anyway).
+    pub async fn record_refusal(&self, source: &PluginSource, bytes: &[u8], message: &str) {
+        if let Err(e) = history::record_refused(&self.db, source, bytes, message).await {
+            tracing::warn!(plugin = %source, "cannot record the refusal: {e}");
+        }
+    }
+
+    /// Loads every candidate into a registry.
+    pub async fn load_all(&self) -> Result<Registry, RegistryError> {
+        let mut registry = Registry {
+            warnings: self.warnings.clone(),
+            ..Registry::default()
+        };
+        let mut loaded: Vec<(PluginSource, LoadedPlugin, Vec<u8>)> = Vec::new();
+        for (source, bytes) in self.candidates()? {
+            let bytes = match bytes {
+                Ok(bytes) => bytes,
+                Err(message) => {
+                    registry.problems.push(LoadProblem {
+                        source: source.to_string(),
+                        message,
+                    });
+                    continue;
+                }
+            };
+            match self.compile(&bytes).await {
+                Ok(plugin) => match loaded.iter().position(|(_, p, _)| p.identity.name == plugin.identity.name) {
+                    // A file in the plugin directory replaces a bundled plugin of the same name.
+                    Some(i) if matches!(loaded[i].0, PluginSource::Bundled(_)) => {
+                        tracing::info!(plugin = %plugin.identity.name, file = %source, "replaces the bundled plugin");
+                        loaded[i] = (source, plugin, bytes);
+                    }
+                    Some(i) => registry.problems.push(LoadProblem {
+                        source: source.to_string(),
+                        message: format!(
+                            "plugin name `{}` is already used by {}; give each plugin a unique name",
+                            plugin.identity.name, loaded[i].0
+                        ),
+                    }),
+                    None => loaded.push((source, plugin, bytes)),
+                },
+                Err(message) => {
+                    tracing::info!(plugin = %source, "refused: {message}");
+                    self.record_refusal(&source, &bytes, &message).await;
+                    registry.problems.push(LoadProblem {
+                        source: source.to_string(),
+                        message,
+                    });
+                }
+            }
+        }
+        for (source, plugin, bytes) in loaded {
+            let label = source.to_string();
+            match self.register(source, plugin, &bytes).await {
+                Ok(registered) => registry.plugins.push(registered),
+                Err(RegisterError::Db(e)) => return Err(e.into()),
+                Err(RegisterError::Refused(message)) => registry.problems.push(LoadProblem {
+                    source: label,
+                    message,
+                }),
+            }
+        }
+        registry.sort();
+        Ok(registry)
     }
 }
 
@@ -238,18 +389,6 @@ fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, RegistryError> {
     Ok(files)
 }
 
-enum RegisterError {
-    Db(DbError),
-    /// The plugin's sandbox or migrations failed: the plugin is refused, the engine goes on.
-    Refused(String),
-}
-
-impl From<DbError> for RegisterError {
-    fn from(e: DbError) -> Self {
-        RegisterError::Db(e)
-    }
-}
-
 /// Records the plugin version and gives the plugin its sandbox (role, schema,
 /// grants) in one transaction; then builds its pool and applies its migrations
 /// under its own role.
@@ -270,28 +409,9 @@ async fn register(
     let mut conn = db.connection().await?;
     // Registrations run one at a time across processes: role, schema and grant
     // changes are not safe to race (see PROVISION_LOCK).
-    let registered = sandbox::with_provision_lock(&mut conn, async |conn| {
-        let tx = conn
-            .transaction()
-            .await
-            .map_err(DbError::query("starting plugin registration"))?;
-        let version_id: i64 = tx
-            .query_one(
-                "INSERT INTO assay.plugin_versions (name, version, content_sha256, stage) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (name, content_sha256) DO UPDATE SET version = EXCLUDED.version
-                 RETURNING id",
-                &[name, &manifest.version, &plugin.identity.sha256, &stage_name(manifest.stage)],
-            )
-            .await
-            .map_err(DbError::query("registering the plugin version"))?
-            .get(0);
-        let login = sandbox::provision(&tx, name, &grants).await?;
-        tx.commit()
-            .await
-            .map_err(DbError::query("committing plugin registration"))?;
-        Ok((version_id, login))
-    })
-    .await;
+    sandbox::provision_lock(&conn).await?;
+    let registered = provision_plugin(&mut conn, plugin, &grants).await;
+    sandbox::provision_unlock(&conn).await?;
     drop(conn);
     let (version_id, login) = match registered {
         Ok(done) => done,
@@ -316,6 +436,36 @@ async fn register(
         migrate_plugin(&pool, plugin).await?;
     }
     Ok((version_id, pool))
+}
+
+/// The registration transaction: version row and sandbox, committed together.
+async fn provision_plugin(
+    conn: &mut crate::db::PgConnection,
+    plugin: &LoadedPlugin,
+    grants: &crate::config::PluginGrants,
+) -> Result<(i64, sandbox::PluginLogin), SandboxError> {
+    let manifest = &plugin.manifest;
+    let name = &plugin.identity.name;
+    let stage = stage_name(manifest.stage);
+    let tx = conn
+        .transaction()
+        .await
+        .map_err(DbError::query("starting plugin registration"))?;
+    let version_id: i64 = tx
+        .query_one(
+            "INSERT INTO assay.plugin_versions (name, version, content_sha256, stage) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name, content_sha256) DO UPDATE SET version = EXCLUDED.version
+             RETURNING id",
+            &[name, &manifest.version, &plugin.identity.sha256, &stage],
+        )
+        .await
+        .map_err(DbError::query("registering the plugin version"))?
+        .get(0);
+    let login = sandbox::provision(&tx, name, grants).await?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing plugin registration"))?;
+    Ok((version_id, login))
 }
 
 /// Applies the plugin's new migrations on its own connection, as its own role,

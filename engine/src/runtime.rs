@@ -7,6 +7,7 @@
 //! sanctioned memory).
 
 pub mod bindings;
+pub mod cache;
 pub mod call;
 pub mod loader;
 
@@ -32,6 +33,7 @@ pub struct RuntimeError(#[from] wasmtime::Error);
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<CallState>>,
+    cache: Option<cache::CompileCache>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -73,7 +75,20 @@ impl Runtime {
         Ok(Self {
             engine,
             linker: Arc::new(linker),
+            cache: None,
         })
+    }
+
+    /// A runtime that keeps compiled plugins in `dir` (see [`cache`]).
+    pub fn with_compile_cache(dir: &std::path::Path) -> Result<Self, RuntimeError> {
+        let mut runtime = Self::new()?;
+        runtime.cache = Some(cache::CompileCache::new(dir, &runtime.engine));
+        Ok(runtime)
+    }
+
+    /// The compile cache, if any.
+    pub fn compile_cache(&self) -> Option<&cache::CompileCache> {
+        self.cache.as_ref()
     }
 
     /// The wasmtime engine.

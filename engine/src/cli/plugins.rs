@@ -13,6 +13,20 @@ use crate::Outcome;
 pub enum PluginsCommand {
     /// Load every plugin and show what loaded, and what was refused and why.
     List,
+    /// Every version of a plugin that ever loaded here (kept for rollback).
+    History {
+        /// The plugin's name.
+        name: String,
+    },
+    /// Re-activate an earlier version: HASH (or a unique prefix), or by default the
+    /// version active before the current one. Its bytes are written into the
+    /// plugin directory, where a running `assay up` picks it up at once.
+    Rollback {
+        /// The plugin's name.
+        name: String,
+        /// The version's SHA-256, or a unique prefix of it.
+        hash: Option<String>,
+    },
     /// Take a plugin's database access away: its role can no longer log in and
     /// loses its grants; its schema and state stay unless --purge. Remove its
     /// .wasm from the plugin directory first, or it is set up again on next load.
@@ -50,6 +64,7 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
                 };
                 table.add_row([
                     id.name.clone(),
+                    "active".to_string(),
                     stage_name(m.stage).to_string(),
                     m.priority.to_string(),
                     id.version.clone(),
@@ -57,6 +72,25 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
                     plugin.source.to_string(),
                     list(&m.kinds),
                     list(&m.triggers),
+                ]);
+            }
+            for problem in &engine.registry.problems {
+                let file = std::path::Path::new(&problem.source)
+                    .file_name()
+                    .map_or_else(
+                        || problem.source.clone(),
+                        |f| f.to_string_lossy().into_owned(),
+                    );
+                table.add_row([
+                    file,
+                    format!("refused: {}", problem.message),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    problem.source.clone(),
+                    String::new(),
+                    String::new(),
                 ]);
             }
             println!("{table}");
@@ -67,6 +101,74 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
             } else {
                 Outcome::Partial
             })
+        }
+        PluginsCommand::History { name } => {
+            let db = assay::db::Database::open(&config.database)
+                .await
+                .context("opening the database")?;
+            let versions = assay::registry::history::versions(&db, &name).await?;
+            db.close().await?;
+            if versions.is_empty() {
+                anyhow::bail!("plugin {name} has never loaded here");
+            }
+            let mut table = Table::new();
+            table.load_preset(presets::UTF8_FULL_CONDENSED).set_header([
+                "",
+                "sha256",
+                "version",
+                "size",
+                "first loaded",
+                "last loaded",
+                "times",
+                "source",
+            ]);
+            for v in versions {
+                let when = |t: std::time::SystemTime| {
+                    let secs = t
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    format_utc(secs)
+                };
+                table.add_row([
+                    if v.current {
+                        "*".to_string()
+                    } else {
+                        String::new()
+                    },
+                    v.sha256[..16].to_string(),
+                    v.version,
+                    v.size.to_string(),
+                    when(v.first_loaded),
+                    when(v.last_loaded),
+                    v.activations.to_string(),
+                    v.source,
+                ]);
+            }
+            println!("{table}");
+            println!("* = the version most recently activated");
+            Ok(Outcome::Success)
+        }
+        PluginsCommand::Rollback { name, hash } => {
+            let db = assay::db::Database::open(&config.database)
+                .await
+                .context("opening the database")?;
+            let done = assay::registry::history::rollback(
+                &db,
+                &config.plugins.dir,
+                &name,
+                hash.as_deref(),
+            )
+            .await;
+            db.close().await?;
+            let done = done.with_context(|| format!("rolling back plugin {name}"))?;
+            println!(
+                "plugin {name}: version {} ({}) written to {}; a running `assay up` loads it now, any other command on its next start",
+                done.version,
+                &done.sha256[..16],
+                done.path.display()
+            );
+            Ok(Outcome::Success)
         }
         PluginsCommand::Drop { name, purge } => {
             let db = assay::db::Database::open(&config.database)
@@ -88,5 +190,37 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
             }
             Ok(Outcome::Success)
         }
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for seconds since the Unix epoch.
+fn format_utc(secs: u64) -> String {
+    // Days to civil date (Howard Hinnant's algorithm), to avoid a date crate for one column.
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(super::format_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(super::format_utc(1_709_294_400), "2024-03-01 12:00:00");
+        assert_eq!(super::format_utc(951_782_400), "2000-02-29 00:00:00");
     }
 }

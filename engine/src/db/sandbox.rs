@@ -26,24 +26,24 @@ const ROLE_NAME_SQL: &str =
 /// for every plugin, from every assay process — happens one at a time.
 pub const PROVISION_LOCK: i64 = 0x6173_7361_795f_7072; // "assay_pr"
 
-/// Runs `work` on `conn` while holding [`PROVISION_LOCK`]. The lock is taken at
-/// session level *before* any transaction starts: a transaction that waited for
-/// a transaction-level lock could still work from catalog rows read before the
-/// other one committed, and fail with "tuple concurrently updated".
-pub async fn with_provision_lock<T>(
-    conn: &mut super::PgConnection,
-    work: impl AsyncFnOnce(&mut super::PgConnection) -> Result<T, SandboxError>,
-) -> Result<T, SandboxError> {
+/// Takes [`PROVISION_LOCK`] for this session. It is taken at session level
+/// *before* any transaction starts: a transaction that waited for a
+/// transaction-level lock could still work from catalog rows read before the
+/// other one committed, and fail with "tuple concurrently updated". Always pair
+/// with [`provision_unlock`], whatever happened in between.
+pub async fn provision_lock(conn: &super::PgConnection) -> Result<(), DbError> {
     conn.execute("SELECT pg_advisory_lock($1)", &[&PROVISION_LOCK])
         .await
-        .map_err(DbError::query("waiting for the provisioning lock"))?;
-    let result = work(conn).await;
-    let unlocked = conn
-        .execute("SELECT pg_advisory_unlock($1)", &[&PROVISION_LOCK])
-        .await;
-    let value = result?;
-    unlocked.map_err(DbError::query("releasing the provisioning lock"))?;
-    Ok(value)
+        .map(|_| ())
+        .map_err(DbError::query("waiting for the provisioning lock"))
+}
+
+/// Releases [`PROVISION_LOCK`].
+pub async fn provision_unlock(conn: &super::PgConnection) -> Result<(), DbError> {
+    conn.execute("SELECT pg_advisory_unlock($1)", &[&PROVISION_LOCK])
+        .await
+        .map(|_| ())
+        .map_err(DbError::query("releasing the provisioning lock"))
 }
 
 /// Tables no grant may name, whatever the configuration says.
@@ -174,8 +174,8 @@ pub async fn harden(
                AND NOT EXISTS (SELECT 1 FROM aclexplode(d.defaclacl) a WHERE a.grantee = 0))",
         ),
     ];
-    let mut conn = conn;
-    let warnings = with_provision_lock(&mut conn, async |conn| {
+    provision_lock(&conn).await?;
+    let result: Result<Vec<String>, SandboxError> = async {
         let mut warnings = Vec::new();
         for (statement, still_granted) in &steps {
             let failed = conn.batch_execute(statement).await.err();
@@ -192,8 +192,11 @@ pub async fn harden(
             }
         }
         Ok(warnings)
-    })
-    .await?;
+    }
+    .await;
+    let unlocked = provision_unlock(&conn).await;
+    let warnings = result?;
+    unlocked?;
     Ok(warnings)
 }
 
@@ -436,10 +439,9 @@ async fn apply_grants(
 /// with `purge`, its schema, state and role are removed too.
 pub async fn drop_plugin(db: &Database, plugin: &str, purge: bool) -> Result<bool, DbError> {
     let mut conn = db.connection().await?;
-    let result = with_provision_lock(&mut conn, async |conn| {
-        drop_locked(conn, plugin, purge).await
-    })
-    .await;
+    provision_lock(&conn).await?;
+    let result = drop_locked(&mut conn, plugin, purge).await;
+    provision_unlock(&conn).await?;
     result.map_err(|e| match e {
         SandboxError::Db(e) => e,
         other => DbError::Migrate(other.to_string()),

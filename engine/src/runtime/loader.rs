@@ -13,6 +13,7 @@ use super::bindings::analyzer::AnalyzerPre;
 use super::bindings::prompt_processor::PromptProcessorPre;
 use super::bindings::types::{Manifest, Stage};
 use super::bindings::{WIT_PACKAGE, WIT_VERSION};
+use super::cache::Compiled;
 use super::call::{CallFailure, CallLimits, CallState, PluginIdentity};
 use crate::capability::sql::{SqlCaps, SqlSession};
 
@@ -96,6 +97,8 @@ pub struct LoadedPlugin {
     pub triggers: Option<RegexSet>,
     /// Size of the component in bytes.
     pub size: usize,
+    /// Whether it was compiled now or taken from the compile cache.
+    pub compiled: Compiled,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -139,10 +142,15 @@ pub async fn load(
     let sha256 = sha256_hex(&bytes);
     let size = bytes.len();
     let engine = runtime.engine().clone();
-    let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-        .await
-        .map_err(|e| LoadError::Compile(e.to_string()))?
-        .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+    let cache = runtime.compile_cache().cloned();
+    let key = sha256.clone();
+    let (component, compiled) = tokio::task::spawn_blocking(move || match cache {
+        Some(cache) => cache.compile(&engine, &bytes, &key),
+        None => Component::new(&engine, &bytes).map(|c| (c, Compiled::Fresh)),
+    })
+    .await
+    .map_err(|e| LoadError::Compile(e.to_string()))?
+    .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
 
     check_wit_version(runtime, &component)?;
     let pre: InstancePre<CallState> = runtime
@@ -214,6 +222,7 @@ pub async fn load(
         code,
         triggers,
         size,
+        compiled,
     })
 }
 

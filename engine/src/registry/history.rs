@@ -1,0 +1,254 @@
+//! Every plugin version that ever loaded: its bytes kept by content hash, and
+//! every load, refusal and unload recorded, so an operator can list versions
+//! and roll back to one even after its file is gone.
+
+use std::path::{Path, PathBuf};
+
+use super::PluginSource;
+use crate::db::{Database, DbError};
+use crate::runtime::loader::{LoadedPlugin, sha256_hex};
+
+/// Records that `plugin` is now the active version of its name (unless it
+/// already was), keeping its bytes.
+pub async fn record_loaded(
+    db: &Database,
+    plugin: &LoadedPlugin,
+    source: &PluginSource,
+    bytes: &[u8],
+) -> Result<(), DbError> {
+    let conn = db.connection().await?;
+    let sha = &plugin.identity.sha256;
+    let size = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
+    let known = conn
+        .query_opt(
+            "SELECT 1 FROM assay.plugin_blobs WHERE content_sha256 = $1",
+            &[sha],
+        )
+        .await
+        .map_err(DbError::query("looking up plugin bytes"))?
+        .is_some();
+    if !known {
+        conn.execute(
+            "INSERT INTO assay.plugin_blobs (content_sha256, bytes, size) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[sha, &bytes, &size],
+        )
+        .await
+        .map_err(DbError::query("keeping the plugin's bytes"))?;
+    }
+    conn.execute(
+        "INSERT INTO assay.plugin_loads (name, version, content_sha256, size, source, outcome)
+         SELECT $1, $2, $3, $4, $5, 'loaded'
+         WHERE NOT EXISTS (
+             SELECT 1 FROM (SELECT content_sha256, outcome FROM assay.plugin_loads
+                            WHERE name = $1 AND outcome <> 'refused' ORDER BY id DESC LIMIT 1) last
+             WHERE last.content_sha256 = $3 AND last.outcome = 'loaded')",
+        &[
+            &plugin.identity.name,
+            &plugin.identity.version,
+            sha,
+            &size,
+            &source.to_string(),
+        ],
+    )
+    .await
+    .map_err(DbError::query("recording the plugin load"))?;
+    Ok(())
+}
+
+/// Records a refused component (once per source and content).
+pub async fn record_refused(
+    db: &Database,
+    source: &PluginSource,
+    bytes: &[u8],
+    error: &str,
+) -> Result<(), DbError> {
+    let conn = db.connection().await?;
+    let sha = sha256_hex(bytes);
+    let size = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
+    conn.execute(
+        "INSERT INTO assay.plugin_loads (content_sha256, size, source, outcome, error)
+         SELECT $1, $2, $3, 'refused', $4
+         WHERE NOT EXISTS (
+             SELECT 1 FROM (SELECT content_sha256, outcome FROM assay.plugin_loads
+                            WHERE source = $3 ORDER BY id DESC LIMIT 1) last
+             WHERE last.content_sha256 = $1 AND last.outcome = 'refused')",
+        &[&sha, &size, &source.to_string(), &error],
+    )
+    .await
+    .map_err(DbError::query("recording the refusal"))?;
+    Ok(())
+}
+
+/// Records that the plugin named `name` was unloaded (its file removed).
+pub async fn record_unloaded(
+    db: &Database,
+    name: &str,
+    version: &str,
+    sha: &str,
+    source: &PluginSource,
+) -> Result<(), DbError> {
+    let conn = db.connection().await?;
+    conn.execute(
+        "INSERT INTO assay.plugin_loads (name, version, content_sha256, size, source, outcome)
+         SELECT $1, $2, $3, size, $4, 'unloaded' FROM assay.plugin_blobs WHERE content_sha256 = $3",
+        &[&name, &version, &sha, &source.to_string()],
+    )
+    .await
+    .map_err(DbError::query("recording the unload"))?;
+    Ok(())
+}
+
+/// One version of a plugin, as `assay plugins history` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VersionRecord {
+    /// SHA-256 of the component.
+    pub sha256: String,
+    /// The plugin's version string.
+    pub version: String,
+    /// Size in bytes.
+    pub size: i32,
+    /// First time it loaded.
+    pub first_loaded: std::time::SystemTime,
+    /// Last time it became active.
+    pub last_loaded: std::time::SystemTime,
+    /// How many times it became active.
+    pub activations: i64,
+    /// Whether it is the version most recently activated.
+    pub current: bool,
+    /// Where it last came from.
+    pub source: String,
+}
+
+/// Every version of `name` that ever loaded, newest first.
+pub async fn versions(db: &Database, name: &str) -> Result<Vec<VersionRecord>, DbError> {
+    let conn = db.connection().await?;
+    let rows = conn
+        .query(
+            "WITH loads AS (SELECT * FROM assay.plugin_loads WHERE name = $1 AND outcome = 'loaded'),
+                  latest AS (SELECT content_sha256 FROM assay.plugin_loads
+                             WHERE name = $1 AND outcome <> 'refused' ORDER BY id DESC LIMIT 1)
+             SELECT l.content_sha256, (array_agg(l.version ORDER BY l.id DESC))[1], max(l.size),
+                    min(l.at), max(l.at), count(*),
+                    EXISTS (SELECT 1 FROM latest WHERE latest.content_sha256 = l.content_sha256),
+                    (array_agg(l.source ORDER BY l.id DESC))[1]
+             FROM loads l GROUP BY l.content_sha256 ORDER BY max(l.id) DESC",
+            &[&name],
+        )
+        .await
+        .map_err(DbError::query("listing plugin versions"))?;
+    Ok(rows
+        .iter()
+        .map(|r| VersionRecord {
+            sha256: r.get(0),
+            version: r.get(1),
+            size: r.get(2),
+            first_loaded: r.get(3),
+            last_loaded: r.get(4),
+            activations: r.get(5),
+            current: r.get(6),
+            source: r.get(7),
+        })
+        .collect())
+}
+
+/// Why a rollback cannot be done.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// No version matches.
+    #[error("{0}")]
+    NoSuchVersion(String),
+    /// Writing the component into the plugin directory failed.
+    #[error("cannot write {path}: {cause}")]
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        cause: std::io::Error,
+    },
+}
+
+/// A version chosen for rollback.
+#[derive(Debug, Clone)]
+pub struct Rollback {
+    /// Its hash.
+    pub sha256: String,
+    /// Its version string.
+    pub version: String,
+    /// The file it was written to.
+    pub path: PathBuf,
+}
+
+/// Re-activates a version of `name`: the one whose hash starts with `hash`, or
+/// by default the version active before the current one. Its bytes are written
+/// (atomically) to the file that provides the plugin now, or to `<name>.wasm` in
+/// the plugin directory; the watcher of a running engine loads it from there,
+/// and so does the next start.
+pub async fn rollback(
+    db: &Database,
+    plugin_dir: &Path,
+    name: &str,
+    hash: Option<&str>,
+) -> Result<Rollback, RollbackError> {
+    let versions = versions(db, name).await?;
+    if versions.is_empty() {
+        return Err(RollbackError::NoSuchVersion(format!(
+            "plugin {name} has never loaded here"
+        )));
+    }
+    let target = match hash {
+        Some(prefix) => {
+            let matches: Vec<&VersionRecord> = versions
+                .iter()
+                .filter(|v| v.sha256.starts_with(prefix))
+                .collect();
+            match matches.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(RollbackError::NoSuchVersion(format!(
+                        "plugin {name} has no version {prefix}; `assay plugins history {name}` lists them"
+                    )));
+                }
+                _ => {
+                    return Err(RollbackError::NoSuchVersion(format!(
+                        "{prefix} matches several versions; give more of the hash"
+                    )));
+                }
+            }
+        }
+        None => versions.iter().find(|v| !v.current).ok_or_else(|| {
+            RollbackError::NoSuchVersion(format!("plugin {name} has only ever had one version"))
+        })?,
+    };
+    let conn = db.connection().await?;
+    let bytes: Vec<u8> = conn
+        .query_one(
+            "SELECT bytes FROM assay.plugin_blobs WHERE content_sha256 = $1",
+            &[&target.sha256],
+        )
+        .await
+        .map_err(DbError::query("reading the kept plugin bytes"))?
+        .get(0);
+    drop(conn);
+    let current_file = versions
+        .iter()
+        .find(|v| v.current)
+        .map(|v| PathBuf::from(&v.source))
+        .filter(|p| p.parent() == Some(plugin_dir) && p.extension().is_some_and(|e| e == "wasm"));
+    let path = current_file.unwrap_or_else(|| plugin_dir.join(format!("{name}.wasm")));
+    let scratch = plugin_dir.join(format!(".{name}.rollback-{}", std::process::id()));
+    let write_err = |cause| RollbackError::Write {
+        path: path.display().to_string(),
+        cause,
+    };
+    std::fs::create_dir_all(plugin_dir).map_err(write_err)?;
+    std::fs::write(&scratch, &bytes).map_err(write_err)?;
+    std::fs::rename(&scratch, &path).map_err(write_err)?;
+    Ok(Rollback {
+        sha256: target.sha256.clone(),
+        version: target.version.clone(),
+        path,
+    })
+}
