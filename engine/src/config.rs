@@ -275,6 +275,25 @@ mod tests {
         });
     }
 
+    /// The configuration reference in the README is real: it parses, and every
+    /// value it shows is the default.
+    #[test]
+    fn the_readme_reference_is_the_defaults() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme
+            .find("## Configuration")
+            .expect("README has a configuration section")..];
+        let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let block = &section[start..start + section[start..].find("```").expect("closed block")];
+        let mut config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(block))
+            .extract()
+            .expect("the README's configuration parses");
+        // The example grant block is illustrative (empty lists).
+        assert!(config.plugins.grants.remove("history").is_some());
+        assert_eq!(config, Config::default());
+    }
+
     #[test]
     fn unknown_keys_are_rejected() {
         figment::Jail::expect_with(|jail| {
