@@ -254,7 +254,11 @@ impl PluginLoader {
             }
         }
         for path in plugin_files(&self.config.plugins.dir)? {
-            let bytes = std::fs::read(&path).map_err(|e| format!("cannot read the file: {e}"));
+            let bytes = if path.extension().is_some_and(|e| e == "cwasm") {
+                Err(PRECOMPILED_REFUSED.to_string())
+            } else {
+                std::fs::read(&path).map_err(|e| format!("cannot read the file: {e}"))
+            };
             candidates.push((PluginSource::File(path), bytes));
         }
         Ok(candidates)
@@ -366,7 +370,12 @@ impl PluginLoader {
     }
 }
 
-/// `*.wasm` files of the directory, sorted; the directory is created if missing.
+/// Why a precompiled artifact in the plugin directory is refused.
+pub const PRECOMPILED_REFUSED: &str = "precompiled artifacts (.cwasm) are never loaded: they are native code \
+     that would run unchecked; place the .wasm component instead";
+
+/// `*.wasm` (and `*.cwasm`, to refuse) files of the directory, sorted; the
+/// directory is created if missing.
 fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, RegistryError> {
     let dir_err = |cause| RegistryError::Dir {
         path: dir.display().to_string(),
@@ -377,11 +386,8 @@ fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, RegistryError> {
     for entry in std::fs::read_dir(dir).map_err(dir_err)? {
         let path = entry.map_err(dir_err)?.path();
         match path.extension().and_then(|e| e.to_str()) {
-            Some("wasm") if path.is_file() => files.push(path),
-            Some("cwasm") => tracing::warn!(
-                file = %path.display(),
-                "precompiled artifacts are never loaded (they could run arbitrary native code); place the .wasm component instead"
-            ),
+            // A .cwasm is listed too, so that it is reported as refused.
+            Some("wasm" | "cwasm") if path.is_file() => files.push(path),
             _ => {}
         }
     }

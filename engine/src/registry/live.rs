@@ -139,13 +139,17 @@ impl LiveRegistry {
 
     /// A file in the plugin directory appeared, changed or disappeared.
     pub async fn file_event(&self, path: &Path) -> ReloadOutcome {
-        if path.extension().is_none_or(|e| e != "wasm") {
-            if path.extension().is_some_and(|e| e == "cwasm") {
-                tracing::warn!(
-                    file = %path.display(),
-                    "precompiled artifacts are never loaded (they could run arbitrary native code); place the .wasm component instead"
-                );
+        if path.extension().is_some_and(|e| e == "cwasm") {
+            let source = PluginSource::File(path.to_path_buf()).to_string();
+            if path.exists() {
+                tracing::error!(file = %path.display(), "{}", super::PRECOMPILED_REFUSED);
+                self.set_status(refused_status(&source, None, super::PRECOMPILED_REFUSED));
+            } else if let Ok(mut statuses) = self.statuses.lock() {
+                statuses.remove(&source);
             }
+            return ReloadOutcome::Ignored;
+        }
+        if path.extension().is_none_or(|e| e != "wasm") {
             return ReloadOutcome::Ignored;
         }
         let _one_at_a_time = self.reloading.lock().await;

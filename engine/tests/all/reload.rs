@@ -444,6 +444,53 @@ async fn versions_are_kept_and_rollback_works_after_the_file_is_gone() {
             .contains("no version ffffffff")
     );
 
+    // The same through the command line.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_assay"))
+            .args(args)
+            .current_dir(engine.dir.path())
+            .env("DATABASE_URL", &engine.test_db.url)
+            .env("ASSAY_CONFIG", engine.dir.path().join("none.toml"))
+            .env("ASSAY__PLUGINS__DIR", engine.dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["plugins", "history", "swapper"]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("1.0.0") && table.contains("2.0.0"),
+        "{table}"
+    );
+    let from = engine.event_count();
+    let sha_one = assay::runtime::loader::sha256_hex(&one());
+    let out = cli(&["plugins", "rollback", "swapper", &sha_one[..12]]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    engine
+        .wait_for(
+            from,
+            |o| matches!(o, ReloadOutcome::Loaded { sha256, .. } if *sha256 == sha_one),
+        )
+        .await;
+    assert_eq!(
+        engine.answer().await.as_deref(),
+        Some("swap:v1"),
+        "the watcher loaded the rolled-back file"
+    );
+    let out = cli(&["plugins", "history", "nobody"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never loaded here"));
+
     // A restart restores the active version (and compiles nothing: the cache has it).
     let LiveEngine {
         test_db,
@@ -452,7 +499,7 @@ async fn versions_are_kept_and_rollback_works_after_the_file_is_gone() {
         ..
     } = engine;
     let restarted = live_engine_on(test_db, dir, cache).await;
-    assert_eq!(restarted.answer().await.as_deref(), Some("swap:v2"));
+    assert_eq!(restarted.answer().await.as_deref(), Some("swap:v1"));
     let swapper = restarted.live.snapshot().get("swapper").cloned().unwrap();
     assert_eq!(swapper.loaded.compiled, Compiled::Cached);
 }
