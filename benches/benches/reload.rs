@@ -90,6 +90,25 @@ async fn reload(dir: &Path, plugin: &str, bytes: &[u8], pipeline: &Pipeline) -> 
     }
 }
 
+/// What `assay up` does before serving: connect (checking migrations), build the
+/// runtime with its compile cache, load every plugin. Used for the engine under
+/// test and, timed, as the restart baseline.
+async fn start_engine(server: &EmbeddedPostgres, config: &Config) -> (Arc<LiveRegistry>, Pipeline) {
+    let db = Arc::new(
+        Database::open_with(server.pg_config("postgres"), &config.database)
+            .await
+            .expect("database"),
+    );
+    let runtime =
+        Arc::new(Runtime::with_compile_cache(&config.plugins.cache_dir).expect("runtime"));
+    let loader = PluginLoader::new(Arc::clone(&runtime), Arc::clone(&db), config.clone())
+        .await
+        .expect("loader");
+    let live = LiveRegistry::start(loader).await.expect("registry");
+    let pipeline = Pipeline::live(runtime, live.handle(), db, config);
+    (live, pipeline)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -131,23 +150,8 @@ fn main() {
         config.plugins.dir = plugin_dir.clone();
         config.plugins.cache_dir = cache_dir.clone();
         config.plugins.watch_debounce_ms = debounce().as_millis() as u64;
-        let db = Arc::new(
-            Database::open_with(server.pg_config("postgres"), &config.database)
-                .await
-                .expect("database"),
-        );
-        let runtime = Arc::new(Runtime::with_compile_cache(&cache_dir).expect("runtime"));
-        let loader = PluginLoader::new(Arc::clone(&runtime), Arc::clone(&db), config.clone())
-            .await
-            .expect("loader");
-        let live = LiveRegistry::start(loader).await.expect("registry");
+        let (live, pipeline) = start_engine(&server, &config).await;
         let _watch = watch::watch(Arc::clone(&live), debounce(), |_, _| {}).expect("watch");
-        let pipeline = Pipeline::live(
-            Arc::clone(&runtime),
-            live.handle(),
-            Arc::clone(&db),
-            &config,
-        );
 
         println!("reload latency: file written -> first call answered by the new version");
         println!(
@@ -189,17 +193,7 @@ fn main() {
         let mut restart = Vec::new();
         for _ in 0..samples.min(10) {
             let started = Instant::now();
-            let db = Arc::new(
-                Database::open_with(server.pg_config("postgres"), &config.database)
-                    .await
-                    .expect("database"),
-            );
-            let runtime = Arc::new(Runtime::with_compile_cache(&cache_dir).expect("runtime"));
-            let loader = PluginLoader::new(Arc::clone(&runtime), Arc::clone(&db), config.clone())
-                .await
-                .expect("loader");
-            let fresh = LiveRegistry::start(loader).await.expect("registry");
-            let pipeline = Pipeline::live(Arc::clone(&runtime), fresh.handle(), Arc::clone(&db), &config);
+            let (_live, pipeline) = start_engine(&server, &config).await;
             pipeline.run(document_for("keywords")).await.expect("call");
             restart.push(started.elapsed());
         }
