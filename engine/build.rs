@@ -40,7 +40,7 @@ fn main() {
         .parent()
         .expect("the engine crate lives inside the workspace")
         .to_path_buf();
-    for watched in ["plugins", "wit", "Cargo.lock"] {
+    for watched in ["plugins", "wit", "migrations", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 

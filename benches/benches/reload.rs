@@ -99,8 +99,7 @@ async fn start_engine(server: &EmbeddedPostgres, config: &Config) -> (Arc<LiveRe
             .await
             .expect("database"),
     );
-    let runtime =
-        Arc::new(Runtime::with_compile_cache(&config.plugins.cache_dir).expect("runtime"));
+    let runtime = Arc::new(Runtime::for_config(config).expect("runtime"));
     let loader = PluginLoader::new(Arc::clone(&runtime), Arc::clone(&db), config.clone())
         .await
         .expect("loader");

@@ -29,7 +29,7 @@ impl Engine {
                 .await
                 .context("opening the database")?,
         );
-        let runtime = Arc::new(Runtime::with_compile_cache(&config.plugins.cache_dir)?);
+        let runtime = Arc::new(Runtime::for_config(config)?);
         let registry = Registry::load(&runtime, config, &db)
             .await
             .context("loading plugins")?;

@@ -177,18 +177,42 @@ impl Default for SandboxConfig {
     }
 }
 
-/// `[limits]`: defaults for every plugin call.
+/// `[limits]`: defaults for every plugin call, and overrides per plugin.
+///
+/// Every limit a call can exceed fails that call (never the engine) with an
+/// error naming the setting and its value.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Wall-clock deadline of one plugin call, including its SQL.
+    /// Wall-clock deadline of one plugin call, including its SQL and any time
+    /// it spends waiting in host calls.
     pub call_timeout_ms: u64,
     /// Server-side `statement_timeout` of each SQL statement a plugin runs.
     pub statement_timeout_ms: u64,
     /// Maximum linear memory of one plugin instance, in MiB.
     pub memory_mib: u64,
+    /// Most elements one wasm table may hold (function tables grow with code size).
+    pub table_elements: u32,
+    /// Most core module instances one call may create (a component is several).
+    pub instances: u32,
     /// Maximum findings one call may return.
     pub max_findings: usize,
+    /// Most bytes one call may hand back: finding labels and data, plus the
+    /// text a prompt plugin returns. In KiB.
+    pub max_output_kib: u64,
+    /// Calls of one plugin running at the same time; more wait (see `queue_timeout_ms`).
+    pub concurrent_calls: u32,
+    /// Calls of all plugins running at the same time. Also sizes the pool of
+    /// pre-reserved instance slots, so it is fixed for the life of the process.
+    pub max_concurrent_calls: u32,
+    /// How long a call, or a document, waits for a free slot before it fails as
+    /// `overloaded`.
+    pub queue_timeout_ms: u64,
+    /// Maximum wasm call stack, in KiB. One value for all plugins: the runtime
+    /// fixes it per process, not per instance.
+    pub wasm_stack_kib: u64,
+    /// Overrides by plugin name: `[limits.plugins.history] call_timeout_ms = 30000`.
+    pub plugins: std::collections::BTreeMap<String, PluginLimitsOverride>,
 }
 
 impl Default for LimitsConfig {
@@ -197,22 +221,60 @@ impl Default for LimitsConfig {
             call_timeout_ms: 10_000,
             statement_timeout_ms: 5_000,
             memory_mib: 128,
+            table_elements: 20_000,
+            instances: 16,
             max_findings: 10_000,
+            max_output_kib: 16 * 1024,
+            concurrent_calls: 16,
+            max_concurrent_calls: 256,
+            queue_timeout_ms: 1_000,
+            wasm_stack_kib: 512,
+            plugins: Default::default(),
         }
     }
+}
+
+/// `[limits.plugins.NAME]`: any per-call limit, for one plugin. Unset fields
+/// take the `[limits]` value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginLimitsOverride {
+    /// See [`LimitsConfig::call_timeout_ms`].
+    pub call_timeout_ms: Option<u64>,
+    /// See [`LimitsConfig::statement_timeout_ms`].
+    pub statement_timeout_ms: Option<u64>,
+    /// See [`LimitsConfig::memory_mib`].
+    pub memory_mib: Option<u64>,
+    /// See [`LimitsConfig::table_elements`].
+    pub table_elements: Option<u32>,
+    /// See [`LimitsConfig::instances`].
+    pub instances: Option<u32>,
+    /// See [`LimitsConfig::max_findings`].
+    pub max_findings: Option<usize>,
+    /// See [`LimitsConfig::max_output_kib`].
+    pub max_output_kib: Option<u64>,
+    /// See [`LimitsConfig::concurrent_calls`].
+    pub concurrent_calls: Option<u32>,
 }
 
 /// `[pipeline]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// Documents analysed at the same time.
+    /// Documents `assay analyze` works on at the same time.
     pub concurrency: usize,
+    /// Documents being analysed at once across all callers (HTTP requests
+    /// included). Past it a document waits up to `limits.queue_timeout_ms`, then
+    /// is refused as overloaded (HTTP 503 with `Retry-After`) with nothing stored.
+    pub max_in_flight: usize,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { concurrency: 4 }
+        Self {
+            concurrency: 4,
+            max_in_flight: 64,
+        }
     }
 }
 

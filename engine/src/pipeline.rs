@@ -10,6 +10,8 @@
 //! document: analysis must never see text a prompt plugin (say, `redact`) was
 //! supposed to transform but did not.
 
+pub mod admission;
+pub mod failures;
 pub mod input;
 
 use std::sync::Arc;
@@ -120,6 +122,9 @@ pub enum PipelineError {
     /// Storing the document or its run failed; nothing of the run was stored.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// Too many documents are in flight; nothing was done or stored.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
 }
 
 /// Runs documents through the loaded plugins and stores the results.
@@ -129,8 +134,10 @@ pub struct Pipeline {
     /// Swapped by hot reload; each run reads it once.
     registry: Arc<ArcSwap<Registry>>,
     db: Arc<Database>,
-    limits: CallLimits,
+    limits: Arc<crate::config::LimitsConfig>,
     caps: SqlCaps,
+    admission: Arc<admission::Admission>,
+    failures: Arc<failures::FailureLog>,
 }
 
 impl Pipeline {
@@ -155,12 +162,24 @@ impl Pipeline {
             runtime,
             registry,
             db,
-            limits: CallLimits::from_config(&config.limits),
+            limits: Arc::new(config.limits.clone()),
             caps: SqlCaps::from_config(
                 &config.sandbox,
                 Duration::from_millis(config.limits.statement_timeout_ms),
             ),
+            admission: Arc::new(admission::Admission::new(config)),
+            failures: Arc::default(),
         }
+    }
+
+    /// Failures seen by this pipeline, by plugin and kind.
+    pub fn failures(&self) -> &failures::FailureLog {
+        &self.failures
+    }
+
+    /// Seconds an overloaded caller should wait before retrying.
+    pub fn retry_after_s(&self) -> u64 {
+        self.admission.retry_after_s()
     }
 
     /// The plugins new runs use.
@@ -170,6 +189,19 @@ impl Pipeline {
 
     /// Analyses one document and stores the run.
     pub async fn run(&self, input: DocumentInput) -> Result<RunReport, PipelineError> {
+        let _turn = self.admission.document().await.map_err(|m| {
+            self.failures.record(failures::ENGINE, "overloaded", &m);
+            PipelineError::Overloaded(m)
+        })?;
+        let report = self.run_admitted(input).await;
+        if let Err(PipelineError::Db(e)) = &report {
+            self.failures
+                .record(failures::ENGINE, "database", &e.to_string());
+        }
+        report
+    }
+
+    async fn run_admitted(&self, input: DocumentInput) -> Result<RunReport, PipelineError> {
         let started_at = SystemTime::now();
         // One snapshot for the whole run: a swap while it runs does not mix versions.
         let registry = self.registry.load_full();
@@ -194,19 +226,15 @@ impl Pipeline {
                 continue;
             }
             let started = Instant::now();
+            let limits = CallLimits::for_plugin(&self.limits, plugin.name());
             let result = self
-                .call(plugin, doc.clone())
+                .call(plugin, &limits, doc.clone())
                 .await
                 .and_then(|out| match out {
                     CallOutput::Processed(next, found) => {
                         let next = checked_document(next, &doc)?;
-                        let records = finding_records(
-                            plugin,
-                            Stage::Prompt,
-                            found,
-                            &next.text,
-                            self.limits.max_findings,
-                        )?;
+                        let records =
+                            finding_records(plugin, Stage::Prompt, found, &next.text, &limits)?;
                         Ok((next, records))
                     }
                     CallOutput::Findings(_) => Err(CallFailure::InvalidOutput(
@@ -244,21 +272,18 @@ impl Pipeline {
             let doc = doc.clone();
             tasks.spawn(async move {
                 let started = Instant::now();
-                let result = this
-                    .call(&plugin, doc.clone())
-                    .await
-                    .and_then(|out| match out {
-                        CallOutput::Findings(found) => finding_records(
-                            &plugin,
-                            Stage::Analysis,
-                            found,
-                            &doc.text,
-                            this.limits.max_findings,
-                        ),
-                        CallOutput::Processed(..) => Err(CallFailure::InvalidOutput(
-                            "an analysis plugin returned a document".into(),
-                        )),
-                    });
+                let limits = CallLimits::for_plugin(&this.limits, plugin.name());
+                let result =
+                    this.call(&plugin, &limits, doc.clone())
+                        .await
+                        .and_then(|out| match out {
+                            CallOutput::Findings(found) => {
+                                finding_records(&plugin, Stage::Analysis, found, &doc.text, &limits)
+                            }
+                            CallOutput::Processed(..) => Err(CallFailure::InvalidOutput(
+                                "an analysis plugin returned a document".into(),
+                            )),
+                        });
                 (plugin, result, started.elapsed())
             });
         }
@@ -282,6 +307,13 @@ impl Pipeline {
             }
         }
 
+        for failure in outcomes.iter().filter(|o| o.outcome == "failed") {
+            self.failures.record(
+                &failure.plugin,
+                failure.error_kind.unwrap_or("failed"),
+                failure.message.as_deref().unwrap_or(""),
+            );
+        }
         let status = if outcomes.iter().any(|o| o.outcome == "failed") {
             "partial"
         } else {
@@ -304,10 +336,20 @@ impl Pipeline {
     async fn call(
         &self,
         plugin: &RegisteredPlugin,
+        limits: &CallLimits,
         doc: Document,
     ) -> Result<CallOutput, CallFailure> {
-        let session = SqlSession::new(Some(plugin.pool.clone()), self.caps.clone());
-        invoke(&self.runtime, &plugin.loaded, session, &self.limits, doc).await
+        let _turn = self
+            .admission
+            .call(plugin.name(), limits)
+            .await
+            .map_err(CallFailure::Overloaded)?;
+        let caps = SqlCaps {
+            statement_timeout: limits.statement_timeout,
+            ..self.caps.clone()
+        };
+        let session = SqlSession::new(Some(plugin.pool.clone()), caps);
+        invoke(&self.runtime, &plugin.loaded, session, limits, doc).await
     }
 }
 
@@ -376,12 +418,33 @@ fn finding_records(
     stage: Stage,
     found: Vec<Finding>,
     text: &str,
-    max_findings: usize,
+    limits: &CallLimits,
 ) -> Result<Vec<FindingRecord>, CallFailure> {
-    if found.len() > max_findings {
+    if found.len() > limits.max_findings {
         return Err(CallFailure::InvalidOutput(format!(
-            "returned {} findings; the limit is {max_findings} (limits.max_findings)",
-            found.len()
+            "returned {} findings; the limit is {} ({})",
+            found.len(),
+            limits.max_findings,
+            limits.key("max_findings")
+        )));
+    }
+    // What the plugin handed over can never exceed its linear memory (the
+    // memory limit bounds it); this bounds what is stored and returned.
+    let handed: usize = found
+        .iter()
+        .map(|f| f.label.len() + f.data.len())
+        .sum::<usize>()
+        .saturating_add(if stage == Stage::Prompt {
+            text.len()
+        } else {
+            0
+        });
+    if handed > limits.max_output_bytes {
+        return Err(CallFailure::InvalidOutput(format!(
+            "returned {} KiB of findings and text; the limit is {} KiB ({})",
+            handed.div_ceil(1024),
+            limits.max_output_bytes / 1024,
+            limits.key("max_output_kib")
         )));
     }
     let id = &plugin.loaded.identity;

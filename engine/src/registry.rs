@@ -486,7 +486,7 @@ async fn migrate_plugin(pool: &SandboxPool, plugin: &LoadedPlugin) -> Result<(),
     };
     let mut conn = pool.get_owned().await.map_err(|e| {
         refused(format!(
-            "cannot connect as its database role to apply migrations: {e:?}"
+            "cannot connect as its database role to apply migrations: {e}"
         ))
     })?;
     let result = async {

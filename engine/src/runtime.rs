@@ -9,6 +9,7 @@
 pub mod bindings;
 pub mod cache;
 pub mod call;
+pub mod limits;
 pub mod loader;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<CallState>>,
     cache: Option<cache::CompileCache>,
+    wasm_stack_kib: u64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -43,12 +45,37 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Creates the engine, starts its epoch ticker and links WASI plus the assay
-    /// interfaces.
+    /// A runtime with the default limits and no compile cache.
     pub fn new() -> Result<Self, RuntimeError> {
+        Self::with_limits(&crate::config::Config::default())
+    }
+
+    /// The runtime `config` asks for: limits from `[limits]`, compiled plugins
+    /// cached in `plugins.cache_dir`.
+    pub fn for_config(config: &crate::config::Config) -> Result<Self, RuntimeError> {
+        let mut runtime = Self::with_limits(config)?;
+        runtime.cache = Some(cache::CompileCache::new(
+            &config.plugins.cache_dir,
+            &runtime.engine,
+        ));
+        Ok(runtime)
+    }
+
+    /// Creates the engine — pooling instance allocator sized by `[limits]`,
+    /// copy-on-write memory images, epoch interruption — starts its epoch
+    /// ticker and links WASI plus the assay interfaces.
+    pub fn with_limits(settings: &crate::config::Config) -> Result<Self, RuntimeError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        config.memory_init_cow(true);
+        config.allocation_strategy(limits::pooling_strategy(settings));
+        let stack = usize::try_from(settings.limits.wasm_stack_kib.saturating_mul(1024))
+            .unwrap_or(usize::MAX)
+            .max(64 * 1024);
+        config.max_wasm_stack(stack);
+        // Host frames run on the same fiber as wasm; leave them room above it.
+        config.async_stack_size(stack.saturating_add(1024 * 1024));
         let engine = Engine::new(&config)?;
 
         // A plain thread, not a tokio task: it must keep ticking while every
@@ -76,14 +103,20 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             cache: None,
+            wasm_stack_kib: (stack / 1024) as u64,
         })
     }
 
-    /// A runtime that keeps compiled plugins in `dir` (see [`cache`]).
+    /// A runtime with the default limits that keeps compiled plugins in `dir` (see [`cache`]).
     pub fn with_compile_cache(dir: &std::path::Path) -> Result<Self, RuntimeError> {
         let mut runtime = Self::new()?;
         runtime.cache = Some(cache::CompileCache::new(dir, &runtime.engine));
         Ok(runtime)
+    }
+
+    /// The maximum wasm stack of every call, KiB (`limits.wasm_stack_kib`).
+    pub fn wasm_stack_kib(&self) -> u64 {
+        self.wasm_stack_kib
     }
 
     /// The compile cache, if any.

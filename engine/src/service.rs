@@ -7,7 +7,9 @@
 //!   load time, status and last load error;
 //! - `POST /v1/plugins/{name}/rollback`: re-activate an earlier version (body
 //!   `{"sha256": "<prefix>"}`, or empty for the previous one);
-//! - `GET /healthz`: engine status, PostgreSQL version and address, pool sizes.
+//! - `GET /healthz`: engine status (`degraded` while PostgreSQL does not
+//!   answer), PostgreSQL version and address, pool sizes, and each plugin's
+//!   recent failures by kind.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -131,6 +133,15 @@ async fn analyze(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the run could not be stored, nothing of it was kept: {e}"),
         )),
+        Err(PipelineError::Overloaded(m)) => Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(
+                axum::http::header::RETRY_AFTER,
+                state.pipeline.retry_after_s().to_string(),
+            )],
+            Json(json!({ "error": format!("overloaded, nothing was stored: {m}"), "overloaded": true })),
+        )
+            .into_response()),
     }
 }
 
@@ -188,8 +199,25 @@ struct PoolState {
     idle: u32,
 }
 
+/// How long `/healthz` waits for the database to answer.
+const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
     let registry = state.live.snapshot();
+    // The engine keeps serving while the database is away; say so.
+    let database = match tokio::time::timeout(HEALTH_DB_TIMEOUT, async {
+        let conn = state.db.connection().await.map_err(|e| e.to_string())?;
+        conn.simple_query("").await.map_err(|e| e.to_string())
+    })
+    .await
+    {
+        Ok(Ok(_)) => json!({ "status": "ok" }),
+        Ok(Err(e)) => json!({ "status": "unavailable", "error": e }),
+        Err(_) => {
+            json!({ "status": "unavailable", "error": format!("no answer within {} ms", HEALTH_DB_TIMEOUT.as_millis()) })
+        }
+    };
+    let failures = state.pipeline.failures().summary();
     let engine_pool = state.db.pool.state();
     let plugin_pools: Map<String, Value> = registry
         .plugins()
@@ -210,10 +238,20 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
         tokio_postgres::config::Host::Tcp(h) => h.clone(),
         tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
     });
+    let status = if database["status"] == "ok" {
+        "ok"
+    } else {
+        "degraded"
+    };
     Json(json!({
-        "status": "ok",
+        "status": status,
         "uptime_s": state.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+        "failures": {
+            "window_s": crate::pipeline::failures::RECENT_WINDOW.as_secs(),
+            "by_plugin": failures,
+        },
         "postgres": {
+            "status": database,
             "version": state.db.server_version,
             "host": host,
             "port": cfg.get_ports().first(),

@@ -43,7 +43,9 @@ impl CallState {
         let outcome = tokio::time::timeout(remaining, conn.client.query(statement, params)).await;
         match outcome {
             Ok(result) => {
-                result.map_err(|e| to_state_error(crate::capability::sql::session::to_sql_error(e)))
+                let result = result.map_err(crate::capability::sql::session::to_sql_error);
+                self.sql.note(&result);
+                result.map_err(to_state_error)
             }
             Err(_) => {
                 self.sql.abandon_statement().await;

@@ -21,7 +21,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Outcome> {
             .await
             .context("opening the database")?,
     );
-    let runtime = Arc::new(Runtime::with_compile_cache(&config.plugins.cache_dir)?);
+    let runtime = Arc::new(Runtime::for_config(config)?);
     let loader = PluginLoader::new(Arc::clone(&runtime), Arc::clone(&db), config.clone())
         .await
         .context("setting up the plugin sandbox")?;

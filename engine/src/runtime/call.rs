@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -28,34 +28,15 @@ pub struct PluginIdentity {
     pub sha256: String,
 }
 
-/// Limits applied to one call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CallLimits {
-    /// Wall-clock deadline, including time spent in host calls.
-    pub timeout: Duration,
-    /// Maximum linear memory, bytes.
-    pub memory_bytes: usize,
-    /// Most findings one call may return.
-    pub max_findings: usize,
-}
-
-impl CallLimits {
-    /// Limits from the `[limits]` configuration.
-    pub fn from_config(config: &crate::config::LimitsConfig) -> Self {
-        Self {
-            timeout: Duration::from_millis(config.call_timeout_ms),
-            memory_bytes: usize::try_from(config.memory_mib.saturating_mul(1024 * 1024))
-                .unwrap_or(usize::MAX),
-            max_findings: config.max_findings,
-        }
-    }
-}
+pub use super::limits::CallLimits;
+use super::limits::{CallLimiter, LimitHit};
 
 /// Everything the host keeps for one call; the `T` of its `Store<T>`.
 pub struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limiter: CallLimiter,
+    limits: CallLimits,
     output: MemoryOutputPipe,
     /// The plugin being called.
     pub plugin: Arc<PluginIdentity>,
@@ -63,6 +44,8 @@ pub struct CallState {
     pub sql: SqlSession,
     /// When the call must be over.
     pub deadline: Instant,
+    /// The process-wide wasm stack limit, for error messages.
+    wasm_stack_kib: u64,
 }
 
 impl WasiView for CallState {
@@ -78,6 +61,11 @@ impl WasiView for CallState {
 #[derive(Debug, thiserror::Error)]
 #[error("the call ran past its deadline of {} ms", .0.as_millis())]
 pub struct DeadlineExceeded(pub Duration);
+
+/// How long past its deadline a call stuck in a host call (a sleep, a slow
+/// statement) is given to notice before it is dropped: a little longer than
+/// the deadline itself, so the deadline's own, cleaner error usually wins.
+pub const DEADLINE_SLACK: Duration = Duration::from_millis(50);
 
 impl CallState {
     /// A store for one call: no files, no network, no environment; stdout and
@@ -97,19 +85,16 @@ impl CallState {
         let state = CallState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .instances(16)
-                .tables(16)
-                .memories(4)
-                .build(),
+            limiter: CallLimiter::new(limits),
+            limits: limits.clone(),
             output,
             plugin,
             sql,
             deadline: started + limits.timeout,
+            wasm_stack_kib: runtime.wasm_stack_kib(),
         };
         let mut store = Store::new(runtime.engine(), state);
-        store.limiter(|state| &mut state.limits);
+        store.limiter(|state| &mut state.limiter);
         // Every epoch tick: trap if the deadline passed, otherwise yield to the
         // async runtime so a busy plugin cannot hog a worker thread.
         let timeout = limits.timeout;
@@ -146,16 +131,38 @@ pub enum CallFailure {
     /// The plugin returned `failed`.
     #[error("reported failure: {0}")]
     Failed(String),
-    /// The plugin trapped (panicked, ran out of memory, hit `unreachable`, …).
+    /// The plugin trapped (panicked, overflowed its stack, hit `unreachable`, …).
     #[error("trapped: {0}")]
     Trap(String),
     /// The call ran out of time.
-    #[error("timed out after {} ms", .0.as_millis())]
-    Timeout(Duration),
-    /// The plugin returned something the host cannot accept (bad span, data that is not JSON, …).
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The plugin asked for more memory (or table space) than it may have.
+    #[error("ran out of memory: {0}")]
+    Memory(String),
+    /// The plugin, or the engine, was already running as many calls as allowed.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    /// The database was unavailable, or lost, during the call.
+    #[error("database unavailable: {0}")]
+    Database(String),
+    /// The plugin returned something the host cannot accept (bad span, data that
+    /// is not JSON, too many findings, …).
     #[error("returned invalid output: {0}")]
     InvalidOutput(String),
 }
+
+/// Every failure kind, as stored in `assay.run_plugins.error_kind`.
+pub const FAILURE_KINDS: [&str; 8] = [
+    "invalid-input",
+    "failed",
+    "trap",
+    "timeout",
+    "memory",
+    "overloaded",
+    "database",
+    "invalid-output",
+];
 
 impl CallFailure {
     /// The `error_kind` stored in `assay.run_plugins`.
@@ -165,26 +172,87 @@ impl CallFailure {
             CallFailure::Failed(_) => "failed",
             CallFailure::Trap(_) => "trap",
             CallFailure::Timeout(_) => "timeout",
+            CallFailure::Memory(_) => "memory",
+            CallFailure::Overloaded(_) => "overloaded",
+            CallFailure::Database(_) => "database",
             CallFailure::InvalidOutput(_) => "invalid-output",
         }
     }
 
-    /// Classifies an error from wasmtime (a trap or our deadline).
-    pub fn from_wasmtime(error: &wasmtime::Error, captured_output: &str) -> Self {
-        if let Some(DeadlineExceeded(timeout)) = error.downcast_ref::<DeadlineExceeded>() {
-            return CallFailure::Timeout(*timeout);
-        }
-        let mut message = match error.downcast_ref::<wasmtime::Trap>() {
-            Some(trap) => trap.to_string(),
-            None => format!("{error:#}"),
-        };
-        if !captured_output.is_empty() {
-            let tail: String = last_chars(captured_output, 600);
-            message.push_str("; plugin output: ");
-            message.push_str(&tail);
-        }
-        CallFailure::Trap(message)
+    /// The failure of a call whose deadline passed.
+    pub fn timeout(limits: &CallLimits) -> Self {
+        CallFailure::Timeout(past_deadline(limits))
     }
+
+    /// Classifies an error from wasmtime (a trap, a refused resource, our
+    /// deadline), naming the limit involved.
+    pub fn from_wasmtime(error: &wasmtime::Error, call: &CallState) -> Self {
+        let limits = &call.limits;
+        if error.downcast_ref::<DeadlineExceeded>().is_some() {
+            return CallFailure::timeout(limits);
+        }
+        let with_output = |mut message: String| {
+            let captured = call.captured_output();
+            if !captured.is_empty() {
+                message.push_str("; plugin output: ");
+                message.push_str(&last_chars(&captured, 600));
+            }
+            message
+        };
+        // A refused grow usually surfaces as an abort (`unreachable`) in the
+        // plugin's allocator; the limiter knows the real cause.
+        match call.limiter.hit {
+            Some(LimitHit::Memory(asked)) => {
+                return CallFailure::Memory(with_output(format!(
+                    "the plugin asked for {} MiB of linear memory; the limit is {} MiB ({})",
+                    asked.div_ceil(1024 * 1024),
+                    limits.memory_bytes / (1024 * 1024),
+                    limits.key("memory_mib")
+                )));
+            }
+            Some(LimitHit::TableElements(asked)) => {
+                return CallFailure::Memory(with_output(format!(
+                    "the plugin asked for a table of {asked} elements; the limit is {} ({})",
+                    limits.table_elements,
+                    limits.key("table_elements")
+                )));
+            }
+            None => {}
+        }
+        match error.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::StackOverflow) => CallFailure::Trap(with_output(format!(
+                "{}: the wasm stack limit is {} KiB (limits.wasm_stack_kib)",
+                wasmtime::Trap::StackOverflow,
+                call.wasm_stack_kib
+            ))),
+            Some(trap) => CallFailure::Trap(with_output(trap.to_string())),
+            None => {
+                let message = format!("{error:#}");
+                // The instance pool is full: more calls than it has slots.
+                if message.contains("concurrent") && message.contains("limit") {
+                    CallFailure::Overloaded(format!(
+                        "no free instance slot ({message}); raise limits.max_concurrent_calls"
+                    ))
+                } else if message.contains("resource limit exceeded") {
+                    CallFailure::Memory(format!(
+                        "{message} (at most {} instances, tables and memories per call: {})",
+                        limits.instances,
+                        limits.key("instances")
+                    ))
+                } else {
+                    CallFailure::Trap(with_output(message))
+                }
+            }
+        }
+    }
+}
+
+fn past_deadline(limits: &CallLimits) -> String {
+    format!(
+        "the call ran past its deadline of {} ms ({})",
+        limits.timeout.as_millis(),
+        limits.key("call_timeout_ms")
+    )
 }
 
 fn last_chars(text: &str, n: usize) -> String {
@@ -203,6 +271,10 @@ pub enum CallOutput {
 
 /// Calls `plugin` once on `doc` in a fresh instance with `limits`; its SQL (via
 /// `session`) is committed if the call succeeds and rolled back otherwise.
+///
+/// The deadline holds everywhere: in plugin code the epoch callback traps, and
+/// a call waiting in a host call (a WASI sleep, a statement) is dropped a
+/// moment after the deadline, its statement cancelled and its connection closed.
 pub async fn invoke(
     runtime: &Runtime,
     plugin: &LoadedPlugin,
@@ -211,47 +283,67 @@ pub async fn invoke(
     doc: Document,
 ) -> Result<CallOutput, CallFailure> {
     let mut store = CallState::new_store(runtime, Arc::clone(&plugin.identity), session, limits);
-    let result: wasmtime::Result<Result<CallOutput, PluginError>> = match &plugin.code {
-        PluginCode::Analyzer(pre) => {
-            async {
+    let call = async {
+        match &plugin.code {
+            PluginCode::Analyzer(pre) => {
                 let instance = pre.instantiate_async(&mut store).await?;
                 Ok(instance
                     .call_analyze(&mut store, &doc)
                     .await?
                     .map(CallOutput::Findings))
             }
-            .await
-        }
-        PluginCode::Prompt(pre) => {
-            async {
+            PluginCode::Prompt(pre) => {
                 let instance = pre.instantiate_async(&mut store).await?;
                 Ok(instance
                     .call_process(&mut store, &doc)
                     .await?
                     .map(|p| CallOutput::Processed(p.document, p.findings)))
             }
-            .await
         }
     };
+    let result: Option<wasmtime::Result<Result<CallOutput, PluginError>>> =
+        tokio::time::timeout(limits.timeout + DEADLINE_SLACK, call)
+            .await
+            .ok();
     let outcome = match result {
-        Ok(Ok(output)) => Ok(output),
-        Ok(Err(PluginError::InvalidInput(m))) => Err(CallFailure::InvalidInput(m)),
-        Ok(Err(PluginError::Failed(m))) => Err(CallFailure::Failed(m)),
-        Err(e) => Err(CallFailure::from_wasmtime(
-            &e,
-            &store.data().captured_output(),
-        )),
+        Some(Ok(Ok(output))) => Ok(output),
+        Some(Ok(Err(PluginError::InvalidInput(m)))) => Err(CallFailure::InvalidInput(m)),
+        Some(Ok(Err(PluginError::Failed(m)))) => Err(CallFailure::Failed(m)),
+        Some(Err(e)) => Err(CallFailure::from_wasmtime(&e, store.data())),
+        None => {
+            // Dropped inside a host call: whatever statement it was running is
+            // in an unknown state, so cancel it and never reuse the connection.
+            store.data_mut().sql.abandon_statement().await;
+            Err(CallFailure::timeout(limits))
+        }
     };
     let sql = &mut store.data_mut().sql;
-    match outcome {
-        Ok(output) => sql
-            .finish(true)
-            .await
-            .map(|()| output)
-            .map_err(CallFailure::Failed),
+    let outcome = match outcome {
+        Ok(output) => match sql.finish(true).await {
+            Ok(()) => Ok(output),
+            Err(m) if sql.unavailable().is_some() => Err(CallFailure::Database(m)),
+            Err(m) => Err(CallFailure::Failed(m)),
+        },
         Err(failure) => {
             let _ = sql.finish(false).await;
             Err(failure)
         }
+    };
+    // A plugin that fails because its time ran out (inside a statement, say)
+    // or because the database went away failed for that reason, whatever it
+    // reported: say so.
+    if let Err(CallFailure::Failed(m) | CallFailure::Trap(m)) = &outcome
+        && store.data().remaining().is_zero()
+    {
+        return Err(CallFailure::Timeout(format!(
+            "{} (the plugin then reported: {m})",
+            past_deadline(limits)
+        )));
+    }
+    match (outcome, store.data().sql.unavailable()) {
+        (Err(failure @ (CallFailure::Failed(_) | CallFailure::Trap(_))), Some(cause)) => Err(
+            CallFailure::Database(format!("{cause} (the plugin then {failure})")),
+        ),
+        (outcome, _) => outcome,
     }
 }

@@ -199,12 +199,8 @@ pub async fn load(
             Err(e) => Err(e),
         },
     };
-    let manifest = described.map_err(|e| {
-        LoadError::Describe(CallFailure::from_wasmtime(
-            &e,
-            &store.data().captured_output(),
-        ))
-    })?;
+    let manifest =
+        described.map_err(|e| LoadError::Describe(CallFailure::from_wasmtime(&e, store.data())))?;
     drop(store);
 
     let expected_stage = match code {

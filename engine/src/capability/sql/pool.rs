@@ -14,10 +14,10 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -26,7 +26,78 @@ use tokio_postgres::config::Host;
 use tokio_postgres::{Client, NoTls};
 
 /// A pool of one plugin's connections.
-pub type SandboxPool = bb8::Pool<SandboxManager>;
+///
+/// bb8 retries a failing connect in the background until the caller's wait
+/// times out, and then reports only "timed out". The pool keeps the last
+/// connect error so a call can say *why* (refused, authentication, too many
+/// clients, the budget) rather than just that it waited.
+#[derive(Clone)]
+pub struct SandboxPool {
+    pool: bb8::Pool<SandboxManager>,
+    last_error: Arc<Mutex<Option<(Instant, String)>>>,
+    max_connections: u32,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for SandboxPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxPool")
+            .field("state", &self.pool.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SandboxPool {
+    /// A connection, or why there is none within the connect timeout.
+    pub async fn get_owned(&self) -> Result<SandboxPooled, String> {
+        let asked = Instant::now();
+        self.pool.get_owned().await.map_err(|e| match e {
+            bb8::RunError::User(e) => format!("cannot connect to PostgreSQL: {e}"),
+            bb8::RunError::TimedOut => {
+                let recent = self
+                    .last_error
+                    .lock()
+                    .ok()
+                    .and_then(|last| last.clone())
+                    .filter(|(at, _)| *at >= asked);
+                match recent {
+                    Some((_, cause)) => format!(
+                        "cannot connect to PostgreSQL within {} ms (database.connect_timeout_ms): {cause}",
+                        self.connect_timeout.as_millis()
+                    ),
+                    None => format!(
+                        "all {} connections of the plugin (sandbox.connections_per_plugin) stayed busy for {} ms (database.connect_timeout_ms)",
+                        self.max_connections,
+                        self.connect_timeout.as_millis()
+                    ),
+                }
+            }
+        })
+    }
+
+    /// Connections open and idle.
+    pub fn state(&self) -> bb8::State {
+        self.pool.state()
+    }
+}
+
+/// Keeps the last connect error of a pool (see [`SandboxPool`]).
+#[derive(Debug, Clone)]
+struct LastError(Arc<Mutex<Option<(Instant, String)>>>);
+
+impl bb8::ErrorSink<ConnectError> for LastError {
+    fn sink(&self, error: ConnectError) {
+        tracing::debug!(%error, "a plugin connection could not be made");
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some((Instant::now(), error.to_string()));
+        }
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<ConnectError>> {
+        Box::new(self.clone())
+    }
+}
+
 /// A connection taken from a [`SandboxPool`].
 pub type SandboxPooled = bb8::PooledConnection<'static, SandboxManager>;
 
@@ -246,7 +317,8 @@ pub fn build_pool(
         .password(password)
         .application_name(format!("assay plugin {role}"))
         .connect_timeout(settings.connect_timeout);
-    bb8::Pool::builder()
+    let last_error = Arc::new(Mutex::new(None));
+    let pool = bb8::Pool::builder()
         .max_size(settings.max_connections.max(1))
         .min_idle(None)
         .connection_timeout(settings.connect_timeout)
@@ -255,9 +327,16 @@ pub fn build_pool(
         // A broken connection shows on first use and is then discarded; testing
         // every checkout would cost a round trip per call.
         .test_on_check_out(false)
+        .error_sink(Box::new(LastError(Arc::clone(&last_error))))
         .build_unchecked(SandboxManager {
             config,
             budget: Arc::clone(budget),
             budget_size,
-        })
+        });
+    SandboxPool {
+        pool,
+        last_error,
+        max_connections: settings.max_connections.max(1),
+        connect_timeout: settings.connect_timeout,
+    }
 }

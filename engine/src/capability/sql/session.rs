@@ -17,6 +17,10 @@ use super::pool::{SandboxConnection, SandboxPool, SandboxPooled};
 use super::values::{Cell, Param, readable};
 use crate::runtime::bindings::sql::{Column, DbError, RowSet, SqlError, Value};
 
+/// Longest statement text a plugin may send. Values belong in parameters;
+/// text this long is a mistake or an attempt to make the host parse megabytes.
+pub const MAX_STATEMENT_BYTES: usize = 256 * 1024;
+
 /// Room for protocol overhead on top of a result's byte cap when limiting reads.
 const WIRE_OVERHEAD: usize = 1024 * 1024;
 
@@ -68,6 +72,8 @@ pub struct SqlSession {
     statements: u32,
     /// A statement failed, so the server has aborted the transaction.
     aborted: bool,
+    /// Why the database was unavailable to this call, if it was.
+    unavailable: Option<String>,
 }
 
 impl SqlSession {
@@ -80,6 +86,7 @@ impl SqlSession {
             conn: None,
             statements: 0,
             aborted: false,
+            unavailable: None,
         }
     }
 
@@ -89,24 +96,25 @@ impl SqlSession {
             let pool = self.pool.as_ref().ok_or_else(|| {
                 SqlError::Denied("the database is not available in this call".into())
             })?;
-            let conn = pool.get_owned().await.map_err(|e| {
-                SqlError::Unavailable(match e {
-                    bb8::RunError::User(e) => format!("cannot connect to PostgreSQL: {e}"),
-                    bb8::RunError::TimedOut => {
-                        "timed out waiting for a database connection (the plugin's connections or the shared budget are all in use)"
-                            .into()
-                    }
-                })
-            })?;
+            let conn = match pool.get_owned().await {
+                Ok(conn) => conn,
+                Err(message) => {
+                    self.unavailable = Some(message.clone());
+                    return Err(SqlError::Unavailable(message));
+                }
+            };
             // One round trip for the transaction and its timeout.
             let setup = format!(
                 "BEGIN; SET LOCAL statement_timeout = {}",
                 self.caps.statement_timeout.as_millis()
             );
-            conn.client
-                .batch_execute(&setup)
-                .await
-                .map_err(to_sql_error)?;
+            if let Err(e) = conn.client.batch_execute(&setup).await {
+                let e = to_sql_error(e);
+                if let SqlError::Unavailable(m) = &e {
+                    self.unavailable = Some(m.clone());
+                }
+                return Err(e);
+            }
             self.conn = Some(conn);
         }
         self.conn
@@ -115,6 +123,12 @@ impl SqlSession {
     }
 
     fn admit(&mut self, statement: &str) -> Result<(), SqlError> {
+        if statement.len() > MAX_STATEMENT_BYTES {
+            return Err(SqlError::Denied(format!(
+                "the statement is {} bytes; at most {MAX_STATEMENT_BYTES} are accepted (pass large values as parameters)",
+                statement.len()
+            )));
+        }
         self.statements += 1;
         if self.statements > self.caps.max_statements {
             return Err(SqlError::Denied(format!(
@@ -200,7 +214,20 @@ impl SqlSession {
         }
     }
 
-    fn note<T>(&mut self, result: &Result<T, SqlError>) {
+    /// Why the database was unavailable during the call (a connection that
+    /// could not be made, or was lost), if it was.
+    pub fn unavailable(&self) -> Option<&str> {
+        self.unavailable.as_deref()
+    }
+
+    /// Records the outcome of a statement run outside [`Self::query`] and
+    /// [`Self::execute`] (the `state` interface's own statements).
+    pub fn note<T>(&mut self, result: &Result<T, SqlError>) {
+        if let Err(SqlError::Unavailable(m)) = result
+            && self.unavailable.is_none()
+        {
+            self.unavailable = Some(m.clone());
+        }
         if matches!(
             result,
             Err(SqlError::Db(_)
@@ -248,7 +275,13 @@ impl SqlSession {
             );
         }
         match ended {
-            Err(e) if commit => Err(format!("its SQL transaction could not be committed: {e}")),
+            Err(e) if commit => {
+                let message = format!("its SQL transaction could not be committed: {e}");
+                if let SqlError::Unavailable(_) = to_sql_error(e) {
+                    self.unavailable.get_or_insert_with(|| message.clone());
+                }
+                Err(message)
+            }
             _ => Ok(()),
         }
     }

@@ -8,6 +8,15 @@
 //! - `#fault:bad-span` returns a span past the end of the text;
 //! - `#fault:loop`   loops forever (the host's deadline must stop it);
 //! - `#fault:sql-then-error` writes state, then fails (the write must roll back);
+//! - `#fault:grow`   grows its memory page by page until refused, then returns
+//!   one `faulty:grown` finding saying how far it got;
+//! - `#fault:huge-string` builds a 1 GiB string (past any sane memory limit);
+//! - `#fault:many-findings` returns a million findings;
+//! - `#fault:recurse` recurses without end (a stack overflow);
+//! - `#fault:sleep`  sleeps an hour inside a host call (WASI's clock);
+//! - `#fault:sql-sleep` runs `SELECT pg_sleep(3600)`, then returns ok if the
+//!   host let it;
+//! - `#fault:sql-ok` runs `SELECT 1` and returns one `faulty:sql-ok` finding;
 //! - otherwise one `faulty:ok` finding.
 
 // The generated SQL import glue takes many parameters; that is not ours to style.
@@ -16,8 +25,8 @@ pub mod bindings {
     wit_bindgen::generate!({ world: "analyzer", path: "../../../wit/v0.1" });
 }
 
-use bindings::assay::plugin::state;
 use bindings::assay::plugin::types::{Span, Stage};
+use bindings::assay::plugin::{sql, state};
 use bindings::{Document, Finding, Guest, Manifest, PluginError};
 
 /// The plugin.
@@ -56,6 +65,42 @@ impl Guest for Faulty {
                 n = std::hint::black_box(n.wrapping_add(1));
             }
         }
+        if text.contains("#fault:grow") {
+            return Ok(vec![finding(
+                "faulty:grown",
+                format!("{{\"pages\":{}}}", grow_until_refused()),
+            )]);
+        }
+        if text.contains("#fault:huge-string") {
+            let huge = "x".repeat(1 << 30);
+            return Ok(vec![finding(
+                "faulty:huge",
+                format!("{{\"len\":{}}}", huge.len()),
+            )]);
+        }
+        if text.contains("#fault:many-findings") {
+            return Ok((0..1_000_000)
+                .map(|_| finding("faulty:many", String::new()))
+                .collect());
+        }
+        if text.contains("#fault:recurse") {
+            return Ok(vec![finding(
+                "faulty:recursed",
+                format!("{{\"depth\":{}}}", recurse(std::hint::black_box(1))),
+            )]);
+        }
+        if text.contains("#fault:sleep") {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+        if text.contains("#fault:sql-sleep") {
+            sql::query("SELECT pg_sleep(3600)", &[])
+                .map_err(|e| PluginError::Failed(format!("pg_sleep failed: {e:?}")))?;
+        }
+        if text.contains("#fault:sql-ok") {
+            sql::query("SELECT 1", &[])
+                .map_err(|e| PluginError::Failed(format!("SELECT 1 failed: {e:?}")))?;
+            return Ok(vec![finding("faulty:sql-ok", String::new())]);
+        }
         if text.contains("#fault:sql-then-error") {
             state::set("faulty", "written-before-error", "true")
                 .map_err(|e| PluginError::Failed(format!("{e:?}")))?;
@@ -81,6 +126,37 @@ impl Guest for Faulty {
             data: data.into(),
         }])
     }
+}
+
+fn finding(label: &str, data: String) -> Finding {
+    Finding {
+        label: label.into(),
+        score: None,
+        span: None,
+        data,
+    }
+}
+
+/// Grows linear memory one 64 KiB page at a time until the host says no;
+/// returns the pages added.
+fn grow_until_refused() -> usize {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut pages = 0;
+        while core::arch::wasm32::memory_grow(0, 1) != usize::MAX {
+            pages += 1;
+        }
+        pages
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    0
+}
+
+/// Never returns: each frame calls the next (kept from being a loop by black_box).
+#[allow(unconditional_recursion)] // the point: a stack overflow
+fn recurse(depth: u64) -> u64 {
+    let next = std::hint::black_box(depth + 1);
+    recurse(next).wrapping_add(std::hint::black_box(depth))
 }
 
 #[cfg(target_arch = "wasm32")]

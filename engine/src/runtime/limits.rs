@@ -1,0 +1,226 @@
+//! Per-call compute limits: what they are for one plugin (defaults from
+//! `[limits]`, overridden by `[limits.plugins.NAME]`), how the store enforces
+//! them, and how the instance pool is sized to hold them.
+//!
+//! Memory, tables and instances are enforced by [`CallLimiter`], a wasmtime
+//! resource limiter that also remembers *which* limit refused a request: Rust
+//! code that cannot allocate aborts with a bare `unreachable` trap, and only the
+//! limiter knows the cause was the memory limit.
+
+use std::time::Duration;
+
+use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter};
+
+use crate::config::{Config, LimitsConfig};
+
+const MIB: u64 = 1024 * 1024;
+
+/// Instance slots reserved on top of `limits.max_concurrent_calls` for loading
+/// plugins (`describe` runs in an instance too), so loads never wait for calls.
+pub const LOAD_SLOTS: u32 = 32;
+
+/// Limits applied to one call of one plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallLimits {
+    /// Wall-clock deadline, including time spent in host calls.
+    pub timeout: Duration,
+    /// Server-side timeout of each SQL statement.
+    pub statement_timeout: Duration,
+    /// Maximum linear memory, bytes.
+    pub memory_bytes: usize,
+    /// Most elements one table may hold.
+    pub table_elements: usize,
+    /// Most core instances (and so memories and tables) one call may create.
+    pub instances: usize,
+    /// Most findings one call may return.
+    pub max_findings: usize,
+    /// Most bytes one call may hand back (labels, data, returned text).
+    pub max_output_bytes: usize,
+    /// Calls of this plugin at the same time.
+    pub concurrent_calls: u32,
+    /// Which plugin's overrides were applied (for error messages), if any.
+    pub overridden_for: Option<String>,
+}
+
+impl CallLimits {
+    /// The `[limits]` defaults, without any per-plugin override.
+    pub fn from_config(config: &LimitsConfig) -> Self {
+        Self {
+            timeout: Duration::from_millis(config.call_timeout_ms),
+            statement_timeout: Duration::from_millis(config.statement_timeout_ms),
+            memory_bytes: bytes(config.memory_mib.saturating_mul(MIB)),
+            table_elements: config.table_elements as usize,
+            instances: config.instances as usize,
+            max_findings: config.max_findings,
+            max_output_bytes: bytes(config.max_output_kib.saturating_mul(1024)),
+            concurrent_calls: config.concurrent_calls.max(1),
+            overridden_for: None,
+        }
+    }
+
+    /// The limits of plugin `name`: `[limits]` with `[limits.plugins.NAME]` on top.
+    pub fn for_plugin(config: &LimitsConfig, name: &str) -> Self {
+        let mut limits = Self::from_config(config);
+        let Some(o) = config.plugins.get(name) else {
+            return limits;
+        };
+        limits.overridden_for = Some(name.to_string());
+        if let Some(ms) = o.call_timeout_ms {
+            limits.timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = o.statement_timeout_ms {
+            limits.statement_timeout = Duration::from_millis(ms);
+        }
+        if let Some(mib) = o.memory_mib {
+            limits.memory_bytes = bytes(mib.saturating_mul(MIB));
+        }
+        if let Some(n) = o.table_elements {
+            limits.table_elements = n as usize;
+        }
+        if let Some(n) = o.instances {
+            limits.instances = n as usize;
+        }
+        if let Some(n) = o.max_findings {
+            limits.max_findings = n;
+        }
+        if let Some(kib) = o.max_output_kib {
+            limits.max_output_bytes = bytes(kib.saturating_mul(1024));
+        }
+        if let Some(n) = o.concurrent_calls {
+            limits.concurrent_calls = n.max(1);
+        }
+        limits
+    }
+
+    /// The configuration key of `setting` for these limits, e.g.
+    /// `limits.memory_mib` or `limits.plugins.history.memory_mib`.
+    pub fn key(&self, setting: &str) -> String {
+        match &self.overridden_for {
+            Some(name) => format!("limits.plugins.{name}.{setting} or limits.{setting}"),
+            None => format!("limits.{setting}"),
+        }
+    }
+}
+
+fn bytes(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Which limit refused a request during a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    /// A memory grew past the limit; the size asked for, in bytes.
+    Memory(usize),
+    /// A table grew past the limit; the elements asked for.
+    TableElements(usize),
+}
+
+/// The resource limiter of one call's store.
+#[derive(Debug)]
+pub struct CallLimiter {
+    memory_bytes: usize,
+    table_elements: usize,
+    instances: usize,
+    /// The first refusal, if any.
+    pub hit: Option<LimitHit>,
+}
+
+impl CallLimiter {
+    /// A limiter enforcing `limits`.
+    pub fn new(limits: &CallLimits) -> Self {
+        Self {
+            memory_bytes: limits.memory_bytes,
+            table_elements: limits.table_elements,
+            instances: limits.instances,
+            hit: None,
+        }
+    }
+}
+
+impl ResourceLimiter for CallLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.hit.get_or_insert(LimitHit::Memory(desired));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_elements {
+            self.hit.get_or_insert(LimitHit::TableElements(desired));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+
+    fn tables(&self) -> usize {
+        self.instances
+    }
+
+    fn memories(&self) -> usize {
+        self.instances
+    }
+}
+
+/// The largest value of `pick` over the defaults and every override.
+fn largest<T: Ord + Copy>(
+    config: &LimitsConfig,
+    default: T,
+    pick: impl Fn(&crate::config::PluginLimitsOverride) -> Option<T>,
+) -> T {
+    config
+        .plugins
+        .values()
+        .filter_map(pick)
+        .fold(default, std::cmp::max)
+}
+
+/// The pooling instance allocator sized for `config`: one slot per call that
+/// may run at once (plus [`LOAD_SLOTS`]), each big enough for the largest
+/// memory and table any plugin is allowed.
+///
+/// Slots are reserved address space, touched only when used; linear memory is
+/// initialised copy-on-write from the compiled image, so a fresh instance per
+/// call costs little more than mapping.
+pub fn pooling_strategy(config: &Config) -> InstanceAllocationStrategy {
+    let limits = &config.limits;
+    let components = limits
+        .max_concurrent_calls
+        .max(1)
+        .saturating_add(LOAD_SLOTS);
+    let instances = largest(limits, limits.instances, |o| o.instances).max(1);
+    let memory = largest(limits, limits.memory_mib, |o| o.memory_mib).max(1);
+    let table = largest(limits, limits.table_elements, |o| o.table_elements).max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(components)
+        .total_stacks(components)
+        // A typical plugin is three to five core instances with one or two
+        // memories; a call that needs more than the average waits for none of
+        // this, it only needs the pool as a whole not to be full.
+        .total_core_instances(components.saturating_mul(8))
+        .total_memories(components.saturating_mul(2))
+        .total_tables(components.saturating_mul(4))
+        .max_core_instances_per_component(instances)
+        .max_memories_per_component(instances)
+        .max_tables_per_component(instances)
+        .max_tables_per_module(4)
+        .max_memories_per_module(1)
+        .table_elements(table as usize)
+        .max_memory_size(bytes(memory.saturating_mul(MIB)));
+    InstanceAllocationStrategy::Pooling(pool)
+}
