@@ -38,8 +38,9 @@ pub struct CallLimits {
     pub max_output_bytes: usize,
     /// Calls of this plugin at the same time.
     pub concurrent_calls: u32,
-    /// Which plugin's overrides were applied (for error messages), if any.
-    pub overridden_for: Option<String>,
+    /// The plugin whose `[limits.plugins.NAME]` applied, and which settings it
+    /// set (so an error names the key that really holds the value).
+    pub overridden: Option<(String, Vec<&'static str>)>,
 }
 
 impl CallLimits {
@@ -54,7 +55,7 @@ impl CallLimits {
             max_findings: config.max_findings,
             max_output_bytes: bytes(config.max_output_kib.saturating_mul(1024)),
             concurrent_calls: config.concurrent_calls.max(1),
-            overridden_for: None,
+            overridden: None,
         }
     }
 
@@ -64,40 +65,51 @@ impl CallLimits {
         let Some(o) = config.plugins.get(name) else {
             return limits;
         };
-        limits.overridden_for = Some(name.to_string());
+        let mut set = Vec::new();
         if let Some(ms) = o.call_timeout_ms {
             limits.timeout = Duration::from_millis(ms);
+            set.push("call_timeout_ms");
         }
         if let Some(ms) = o.statement_timeout_ms {
             limits.statement_timeout = Duration::from_millis(ms);
+            set.push("statement_timeout_ms");
         }
         if let Some(mib) = o.memory_mib {
             limits.memory_bytes = bytes(mib.saturating_mul(MIB));
+            set.push("memory_mib");
         }
         if let Some(n) = o.table_elements {
             limits.table_elements = n as usize;
+            set.push("table_elements");
         }
         if let Some(n) = o.instances {
             limits.instances = n as usize;
+            set.push("instances");
         }
         if let Some(n) = o.max_findings {
             limits.max_findings = n;
+            set.push("max_findings");
         }
         if let Some(kib) = o.max_output_kib {
             limits.max_output_bytes = bytes(kib.saturating_mul(1024));
+            set.push("max_output_kib");
         }
         if let Some(n) = o.concurrent_calls {
             limits.concurrent_calls = n.max(1);
+            set.push("concurrent_calls");
         }
+        limits.overridden = Some((name.to_string(), set));
         limits
     }
 
     /// The configuration key of `setting` for these limits, e.g.
     /// `limits.memory_mib` or `limits.plugins.history.memory_mib`.
-    pub fn key(&self, setting: &str) -> String {
-        match &self.overridden_for {
-            Some(name) => format!("limits.plugins.{name}.{setting} or limits.{setting}"),
-            None => format!("limits.{setting}"),
+    pub fn key(&self, setting: &'static str) -> String {
+        match &self.overridden {
+            Some((name, set)) if set.contains(&setting) => {
+                format!("limits.plugins.{name}.{setting}")
+            }
+            _ => format!("limits.{setting}"),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use crate::support::{built_plugin, doc, engine_with, outcome, shared_tempdir};
+use crate::support::{built_plugin, doc, engine_with, faulty_engine, outcome, shared_tempdir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_components_are_refused_and_the_rest_load() {
@@ -64,22 +64,6 @@ async fn broken_components_are_refused_and_the_rest_load() {
         4,
         "the bundled plugins still load"
     );
-}
-
-async fn faulty_engine(
-    adjust: impl FnOnce(&mut assay::config::Config),
-) -> (crate::support::TestEngine, tempfile::TempDir) {
-    let dir = shared_tempdir();
-    std::fs::write(dir.path().join("faulty.wasm"), built_plugin("faulty.wasm")).unwrap();
-    let engine = engine_with(dir.path(), adjust).await;
-    assert!(
-        engine
-            .registry
-            .plugins()
-            .iter()
-            .any(|p| p.name() == "faulty")
-    );
-    (engine, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

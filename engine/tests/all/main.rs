@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod embedded;
 mod history;
+mod limits;
 mod reload;
 mod sandbox;
 mod sql;

@@ -14,9 +14,8 @@ use assay::registry::live::{LiveRegistry, ReloadOutcome};
 use assay::registry::watch::{self, Watch};
 use assay::runtime::Runtime;
 use assay::runtime::cache::Compiled;
-use assay::service::{self, AppState};
+use assay::service::AppState;
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
 use crate::support::{TestDb, built_plugin, doc, fresh_database, shared_tempdir};
 
@@ -135,26 +134,8 @@ impl LiveEngine {
     }
 
     async fn http(&self, method: &str, uri: &str, body: Option<Value>) -> (u16, Value) {
-        let request = axum::http::Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(
-                body.map(|b| b.to_string()).unwrap_or_default(),
-            ))
-            .unwrap();
-        let response = service::router(Arc::clone(&self.state))
-            .oneshot(request)
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        let (status, _, body) = crate::support::http(&self.state, method, uri, body).await;
+        (status, body)
     }
 }
 

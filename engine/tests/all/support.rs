@@ -160,6 +160,7 @@ pub fn built_plugin(file: &str) -> Vec<u8> {
 /// `plugin_dir` holds.
 pub struct TestEngine {
     pub db: Arc<Database>,
+    pub runtime: Arc<Runtime>,
     pub registry: Arc<Registry>,
     pub pipeline: Pipeline,
     pub test_db: TestDb,
@@ -176,11 +177,12 @@ pub async fn engine_with(plugin_dir: &Path, adjust: impl FnOnce(&mut Config)) ->
             .await
             .unwrap(),
     );
-    let runtime = Arc::new(Runtime::new().unwrap());
+    let runtime = Arc::new(Runtime::with_limits(&config).unwrap());
     let registry = Arc::new(Registry::load(&runtime, &config, &db).await.unwrap());
-    let pipeline = Pipeline::new(runtime, registry.clone(), db.clone(), &config);
+    let pipeline = Pipeline::new(Arc::clone(&runtime), registry.clone(), db.clone(), &config);
     TestEngine {
         db,
+        runtime,
         registry,
         pipeline,
         test_db,
@@ -207,4 +209,82 @@ pub fn outcome<'a>(
         .iter()
         .find(|p| p.plugin == plugin)
         .unwrap_or_else(|| panic!("no outcome of {plugin} in {:?}", report.plugins))
+}
+
+/// An engine with the bundled plugins plus the misbehaving `faulty` one.
+pub async fn faulty_engine(adjust: impl FnOnce(&mut Config)) -> (TestEngine, tempfile::TempDir) {
+    let dir = shared_tempdir();
+    std::fs::write(dir.path().join("faulty.wasm"), built_plugin("faulty.wasm")).unwrap();
+    let engine = engine_with(dir.path(), adjust).await;
+    assert!(
+        engine
+            .registry
+            .plugins()
+            .iter()
+            .any(|p| p.name() == "faulty"),
+        "faulty loads: {:?}",
+        engine.registry.problems
+    );
+    (engine, dir)
+}
+
+/// The state `assay up` serves from: a live registry (not watched) over a
+/// fresh database with the bundled plugins plus what `plugin_dir` holds.
+pub async fn service_state(
+    plugin_dir: &Path,
+    adjust: impl FnOnce(&mut Config),
+) -> (Arc<assay::service::AppState>, TestDb) {
+    let test_db = fresh_database().await;
+    let mut config = Config::default();
+    config.plugins.dir = plugin_dir.to_path_buf();
+    adjust(&mut config);
+    let db = Arc::new(
+        Database::open_with(test_db.config.clone(), &config.database)
+            .await
+            .unwrap(),
+    );
+    let runtime = Arc::new(Runtime::with_limits(&config).unwrap());
+    let loader =
+        assay::registry::PluginLoader::new(Arc::clone(&runtime), Arc::clone(&db), config.clone())
+            .await
+            .unwrap();
+    let live = assay::registry::live::LiveRegistry::start(loader)
+        .await
+        .unwrap();
+    (
+        assay::service::AppState::new(runtime, live, db, config),
+        test_db,
+    )
+}
+
+/// One request through the HTTP routes: status, headers, JSON body (`null` if none).
+pub async fn http(
+    state: &Arc<assay::service::AppState>,
+    method: &str,
+    uri: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, axum::http::HeaderMap, serde_json::Value) {
+    use tower::ServiceExt as _;
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        ))
+        .unwrap();
+    let response = assay::service::router(Arc::clone(state))
+        .oneshot(request)
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
 }

@@ -14,8 +14,8 @@
 //! - `#fault:many-findings` returns a million findings;
 //! - `#fault:recurse` recurses without end (a stack overflow);
 //! - `#fault:sleep`  sleeps an hour inside a host call (WASI's clock);
-//! - `#fault:sql-sleep` runs `SELECT pg_sleep(3600)`, then returns ok if the
-//!   host let it;
+//! - `#fault:sql-slow` runs a statement that takes hours (counting to 10^11),
+//!   then returns ok if the host let it;
 //! - `#fault:sql-ok` runs `SELECT 1` and returns one `faulty:sql-ok` finding;
 //! - otherwise one `faulty:ok` finding.
 
@@ -92,9 +92,9 @@ impl Guest for Faulty {
         if text.contains("#fault:sleep") {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }
-        if text.contains("#fault:sql-sleep") {
-            sql::query("SELECT pg_sleep(3600)", &[])
-                .map_err(|e| PluginError::Failed(format!("pg_sleep failed: {e:?}")))?;
+        if text.contains("#fault:sql-slow") {
+            sql::query(SLOW_STATEMENT, &[])
+                .map_err(|e| PluginError::Failed(format!("the slow statement failed: {e:?}")))?;
         }
         if text.contains("#fault:sql-ok") {
             sql::query("SELECT 1", &[])
@@ -127,6 +127,11 @@ impl Guest for Faulty {
         }])
     }
 }
+
+/// A statement that runs for hours unless cancelled (sleeping is refused by
+/// the statement gate, so this one works for it).
+const SLOW_STATEMENT: &str =
+    "SELECT count(*) FROM generate_series(1, 100000000000) AS slow_statement";
 
 fn finding(label: &str, data: String) -> Finding {
     Finding {
