@@ -6,6 +6,7 @@ mod analyze;
 mod bad_input;
 mod cli;
 mod embedded;
+mod faults;
 mod history;
 mod limits;
 mod reload;

@@ -168,7 +168,15 @@ pub struct TestEngine {
 }
 
 pub async fn engine_with(plugin_dir: &Path, adjust: impl FnOnce(&mut Config)) -> TestEngine {
-    let test_db = fresh_database().await;
+    engine_on(fresh_database().await, plugin_dir, adjust).await
+}
+
+/// An engine over `test_db`, with the bundled plugins plus what `plugin_dir` holds.
+pub async fn engine_on(
+    test_db: TestDb,
+    plugin_dir: &Path,
+    adjust: impl FnOnce(&mut Config),
+) -> TestEngine {
     let mut config = Config::default();
     config.plugins.dir = plugin_dir.to_path_buf();
     adjust(&mut config);
@@ -287,4 +295,99 @@ pub async fn http(
         headers,
         serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// A PostgreSQL server of one test's own, for tests that stop it, kill it and
+/// start it again (the shared server must stay up for every other test).
+pub struct PrivateServer {
+    embedded: Option<EmbeddedPostgres>,
+    bin_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateServer {
+    /// Initialises and starts a new cluster (blocking: a few seconds).
+    pub fn start() -> Self {
+        let dir = shared_tempdir();
+        let embedded = EmbeddedPostgres::start(&EmbeddedConfig {
+            data_dir: dir.path().join("pg"),
+            bin_dir: None,
+        })
+        .expect("start a private PostgreSQL");
+        Self {
+            bin_dir: assay::db::embedded::find_binaries(None).unwrap(),
+            embedded: Some(embedded),
+            _dir: dir,
+        }
+    }
+
+    fn embedded(&self) -> &EmbeddedPostgres {
+        self.embedded.as_ref().unwrap()
+    }
+
+    /// Its `postgres` database, as a [`TestDb`].
+    pub fn test_db(&self) -> TestDb {
+        let e = self.embedded();
+        TestDb {
+            url: format!(
+                "postgres://assay:{}@127.0.0.1:{}/postgres",
+                e.password(),
+                e.port()
+            ),
+            config: e.pg_config("postgres"),
+        }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let pg_ctl = self.bin_dir.join("pg_ctl");
+        let pgdata = self.embedded().root().join("pgdata");
+        // PostgreSQL refuses to run as root; the cluster belongs to `postgres` then.
+        let mut command = if unsafe { libc::geteuid() } == 0 {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(pg_ctl);
+            c
+        } else {
+            std::process::Command::new(pg_ctl)
+        };
+        let out = command.arg("-D").arg(&pgdata).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server the hard way: every backend killed, no checkpoint (a crash).
+    pub fn stop_immediately(&self) {
+        self.pg_ctl(&["stop", "-m", "immediate", "-w"]);
+    }
+
+    /// Starts it again on the same port (crash recovery runs first).
+    pub fn restart(&self) {
+        let port = self.embedded().port();
+        let log = self
+            .embedded()
+            .root()
+            .join("pgdata")
+            .join("assay-server.log");
+        let log = log.to_str().unwrap().to_string();
+        self.pg_ctl(&[
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            &log,
+            "-o",
+            &format!("-p {port}"),
+        ]);
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        if let Some(embedded) = self.embedded.take() {
+            let _ = embedded.stop();
+        }
+    }
 }

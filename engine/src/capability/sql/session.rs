@@ -375,6 +375,16 @@ pub fn to_sql_error(e: tokio_postgres::Error) -> SqlError {
         if db.code() == &SqlState::QUERY_CANCELED {
             return SqlError::Timeout;
         }
+        // Class 57P (the server is shutting down, or this backend was
+        // terminated) and class 08 (connection exceptions): the connection is
+        // gone, whatever the statement was.
+        let code = db.code().code();
+        if code.starts_with("57P") || code.starts_with("08") {
+            return SqlError::Unavailable(format!(
+                "the database connection was lost: {} ({code})",
+                db.message()
+            ));
+        }
         return SqlError::Db(DbError {
             code: db.code().code().to_string(),
             message: db.message().to_string(),

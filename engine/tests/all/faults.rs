@@ -1,0 +1,415 @@
+//! Database faults against a real PostgreSQL: a server that dies under load
+//! and comes back, a backend killed mid-call, runs interrupted at random
+//! points, one plugin holding all its connections. Each costs the calls it
+//! touches, never the engine, and never a committed finding.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use assay::capability::sql::{SqlCaps, SqlSession};
+use assay::config::PluginLimitsOverride;
+use assay::db::DbError;
+use assay::pipeline::{Pipeline, PipelineError, RunReport};
+use assay::runtime::bindings::types::Document;
+use assay::runtime::call::{CallFailure, CallLimits, invoke};
+
+use crate::support::{
+    PrivateServer, TestDb, TestEngine, built_plugin, doc, engine_on, faulty_engine, outcome,
+    shared_tempdir,
+};
+
+/// Every stored run is whole: its findings are exactly what its plugins
+/// reported, and every run reported stored is there with all of its findings.
+async fn assert_runs_whole(test_db: &TestDb, stored: &[RunReport]) {
+    let client = test_db.client().await;
+    let broken: Vec<(String, i64, i64)> = client
+        .query(
+            "SELECT r.id::text,
+                    (SELECT count(*) FROM assay.findings f WHERE f.run_id = r.id),
+                    (SELECT coalesce(sum(p.findings), 0) FROM assay.run_plugins p WHERE p.run_id = r.id)
+             FROM assay.runs r",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get::<_, i64>(2)))
+        .filter(|(_, found, reported)| found != reported)
+        .collect();
+    assert!(broken.is_empty(), "partial runs: {broken:?}");
+    let plugin_rows: Vec<i64> = client
+        .query(
+            "SELECT count(p.run_id) FROM assay.runs r LEFT JOIN assay.run_plugins p ON p.run_id = r.id GROUP BY r.id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        plugin_rows.iter().all(|n| *n > 0),
+        "a run without its plugins: {plugin_rows:?}"
+    );
+    for report in stored {
+        let found: i64 = client
+            .query_one(
+                "SELECT count(*) FROM assay.findings WHERE run_id = $1",
+                &[&report.run_id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            found as usize,
+            report.findings.len(),
+            "run {} was reported stored",
+            report.run_id
+        );
+    }
+}
+
+/// Documents analysed over and over by `workers` tasks until `stop`.
+fn load(
+    pipeline: &Pipeline,
+    workers: usize,
+    text: &'static str,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<(Duration, Result<RunReport, PipelineError>)>>> {
+    (0..workers)
+        .map(|w| {
+            let pipeline = pipeline.clone();
+            let stop = Arc::clone(stop);
+            tokio::spawn(async move {
+                let mut results = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let result = pipeline
+                        .run(doc(&format!("load-{w}-{i}"), "transcript", text))
+                        .await;
+                    results.push((started.elapsed(), result));
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                results
+            })
+        })
+        .collect()
+}
+
+async fn faulty_sql_call(engine: &TestEngine) -> Result<(), CallFailure> {
+    let plugin = engine.registry.get("faulty").unwrap();
+    let limits = CallLimits::from_config(&engine.config.limits);
+    let session = SqlSession::new(Some(plugin.pool.clone()), SqlCaps::default());
+    let document = Document {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind: "transcript".into(),
+        text: "#fault:sql-ok".into(),
+        metadata: "{}".into(),
+    };
+    invoke(&engine.runtime, &plugin.loaded, session, &limits, document)
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_under_load_then_back() {
+    let server = tokio::task::spawn_blocking(PrivateServer::start)
+        .await
+        .unwrap();
+    let dir = shared_tempdir();
+    std::fs::write(dir.path().join("faulty.wasm"), built_plugin("faulty.wasm")).unwrap();
+    let connect_timeout_ms = 1_000;
+    let engine = engine_on(server.test_db(), dir.path(), |c| {
+        c.database.connect_timeout_ms = connect_timeout_ms;
+    })
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = load(
+        &engine.pipeline,
+        3,
+        "#fault:sql-ok A router and a refund.",
+        &stop,
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    let server = Arc::new(server);
+    let down = Arc::clone(&server);
+    tokio::task::spawn_blocking(move || down.stop_immediately())
+        .await
+        .unwrap();
+
+    // While it is down: a plugin's SQL fails as `database`, within the
+    // connect timeout (plus slack for a loaded machine).
+    let started = Instant::now();
+    let failure = faulty_sql_call(&engine).await.unwrap_err();
+    assert!(matches!(&failure, CallFailure::Database(_)), "{failure:?}");
+    assert!(started.elapsed() < Duration::from_millis(connect_timeout_ms + 4_000));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+
+    let up = Arc::clone(&server);
+    tokio::task::spawn_blocking(move || up.restart())
+        .await
+        .unwrap();
+
+    // Back: without a restart of the engine, calls succeed again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = engine
+            .pipeline
+            .run(doc("after", "transcript", "#fault:sql-ok A router."))
+            .await;
+        if let Ok(report) = &report
+            && report.status == "ok"
+        {
+            assert_eq!(outcome(report, "history").outcome, "ok");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after the restart: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(faulty_sql_call(&engine).await.is_ok());
+    stop.store(true, Ordering::SeqCst);
+
+    let mut stored = Vec::new();
+    let mut refused = 0;
+    for worker in workers {
+        for (elapsed, result) in worker.await.unwrap() {
+            match result {
+                Ok(report) => stored.push(report),
+                Err(PipelineError::Db(e)) => {
+                    refused += 1;
+                    assert!(
+                        matches!(e, DbError::Unavailable { .. } | DbError::Query { .. }),
+                        "{e}"
+                    );
+                    assert!(
+                        elapsed < Duration::from_millis(2 * connect_timeout_ms + 4_000),
+                        "a call waited {elapsed:?} for a dead database"
+                    );
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+    }
+    assert!(!stored.is_empty() && refused > 0, "{refused} refused");
+    assert_runs_whole(&engine.test_db, &stored).await;
+    drop(engine);
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backend_fails_only_its_call() {
+    let (engine, _dir) = faulty_engine(|c| {
+        c.limits.call_timeout_ms = 20_000;
+        c.limits.statement_timeout_ms = 20_000;
+    })
+    .await;
+    let pipeline = engine.pipeline.clone();
+    let victim = tokio::spawn(async move {
+        pipeline
+            .run(doc(
+                "victim",
+                "transcript",
+                "#fault:sql-slow about a router",
+            ))
+            .await
+            .unwrap()
+    });
+    let client = engine.test_db.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid: i32 = loop {
+        let rows = client
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE query LIKE '%slow_statement%' AND state = 'active' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = rows.first() {
+            break row.get(0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow statement never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Another document, analysed meanwhile, is not affected.
+    let bystander = engine
+        .pipeline
+        .run(doc("bystander", "transcript", "#fault:sql-ok a router"))
+        .await
+        .unwrap();
+    assert_eq!(bystander.status, "ok", "{:?}", bystander.plugins);
+
+    client
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let report = victim.await.unwrap();
+    let faulty = outcome(&report, "faulty");
+    assert_eq!(faulty.error_kind, Some("database"), "{faulty:?}");
+    assert_eq!(outcome(&report, "history").outcome, "ok");
+
+    // The pool replaced the connection.
+    let next = engine
+        .pipeline
+        .run(doc("next", "transcript", "#fault:sql-ok"))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&next, "faulty").outcome, "ok", "{:?}", next.plugins);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_is_stored_whole_or_not_at_all() {
+    let (engine, _dir) = faulty_engine(|_| {}).await;
+    // Runs committed before the faults start.
+    let mut stored = Vec::new();
+    for i in 0..3 {
+        stored.push(
+            engine
+                .pipeline
+                .run(doc(
+                    &format!("before-{i}"),
+                    "transcript",
+                    "A router, a refund.",
+                ))
+                .await
+                .unwrap(),
+        );
+    }
+
+    // Kill the engine's own connections, again and again, while runs are stored.
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let stop = Arc::clone(&stop);
+        let client = engine.test_db.client().await;
+        tokio::spawn(async move {
+            let mut killed = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                killed += client
+                    .query(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                         WHERE datname = current_database() AND application_name = 'assay'
+                           AND pid <> pg_backend_pid()",
+                        &[],
+                    )
+                    .await
+                    .map(|rows| rows.len() as u64)
+                    .unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            killed
+        })
+    };
+    let text = "Findings galore: router refund outage cancel angry happy jane@example.com 555-0100";
+    let mut interrupted = 0;
+    for i in 0..400 {
+        match engine
+            .pipeline
+            .run(doc(&format!("during-{i}"), "transcript", text))
+            .await
+        {
+            Ok(report) => stored.push(report),
+            Err(PipelineError::Db(_)) => interrupted += 1,
+            Err(other) => panic!("{other}"),
+        }
+        if interrupted >= 5 && stored.len() >= 8 {
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let killed = killer.await.unwrap();
+    assert!(
+        interrupted > 0,
+        "no run was interrupted ({killed} connections killed)"
+    );
+    assert_runs_whole(&engine.test_db, &stored).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_plugin_holding_all_its_connections_starves_no_other() {
+    let (engine, _dir) = faulty_engine(|c| {
+        c.sandbox.connections_per_plugin = 2;
+        c.database.connect_timeout_ms = 1_000;
+        c.limits.call_timeout_ms = 6_000;
+        c.limits.statement_timeout_ms = 4_000;
+        c.limits.plugins.insert(
+            "faulty".into(),
+            PluginLimitsOverride {
+                concurrent_calls: Some(8),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let hogs: Vec<_> = (0..5)
+        .map(|i| {
+            let pipeline = engine.pipeline.clone();
+            tokio::spawn(async move {
+                pipeline
+                    .run(doc(&format!("hog-{i}"), "transcript", "#fault:sql-slow"))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    // Wait until faulty holds both its connections.
+    let client = engine.test_db.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let busy: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%slow_statement%' AND state = 'active' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if busy == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "faulty never held 2 connections");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // history, another SQL plugin, still gets its connection.
+    let report = engine
+        .pipeline
+        .run(doc("other", "transcript", "A router and a refund."))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome(&report, "history").outcome,
+        "ok",
+        "{:?}",
+        report.plugins
+    );
+    let mut starved = 0;
+    for hog in hogs {
+        let report = hog.await.unwrap();
+        let faulty = outcome(&report, "faulty");
+        if faulty.error_kind == Some("database") {
+            let message = faulty.message.as_deref().unwrap();
+            assert!(
+                message.contains("all 2 connections")
+                    && message.contains("sandbox.connections_per_plugin"),
+                "{message}"
+            );
+            starved += 1;
+        }
+        assert_eq!(outcome(&report, "history").outcome, "ok");
+    }
+    assert!(
+        starved > 0,
+        "the calls beyond faulty's 2 connections waited and gave up"
+    );
+}
