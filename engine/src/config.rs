@@ -351,8 +351,9 @@ mod tests {
             .merge(Toml::string(block))
             .extract()
             .expect("the README's configuration parses");
-        // The example grant block is illustrative (empty lists).
+        // The example grant and override blocks are illustrative.
         assert!(config.plugins.grants.remove("history").is_some());
+        assert!(config.limits.plugins.remove("history").is_some());
         assert_eq!(config, Config::default());
     }
 

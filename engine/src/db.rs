@@ -6,7 +6,8 @@ pub mod migrate;
 pub mod sandbox;
 pub mod store;
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bb8::{Pool, PooledConnection, RunError};
 use bb8_postgres::PostgresConnectionManager;
@@ -84,8 +85,43 @@ pub struct Database {
     /// `server_version` as reported by the server.
     pub server_version: String,
     pg_config: tokio_postgres::Config,
+    connect_errors: LastConnectError,
     // Declared last: dropped after the pools, so connections close before the server stops.
     embedded: Option<EmbeddedPostgres>,
+}
+
+/// The last error of a pool's connection attempts.
+///
+/// bb8 makes connections in the background and retries them until a waiting
+/// caller times out; the caller then learns only that it timed out. Kept as the
+/// pool's error sink, this lets the caller say *why* (refused, authentication,
+/// too many clients).
+#[derive(Debug, Clone, Default)]
+pub struct LastConnectError(Arc<Mutex<Option<(Instant, String)>>>);
+
+impl LastConnectError {
+    /// The last error recorded at or after `since`.
+    pub fn since(&self, since: Instant) -> Option<String> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|last| last.clone())
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, message)| message)
+    }
+}
+
+impl<E: std::fmt::Display + Send + 'static> bb8::ErrorSink<E> for LastConnectError {
+    fn sink(&self, error: E) {
+        tracing::debug!(%error, "a database connection could not be made");
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some((Instant::now(), error.to_string()));
+        }
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<E>> {
+        Box::new(self.clone())
+    }
 }
 
 impl std::fmt::Debug for Database {
@@ -153,14 +189,17 @@ impl Database {
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("assay");
         }
+        let connect_errors = LastConnectError::default();
         let pool = Pool::builder()
             .max_size(config.pool_size.max(1))
             .min_idle(None)
             .connection_timeout(timeout)
             .idle_timeout(Some(Duration::from_secs(60)))
+            .error_sink(Box::new(connect_errors.clone()))
             .build_unchecked(PostgresConnectionManager::new(pg_config.clone(), NoTls));
         let mut db = Self {
             pool,
+            connect_errors,
             target,
             server_version: String::new(),
             pg_config,
@@ -186,7 +225,17 @@ impl Database {
 
     /// A connection from the engine's pool, or [`DbError::Unavailable`] after the timeout.
     pub async fn connection(&self) -> Result<PgConnection, DbError> {
-        self.pool.get_owned().await.map_err(|e| self.unavailable(e))
+        let asked = Instant::now();
+        self.pool.get_owned().await.map_err(|e| match e {
+            RunError::TimedOut => DbError::Unavailable {
+                target: self.target.clone(),
+                message: match self.connect_errors.since(asked) {
+                    Some(cause) => cause,
+                    None => "timed out waiting for a free connection of the engine's pool (database.pool_size)".into(),
+                },
+            },
+            other => self.unavailable(other),
+        })
     }
 
     /// Maps a pool error to a message naming the server.

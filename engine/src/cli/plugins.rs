@@ -8,10 +8,14 @@ use comfy_table::{ContentArrangement, Table, presets};
 use super::Engine;
 use crate::Outcome;
 
+/// How far back `assay plugins list` counts failures.
+const RECENT_FAILURES_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Sub-commands of `assay plugins`.
 #[derive(Debug, clap::Subcommand)]
 pub enum PluginsCommand {
-    /// Load every plugin and show what loaded, and what was refused and why.
+    /// Load every plugin and show what loaded, what was refused and why, and
+    /// each plugin's failed calls of the last hour by kind (from stored runs).
     List,
     /// Every version of a plugin that ever loaded here (kept for rollback).
     History {
@@ -44,13 +48,23 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
     match command {
         PluginsCommand::List => {
             let engine = Engine::start(config).await?;
+            let failures =
+                assay::db::store::recent_failures(&engine.db, RECENT_FAILURES_WINDOW).await?;
             let mut table = Table::new();
             table
                 .load_preset(presets::UTF8_FULL_CONDENSED)
                 .set_content_arrangement(ContentArrangement::Dynamic)
                 .set_header([
-                    "plugin", "stage", "priority", "version", "sha256", "source", "kinds",
+                    "plugin",
+                    "status",
+                    "stage",
+                    "priority",
+                    "version",
+                    "sha256",
+                    "source",
+                    "kinds",
                     "triggers",
+                    "failures (last hour)",
                 ]);
             for plugin in engine.registry.plugins() {
                 let m = &plugin.loaded.manifest;
@@ -72,6 +86,16 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
                     plugin.source.to_string(),
                     list(&m.kinds),
                     list(&m.triggers),
+                    failures.get(&id.name).map_or_else(
+                        || "none".to_string(),
+                        |by_kind| {
+                            by_kind
+                                .iter()
+                                .map(|(kind, n)| format!("{kind} {n}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        },
+                    ),
                 ]);
             }
             for problem in &engine.registry.problems {
@@ -89,6 +113,7 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
                     String::new(),
                     String::new(),
                     problem.source.clone(),
+                    String::new(),
                     String::new(),
                     String::new(),
                 ]);

@@ -130,3 +130,34 @@ pub async fn store_run(
         .map_err(DbError::query("committing the run"))?;
     Ok(run_id)
 }
+
+/// Failed plugin calls of stored runs started within `window`, by plugin name
+/// and failure kind (what `assay plugins list` shows).
+pub async fn recent_failures(
+    db: &Database,
+    window: std::time::Duration,
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>, DbError> {
+    let conn = db.connection().await?;
+    let seconds = window.as_secs_f64();
+    let rows = conn
+        .query(
+            "SELECT v.name, rp.error_kind, count(*)
+             FROM assay.run_plugins rp
+             JOIN assay.runs r ON r.id = rp.run_id
+             JOIN assay.plugin_versions v ON v.id = rp.plugin_version_id
+             WHERE rp.outcome = 'failed' AND r.started_at > now() - make_interval(secs => $1)
+             GROUP BY 1, 2",
+            &[&seconds],
+        )
+        .await
+        .map_err(DbError::query("reading recent plugin failures"))?;
+    let mut failures: std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>> =
+        Default::default();
+    for row in rows {
+        failures
+            .entry(row.get(0))
+            .or_default()
+            .insert(row.get(1), row.get(2));
+    }
+    Ok(failures)
+}

@@ -138,7 +138,7 @@ pub enum CallFailure {
     #[error("timed out: {0}")]
     Timeout(String),
     /// The plugin asked for more memory (or table space) than it may have.
-    #[error("ran out of memory: {0}")]
+    #[error("hit a memory limit: {0}")]
     Memory(String),
     /// The plugin, or the engine, was already running as many calls as allowed.
     #[error("overloaded: {0}")]

@@ -130,6 +130,17 @@ async fn a_failing_plugin_gives_exit_code_two_with_a_summary() {
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains("1 plugin calls failed"), "{stderr}");
     assert!(stderr.contains("plugin faulty trapped"), "{stderr}");
+
+    // The failure shows, by kind, in the plugin list.
+    let out = run(assay(Some(&db.url), dir.path()).args(["plugins", "list"]));
+    let stdout = text(&out.stdout);
+    let faulty_row = stdout
+        .lines()
+        .find(|l| l.contains("faulty"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(faulty_row.contains("trap 1"), "{stdout}");
+    let keywords_row = stdout.lines().find(|l| l.contains("keywords")).unwrap();
+    assert!(keywords_row.contains("none"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,13 +72,16 @@ async fn assert_runs_whole(test_db: &TestDb, stored: &[RunReport]) {
     }
 }
 
+/// How long a run took, and how it ended.
+type TimedRun = (Duration, Result<RunReport, PipelineError>);
+
 /// Documents analysed over and over by `workers` tasks until `stop`.
 fn load(
     pipeline: &Pipeline,
     workers: usize,
     text: &'static str,
     stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<Vec<(Duration, Result<RunReport, PipelineError>)>>> {
+) -> Vec<tokio::task::JoinHandle<Vec<TimedRun>>> {
     (0..workers)
         .map(|w| {
             let pipeline = pipeline.clone();

@@ -377,3 +377,33 @@ async fn the_pipeline_refuses_rather_than_queues_without_end() {
     assert_eq!(refused, 4, "the rest were refused, not queued");
     engine_still_works(&engine.pipeline).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_and_table_limits_fail_the_call_and_name_the_setting() {
+    for (setting, o) in [
+        (
+            "limits.plugins.faulty.instances",
+            PluginLimitsOverride {
+                instances: Some(1),
+                ..Default::default()
+            },
+        ),
+        (
+            "limits.plugins.faulty.table_elements",
+            PluginLimitsOverride {
+                table_elements: Some(1),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let (engine, _dir) = faulty_engine(|c| set_faulty(c, o)).await;
+        let report = run(&engine.pipeline, "A router.").await;
+        let faulty = outcome(&report, "faulty");
+        assert_eq!(faulty.error_kind, Some("memory"), "{setting}: {faulty:?}");
+        assert!(
+            faulty.message.as_deref().unwrap().contains(setting),
+            "{faulty:?}"
+        );
+        assert_eq!(outcome(&report, "keywords").outcome, "ok");
+    }
+}

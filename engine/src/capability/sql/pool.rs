@@ -14,8 +14,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, NoTls};
+
+use crate::db::LastConnectError;
 
 /// A pool of one plugin's connections.
 ///
@@ -34,7 +36,7 @@ use tokio_postgres::{Client, NoTls};
 #[derive(Clone)]
 pub struct SandboxPool {
     pool: bb8::Pool<SandboxManager>,
-    last_error: Arc<Mutex<Option<(Instant, String)>>>,
+    last_error: LastConnectError,
     max_connections: u32,
     connect_timeout: Duration,
 }
@@ -54,14 +56,8 @@ impl SandboxPool {
         self.pool.get_owned().await.map_err(|e| match e {
             bb8::RunError::User(e) => format!("cannot connect to PostgreSQL: {e}"),
             bb8::RunError::TimedOut => {
-                let recent = self
-                    .last_error
-                    .lock()
-                    .ok()
-                    .and_then(|last| last.clone())
-                    .filter(|(at, _)| *at >= asked);
-                match recent {
-                    Some((_, cause)) => format!(
+                match self.last_error.since(asked) {
+                    Some(cause) => format!(
                         "cannot connect to PostgreSQL within {} ms (database.connect_timeout_ms): {cause}",
                         self.connect_timeout.as_millis()
                     ),
@@ -78,23 +74,6 @@ impl SandboxPool {
     /// Connections open and idle.
     pub fn state(&self) -> bb8::State {
         self.pool.state()
-    }
-}
-
-/// Keeps the last connect error of a pool (see [`SandboxPool`]).
-#[derive(Debug, Clone)]
-struct LastError(Arc<Mutex<Option<(Instant, String)>>>);
-
-impl bb8::ErrorSink<ConnectError> for LastError {
-    fn sink(&self, error: ConnectError) {
-        tracing::debug!(%error, "a plugin connection could not be made");
-        if let Ok(mut last) = self.0.lock() {
-            *last = Some((Instant::now(), error.to_string()));
-        }
-    }
-
-    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<ConnectError>> {
-        Box::new(self.clone())
     }
 }
 
@@ -317,7 +296,7 @@ pub fn build_pool(
         .password(password)
         .application_name(format!("assay plugin {role}"))
         .connect_timeout(settings.connect_timeout);
-    let last_error = Arc::new(Mutex::new(None));
+    let last_error = LastConnectError::default();
     let pool = bb8::Pool::builder()
         .max_size(settings.max_connections.max(1))
         .min_idle(None)
@@ -327,7 +306,7 @@ pub fn build_pool(
         // A broken connection shows on first use and is then discarded; testing
         // every checkout would cost a round trip per call.
         .test_on_check_out(false)
-        .error_sink(Box::new(LastError(Arc::clone(&last_error))))
+        .error_sink(Box::new(last_error.clone()))
         .build_unchecked(SandboxManager {
             config,
             budget: Arc::clone(budget),
