@@ -59,6 +59,9 @@ pub struct DatabaseConfig {
     pub pool_size: u32,
     /// How long to wait for a connection before reporting the database unavailable.
     pub connect_timeout_ms: u64,
+    /// Longest the engine waits for the database to store a document or a run
+    /// (a server that stopped answering fails the document instead of hanging it).
+    pub write_timeout_ms: u64,
     /// The embedded server used when no URL is configured.
     pub embedded: EmbeddedConfig,
 }
@@ -69,6 +72,7 @@ impl Default for DatabaseConfig {
             url: None,
             pool_size: 4,
             connect_timeout_ms: 5_000,
+            write_timeout_ms: 30_000,
             embedded: EmbeddedConfig::default(),
         }
     }

@@ -138,6 +138,7 @@ pub struct Pipeline {
     caps: SqlCaps,
     admission: Arc<admission::Admission>,
     failures: Arc<failures::FailureLog>,
+    write_timeout: Duration,
 }
 
 impl Pipeline {
@@ -169,6 +170,7 @@ impl Pipeline {
             ),
             admission: Arc::new(admission::Admission::new(config)),
             failures: Arc::default(),
+            write_timeout: Duration::from_millis(config.database.write_timeout_ms),
         }
     }
 
@@ -205,7 +207,9 @@ impl Pipeline {
         let started_at = SystemTime::now();
         // One snapshot for the whole run: a swap while it runs does not mix versions.
         let registry = self.registry.load_full();
-        let document_id = store::upsert_document(&self.db, &input).await?;
+        let document_id = self
+            .bounded_write(store::upsert_document(&self.db, &input))
+            .await?;
         let mut doc = Document {
             id: document_id.to_string(),
             kind: input.kind.clone(),
@@ -329,8 +333,35 @@ impl Pipeline {
             plugins: outcomes,
             analyzed_text: doc.text,
         };
-        report.run_id = store::store_run(&self.db, &report, started_at, SystemTime::now()).await?;
+        report.run_id = self
+            .bounded_write(store::store_run(
+                &self.db,
+                &report,
+                started_at,
+                SystemTime::now(),
+            ))
+            .await?;
         Ok(report)
+    }
+
+    /// A write of the engine's, given up after `database.write_timeout_ms`.
+    /// Given up, its connection is dropped with the transaction open, so the
+    /// server rolls it back: nothing half-written is kept.
+    async fn bounded_write<T>(
+        &self,
+        write: impl std::future::Future<Output = Result<T, DbError>>,
+    ) -> Result<T, DbError> {
+        tokio::time::timeout(self.write_timeout, write)
+            .await
+            .unwrap_or_else(|_| {
+                Err(DbError::Unavailable {
+                    target: self.db.target.clone(),
+                    message: format!(
+                        "no answer within {} ms (database.write_timeout_ms)",
+                        self.write_timeout.as_millis()
+                    ),
+                })
+            })
     }
 
     async fn call(

@@ -20,7 +20,7 @@ impl CallState {
     /// Runs `work` against the call's session, bounded by the call's deadline: a
     /// statement still running when the call's time is up is reported as a timeout
     /// (the server's own `statement_timeout` normally fires first).
-    async fn within_deadline<T>(
+    pub(crate) async fn within_deadline<T>(
         &mut self,
         work: impl AsyncFnOnce(&mut SqlSession) -> Result<T, SqlError>,
     ) -> Result<T, SqlError> {

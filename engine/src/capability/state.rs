@@ -38,20 +38,18 @@ impl CallState {
         statement: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StateError> {
-        let remaining = self.remaining();
-        let conn = self.sql.connection().await.map_err(to_state_error)?;
-        let outcome = tokio::time::timeout(remaining, conn.client.query(statement, params)).await;
-        match outcome {
-            Ok(result) => {
-                let result = result.map_err(crate::capability::sql::session::to_sql_error);
-                self.sql.note(&result);
-                result.map_err(to_state_error)
-            }
-            Err(_) => {
-                self.sql.abandon_statement().await;
-                Err(StateError::Failed("timed out".into()))
-            }
-        }
+        // Connecting and the statement both count against the call's deadline.
+        let result = self
+            .within_deadline(async |sql| {
+                let conn = sql.connection().await?;
+                conn.client
+                    .query(statement, params)
+                    .await
+                    .map_err(crate::capability::sql::session::to_sql_error)
+            })
+            .await;
+        self.sql.note(&result);
+        result.map_err(to_state_error)
     }
 }
 

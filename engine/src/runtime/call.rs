@@ -46,6 +46,8 @@ pub struct CallState {
     pub deadline: Instant,
     /// The process-wide wasm stack limit, for error messages.
     wasm_stack_kib: u64,
+    /// Lines logged so far (see [`crate::capability::log::MAX_LINES_PER_CALL`]).
+    pub log_lines: u32,
 }
 
 impl WasiView for CallState {
@@ -92,6 +94,7 @@ impl CallState {
             sql,
             deadline: started + limits.timeout,
             wasm_stack_kib: runtime.wasm_stack_kib(),
+            log_lines: 0,
         };
         let mut store = Store::new(runtime.engine(), state);
         store.limiter(|state| &mut state.limiter);

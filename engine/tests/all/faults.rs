@@ -416,3 +416,55 @@ async fn one_plugin_holding_all_its_connections_starves_no_other() {
         "the calls beyond faulty's 2 connections waited and gave up"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_answering_fails_documents_instead_of_hanging_them() {
+    let server = tokio::task::spawn_blocking(PrivateServer::start)
+        .await
+        .unwrap();
+    let dir = shared_tempdir();
+    std::fs::write(dir.path().join("faulty.wasm"), built_plugin("faulty.wasm")).unwrap();
+    let engine = engine_on(server.test_db(), dir.path(), |c| {
+        c.database.connect_timeout_ms = 1_000;
+        c.database.write_timeout_ms = 1_500;
+        c.limits.call_timeout_ms = 2_000;
+    })
+    .await;
+    let before = engine
+        .pipeline
+        .run(doc("before", "transcript", "#fault:sql-ok A router."))
+        .await
+        .unwrap();
+    assert_eq!(before.status, "ok", "{:?}", before.plugins);
+
+    server.freeze();
+    let started = Instant::now();
+    let frozen = engine
+        .pipeline
+        .run(doc("frozen", "transcript", "#fault:sql-ok A router."))
+        .await;
+    let waited = started.elapsed();
+    // A plugin's SQL is cut at the call's deadline.
+    let call = faulty_sql_call(&engine).await;
+    server.thaw();
+    assert!(
+        matches!(frozen, Err(PipelineError::Db(DbError::Unavailable { .. }))),
+        "{frozen:?}"
+    );
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    assert!(call.is_err(), "{call:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = engine
+            .pipeline
+            .run(doc("thawed", "transcript", "#fault:sql-ok A router."))
+            .await;
+        if matches!(&report, Ok(r) if r.status == "ok") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {report:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_runs_whole(&engine.test_db, &[before]).await;
+}

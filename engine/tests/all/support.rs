@@ -362,6 +362,54 @@ impl PrivateServer {
         self.pg_ctl(&["stop", "-m", "immediate", "-w"]);
     }
 
+    /// The server's processes: the postmaster and its children.
+    fn processes(&self) -> Vec<i32> {
+        let pid_file = self.embedded().root().join("pgdata").join("postmaster.pid");
+        let postmaster: i32 = std::fs::read_to_string(pid_file)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            // Field 4 of /proc/PID/stat, after the parenthesised command name.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let parent = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if parent == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    fn signal(&self, signal: i32) {
+        for pid in self.processes() {
+            // SAFETY: plain kill(2) on processes of this test's own server.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+
+    /// Freezes every server process (SIGSTOP): connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     /// Starts it again on the same port (crash recovery runs first).
     pub fn restart(&self) {
         let port = self.embedded().port();

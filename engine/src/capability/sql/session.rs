@@ -261,11 +261,26 @@ impl SqlSession {
         } else {
             "ROLLBACK"
         };
-        // Pipelined: both go out before either answer comes back.
-        let (ended, discarded) = futures::join!(
-            conn.client.batch_execute(end),
-            conn.client.batch_execute("DISCARD ALL")
-        );
+        // Pipelined: both go out before either answer comes back. Bounded: a
+        // server that stopped answering must not hold the call (or, returned
+        // with a transaction still open, the next one).
+        let ending = async {
+            futures::join!(
+                conn.client.batch_execute(end),
+                conn.client.batch_execute("DISCARD ALL")
+            )
+        };
+        let Ok((ended, discarded)) =
+            tokio::time::timeout(self.caps.statement_timeout, ending).await
+        else {
+            conn.poisoned = true;
+            let message = format!(
+                "the database did not answer {end} within {} ms",
+                self.caps.statement_timeout.as_millis()
+            );
+            self.unavailable.get_or_insert_with(|| message.clone());
+            return if commit { Err(message) } else { Ok(()) };
+        };
         if discarded.is_err() || ended.is_err() {
             conn.poisoned = true;
         }
