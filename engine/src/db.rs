@@ -90,6 +90,9 @@ pub struct Database {
     embedded: Option<EmbeddedPostgres>,
 }
 
+/// How often a supervised embedded server is checked (see [`Database::supervise_embedded`]).
+pub const EMBEDDED_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
 /// The last error of a pool's connection attempts.
 ///
 /// bb8 makes connections in the background and retries them until a waiting
@@ -252,6 +255,34 @@ impl Database {
     /// The connection settings in use (for tools such as `assay bench`).
     pub fn pg_config(&self) -> &tokio_postgres::Config {
         &self.pg_config
+    }
+
+    /// Keeps the embedded server running while this database is in use: if it
+    /// stops (a crash, an operator's `pg_ctl stop`), it is started again on the
+    /// same port, and the pools reconnect on their own. Nothing for an external
+    /// server, which is its operator's to run. Holds only a weak reference.
+    pub fn supervise_embedded(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        self.embedded.as_ref()?;
+        let weak = Arc::downgrade(self);
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(EMBEDDED_CHECK_INTERVAL).await;
+                let Some(db) = weak.upgrade() else { break };
+                let revived = tokio::task::spawn_blocking(move || {
+                    db.embedded.as_ref().map(EmbeddedPostgres::revive)
+                })
+                .await;
+                match revived {
+                    Ok(Some(Ok(true))) => tracing::warn!(
+                        "the embedded PostgreSQL had stopped; it was started again on the same port"
+                    ),
+                    Ok(Some(Err(e))) => {
+                        tracing::error!(error = %e, "the embedded PostgreSQL is down and could not be started again")
+                    }
+                    _ => {}
+                }
+            }
+        }))
     }
 
     /// Whether this database is the embedded server.

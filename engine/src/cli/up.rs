@@ -21,6 +21,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Outcome> {
             .await
             .context("opening the database")?,
     );
+    let supervisor = db.supervise_embedded();
     let runtime = Arc::new(Runtime::for_config(config)?);
     let loader = PluginLoader::new(Arc::clone(&runtime), Arc::clone(&db), config.clone())
         .await
@@ -57,6 +58,9 @@ pub async fn run(config: &Config) -> anyhow::Result<Outcome> {
         .await
         .context("serving HTTP")?;
     drop(watching);
+    if let Some(supervisor) = supervisor {
+        supervisor.abort();
+    }
     // Everything holding the database (pools in the registry, the state) is gone
     // once `serve` returns; wait briefly for spawned tasks to let go.
     let mut db = db;

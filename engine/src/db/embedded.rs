@@ -155,7 +155,7 @@ impl EmbeddedPostgres {
 
         let port = match running_port(&bin_dir, &pgdata, run_as)? {
             Some(port) => port,
-            None => start_server(&bin_dir, &pgdata, run_as)?,
+            None => start_server(&bin_dir, &pgdata, run_as, None)?,
         };
 
         let users_path = root.join("users.lock");
@@ -201,6 +201,25 @@ impl EmbeddedPostgres {
             .dbname(database)
             .application_name("assay");
         config
+    }
+
+    /// Starts the server again, on the same port, if it is no longer running
+    /// (it crashed, or someone stopped it) while this process still uses it.
+    /// Returns whether it had to. Blocking.
+    pub fn revive(&self) -> Result<bool, EmbeddedError> {
+        if self.users_lock.is_none() {
+            return Ok(false);
+        }
+        let control = lock_file(&self.root.join("control.lock"))?;
+        control
+            .lock()
+            .map_err(io_err("cannot lock", &self.root.join("control.lock")))?;
+        let pgdata = self.root.join("pgdata");
+        if running_port(&self.bin_dir, &pgdata, self.run_as)?.is_some() {
+            return Ok(false);
+        }
+        start_server(&self.bin_dir, &pgdata, self.run_as, Some(self.port))?;
+        Ok(true)
     }
 
     /// Leaves the server; stops it if this was the last process using it.
@@ -500,16 +519,22 @@ fn free_port() -> Result<u16, EmbeddedError> {
     ))
 }
 
+/// Starts the server on `port`, or on a free port (trying a few) when `None`.
 fn start_server(
     bin_dir: &Path,
     pgdata: &Path,
     run_as: Option<RunAs>,
+    port: Option<u16>,
 ) -> Result<u16, EmbeddedError> {
     let log = pgdata.join("assay-server.log");
     let mut last_error = None;
-    // The port is free when picked but may be taken before the server binds it; retry.
-    for _ in 0..3 {
-        let port = free_port()?;
+    // A free port may be taken before the server binds it; retry with another.
+    let attempts = if port.is_some() { 1 } else { 3 };
+    for _ in 0..attempts {
+        let port = match port {
+            Some(port) => port,
+            None => free_port()?,
+        };
         let out = pg_command(bin_dir, "pg_ctl", run_as)
             .arg("start")
             .arg("-D")

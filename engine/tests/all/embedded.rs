@@ -127,3 +127,54 @@ fn missing_binaries_say_what_to_install() {
     assert!(message.contains("apt-get install postgresql"), "{message}");
     assert!(message.contains("DATABASE_URL"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervised_server_that_stops_is_started_again_on_its_port() {
+    let dir = shared_tempdir();
+    let mut settings = assay::config::DatabaseConfig {
+        embedded: config(dir.path()),
+        connect_timeout_ms: 1_000,
+        ..Default::default()
+    };
+    settings.pool_size = 2;
+    let db = std::sync::Arc::new(assay::db::Database::open(&settings).await.unwrap());
+    let supervisor = db
+        .supervise_embedded()
+        .expect("embedded servers are supervised");
+    let port = db.pg_config().get_ports()[0];
+
+    // An operator (or a crash) stops it.
+    let pgdata = dir.path().join("pg/pgdata");
+    tokio::task::spawn_blocking(move || {
+        crate::support::pg_ctl(&pgdata, &["stop", "-m", "immediate", "-w"])
+    })
+    .await
+    .unwrap();
+    assert!(!running(dir.path()));
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(conn) = db.connection().await
+            && conn.simple_query("SELECT 1").await.is_ok()
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not started again");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(running(dir.path()));
+    let pid_file = std::fs::read_to_string(dir.path().join("pg/pgdata/postmaster.pid")).unwrap();
+    assert_eq!(
+        pid_file.lines().nth(3),
+        Some(port.to_string().as_str()),
+        "same port"
+    );
+    supervisor.abort();
+    let _ = supervisor.await;
+    std::sync::Arc::try_unwrap(db)
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    assert!(!running(dir.path()), "stopped with its last user");
+}

@@ -301,7 +301,6 @@ pub async fn http(
 /// start it again (the shared server must stay up for every other test).
 pub struct PrivateServer {
     embedded: Option<EmbeddedPostgres>,
-    bin_dir: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -315,7 +314,6 @@ impl PrivateServer {
         })
         .expect("start a private PostgreSQL");
         Self {
-            bin_dir: assay::db::embedded::find_binaries(None).unwrap(),
             embedded: Some(embedded),
             _dir: dir,
         }
@@ -339,22 +337,7 @@ impl PrivateServer {
     }
 
     fn pg_ctl(&self, args: &[&str]) {
-        let pg_ctl = self.bin_dir.join("pg_ctl");
-        let pgdata = self.embedded().root().join("pgdata");
-        // PostgreSQL refuses to run as root; the cluster belongs to `postgres` then.
-        let mut command = if unsafe { libc::geteuid() } == 0 {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(pg_ctl);
-            c
-        } else {
-            std::process::Command::new(pg_ctl)
-        };
-        let out = command.arg("-D").arg(&pgdata).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        pg_ctl(&self.embedded().root().join("pgdata"), args);
     }
 
     /// Stops the server the hard way: every backend killed, no checkpoint (a crash).
@@ -438,4 +421,25 @@ impl Drop for PrivateServer {
             let _ = embedded.stop();
         }
     }
+}
+
+/// Runs `pg_ctl -D pgdata ARGS` as the cluster's owner (`postgres` when we are
+/// root, as PostgreSQL refuses to run as root), and asserts it succeeded.
+pub fn pg_ctl(pgdata: &Path, args: &[&str]) {
+    let pg_ctl = assay::db::embedded::find_binaries(None)
+        .unwrap()
+        .join("pg_ctl");
+    let mut command = if nix::unistd::geteuid().is_root() {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(pg_ctl);
+        c
+    } else {
+        std::process::Command::new(pg_ctl)
+    };
+    let out = command.arg("-D").arg(pgdata).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "pg_ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
