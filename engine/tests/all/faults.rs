@@ -18,7 +18,7 @@ use assay::runtime::call::{CallFailure, CallLimits, invoke};
 
 use crate::support::{
     PrivateServer, TestDb, TestEngine, built_plugin, doc, engine_on, faulty_engine, outcome,
-    shared_tempdir,
+    shared_tempdir, slow_statements,
 };
 
 /// Every stored run is whole: its findings are exactly what its plugins
@@ -230,15 +230,8 @@ async fn a_killed_backend_fails_only_its_call() {
     let client = engine.test_db.client().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let pid: i32 = loop {
-        let rows = client
-            .query(
-                "SELECT pid FROM pg_stat_activity WHERE query LIKE '%slow_statement%' AND state = 'active' AND pid <> pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap();
-        if let Some(row) = rows.first() {
-            break row.get(0);
+        if let Some(pid) = slow_statements(&client).await.first() {
+            break *pid;
         }
         assert!(
             Instant::now() < deadline,
@@ -370,15 +363,7 @@ async fn one_plugin_holding_all_its_connections_starves_no_other() {
     let client = engine.test_db.client().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let busy: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%slow_statement%' AND state = 'active' AND pid <> pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if busy == 2 {
+        if slow_statements(&client).await.len() == 2 {
             break;
         }
         assert!(Instant::now() < deadline, "faulty never held 2 connections");

@@ -215,16 +215,9 @@ async fn a_plugin_asleep_in_a_host_call_is_stopped_at_its_deadline() {
     );
     // The server acts on a cancel request asynchronously; give it a moment.
     let client = engine.test_db.client().await;
-    let mut still_running = -1;
+    let mut still_running = usize::MAX;
     for _ in 0..50 {
-        still_running = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%slow_statement%' AND state = 'active' AND pid <> pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0);
+        still_running = crate::support::slow_statements(&client).await.len();
         if still_running == 0 {
             break;
         }

@@ -171,12 +171,13 @@ pub async fn engine_with(plugin_dir: &Path, adjust: impl FnOnce(&mut Config)) ->
     engine_on(fresh_database().await, plugin_dir, adjust).await
 }
 
-/// An engine over `test_db`, with the bundled plugins plus what `plugin_dir` holds.
-pub async fn engine_on(
-    test_db: TestDb,
+/// The configuration (defaults, `plugin_dir`, then `adjust`), the database
+/// and the runtime of a test engine.
+async fn configured(
+    test_db: &TestDb,
     plugin_dir: &Path,
     adjust: impl FnOnce(&mut Config),
-) -> TestEngine {
+) -> (Config, Arc<Database>, Arc<Runtime>) {
     let mut config = Config::default();
     config.plugins.dir = plugin_dir.to_path_buf();
     adjust(&mut config);
@@ -186,6 +187,16 @@ pub async fn engine_on(
             .unwrap(),
     );
     let runtime = Arc::new(Runtime::with_limits(&config).unwrap());
+    (config, db, runtime)
+}
+
+/// An engine over `test_db`, with the bundled plugins plus what `plugin_dir` holds.
+pub async fn engine_on(
+    test_db: TestDb,
+    plugin_dir: &Path,
+    adjust: impl FnOnce(&mut Config),
+) -> TestEngine {
+    let (config, db, runtime) = configured(&test_db, plugin_dir, adjust).await;
     let registry = Arc::new(Registry::load(&runtime, &config, &db).await.unwrap());
     let pipeline = Pipeline::new(Arc::clone(&runtime), registry.clone(), db.clone(), &config);
     TestEngine {
@@ -243,15 +254,7 @@ pub async fn service_state(
     adjust: impl FnOnce(&mut Config),
 ) -> (Arc<assay::service::AppState>, TestDb) {
     let test_db = fresh_database().await;
-    let mut config = Config::default();
-    config.plugins.dir = plugin_dir.to_path_buf();
-    adjust(&mut config);
-    let db = Arc::new(
-        Database::open_with(test_db.config.clone(), &config.database)
-            .await
-            .unwrap(),
-    );
-    let runtime = Arc::new(Runtime::with_limits(&config).unwrap());
+    let (config, db, runtime) = configured(&test_db, plugin_dir, adjust).await;
     let loader =
         assay::registry::PluginLoader::new(Arc::clone(&runtime), Arc::clone(&db), config.clone())
             .await
@@ -442,4 +445,18 @@ pub fn pg_ctl(pgdata: &Path, args: &[&str]) {
         "pg_ctl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Backends now running `faulty`'s slow statement (`#fault:sql-slow`).
+pub async fn slow_statements(client: &tokio_postgres::Client) -> Vec<i32> {
+    client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE '%slow_statement%' AND state = 'active' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
 }
