@@ -229,14 +229,20 @@ impl CallFailure {
                 call.wasm_stack_kib
             ))),
             Some(trap) => CallFailure::Trap(with_output(trap.to_string())),
+            None if error
+                .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some() =>
+            {
+                // The instance pool is full: more instances than it has slots.
+                CallFailure::Overloaded(format!(
+                    "no free instance slot ({error:#}); raise limits.max_concurrent_calls"
+                ))
+            }
             None => {
                 let message = format!("{error:#}");
-                // The instance pool is full: more calls than it has slots.
-                if message.contains("concurrent") && message.contains("limit") {
-                    CallFailure::Overloaded(format!(
-                        "no free instance slot ({message}); raise limits.max_concurrent_calls"
-                    ))
-                } else if message.contains("resource limit exceeded") {
+                // wasmtime reports the store's instance/table/memory counts
+                // only in words.
+                if message.contains("resource limit exceeded") {
                     CallFailure::Memory(format!(
                         "{message} (at most {} instances, tables and memories per call: {})",
                         limits.instances,
