@@ -429,6 +429,8 @@ async fn register(
         max_connections: config.sandbox.connections_per_plugin,
         connect_timeout: Duration::from_millis(config.database.connect_timeout_ms),
         idle_timeout: Duration::from_millis(config.sandbox.idle_timeout_ms),
+        statement_timeout: crate::runtime::call::CallLimits::for_plugin(&config.limits, name)
+            .statement_timeout,
     };
     let pool = build_pool(
         db.pg_config(),

@@ -416,3 +416,61 @@ async fn an_engine_role_with_only_createrole_is_enough() {
     assert_eq!(steps[1]["error"]["code"], json!("42501"), "{steps:?}");
     assert_eq!(steps[2]["error"]["kind"], json!("denied"), "{steps:?}");
 }
+
+/// The end-of-call reset used with the gate on leaves nothing a session can
+/// hold, except the statements the host itself prepared (kept on purpose).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_reset_clears_everything_but_the_hosts_statements() {
+    let db = crate::support::fresh_database().await;
+    let client = db.client().await;
+    let kept = client.prepare("SELECT 41 + $1::int").await.unwrap();
+    client
+        .batch_execute(
+            "SET search_path = pg_temp; SET application_name = 'left-behind';
+             LISTEN left_behind;
+             SELECT pg_advisory_lock(42);
+             CREATE TEMP TABLE left_behind (x int);
+             CREATE TEMP SEQUENCE left_behind_seq; SELECT nextval('left_behind_seq');
+             BEGIN; DECLARE left_behind CURSOR WITH HOLD FOR SELECT 1; COMMIT;",
+        )
+        .await
+        .unwrap();
+    client.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let (ended, reset) = futures::join!(
+        client.batch_execute("COMMIT"),
+        client.batch_execute(assay::capability::sql::session::SESSION_RESET)
+    );
+    ended.unwrap();
+    reset.unwrap();
+
+    let one = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(one("SELECT count(*) FROM pg_listening_channels()").await, 0);
+    assert_eq!(
+        one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+            .await,
+        0
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM pg_cursors WHERE name = 'left_behind'").await,
+        0
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND relname LIKE 'left_behind%'").await,
+        0
+    );
+    let settings = client
+        .query_one(
+            "SELECT current_setting('search_path'), current_setting('application_name')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(settings.get::<_, String>(0), "\"$user\", public");
+    assert_ne!(settings.get::<_, String>(1), "left-behind");
+    // The host's prepared statement survives for the next call.
+    let row = client.query_one(&kept, &[&1i32]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+}

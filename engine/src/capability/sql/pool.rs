@@ -180,6 +180,8 @@ pub struct SandboxConnection {
     pub allowance: Arc<ReadAllowance>,
     /// Where the server is, for cancel requests.
     pub server: (String, u16),
+    /// Statements this connection has prepared, by SQL text.
+    pub statements: StatementCache,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -203,6 +205,49 @@ impl SandboxConnection {
                 token.cancel_query_raw(stream, NoTls),
             )
             .await;
+        }
+    }
+}
+
+/// Statements prepared on one connection, by SQL text, so a plugin that runs
+/// the same statement call after call pays for parsing and planning once per
+/// connection, not once per call. Connections belong to one plugin's role, so
+/// nothing is shared between plugins. Bounded: when full it starts over.
+#[derive(Debug, Default)]
+pub struct StatementCache(
+    std::sync::Mutex<std::collections::HashMap<String, tokio_postgres::Statement>>,
+);
+
+/// Statements kept per connection.
+pub const CACHED_STATEMENTS: usize = 256;
+
+impl StatementCache {
+    /// The prepared statement for `sql`, if this connection has one.
+    pub fn get(&self, sql: &str) -> Option<tokio_postgres::Statement> {
+        self.0.lock().ok()?.get(sql).cloned()
+    }
+
+    /// Keeps `statement` for `sql`.
+    pub fn insert(&self, sql: &str, statement: tokio_postgres::Statement) {
+        if let Ok(mut cache) = self.0.lock() {
+            if cache.len() >= CACHED_STATEMENTS {
+                cache.clear();
+            }
+            cache.insert(sql.to_string(), statement);
+        }
+    }
+
+    /// Forgets `sql` (its statement failed in a way re-preparing may fix).
+    pub fn evict(&self, sql: &str) {
+        if let Ok(mut cache) = self.0.lock() {
+            cache.remove(sql);
+        }
+    }
+
+    /// Forgets everything (after `DISCARD ALL`, which deallocates them all).
+    pub fn clear(&self) {
+        if let Ok(mut cache) = self.0.lock() {
+            cache.clear();
         }
     }
 }
@@ -253,6 +298,7 @@ impl bb8::ManageConnection for SandboxManager {
             poisoned: false,
             allowance,
             server,
+            statements: StatementCache::default(),
             _permit: permit,
         })
     }
@@ -279,6 +325,9 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     /// Idle connections are closed after this long.
     pub idle_timeout: Duration,
+    /// `statement_timeout` of every session (a startup option, so `RESET ALL`
+    /// at the end of a call restores it).
+    pub statement_timeout: Duration,
 }
 
 /// Builds the pool of one plugin, connecting as `role` with `password`.
@@ -295,6 +344,10 @@ pub fn build_pool(
         .user(role)
         .password(password)
         .application_name(format!("assay plugin {role}"))
+        .options(format!(
+            "-c statement_timeout={}",
+            settings.statement_timeout.as_millis()
+        ))
         .connect_timeout(settings.connect_timeout);
     let last_error = LastConnectError::default();
     let pool = bb8::Pool::builder()

@@ -2,10 +2,17 @@
 //!
 //! A call takes at most one connection from its plugin's pool, at its first
 //! statement, and runs every statement (and every `state` access) in one
-//! transaction with `SET LOCAL statement_timeout`. The host commits when the call
-//! returns `ok` and rolls back otherwise, and then — in the same round trip —
-//! runs `DISCARD ALL`, so nothing the plugin did to the session (settings,
-//! advisory locks, cursors, LISTEN, temporary objects) survives into the next call.
+//! transaction, under the `statement_timeout` its connection was opened with.
+//! The host commits when the call returns `ok` and rolls back otherwise, and
+//! then — in the same round trip — resets the session, so nothing the plugin
+//! did to it (settings, advisory locks, cursors, LISTEN, temporary objects)
+//! survives into the next call.
+//!
+//! Round trips are what a SQL-using call costs, so there are as few as can be:
+//! `BEGIN` goes out with the first statement, statements stay prepared on their
+//! connection from call to call ([`super::pool::StatementCache`]), and the end
+//! of the transaction and the reset share one. A call running one cached query
+//! costs two round trips.
 
 use std::time::Duration;
 
@@ -16,6 +23,18 @@ use super::gate;
 use super::pool::{SandboxConnection, SandboxPool, SandboxPooled};
 use super::values::{Cell, Param, readable};
 use crate::runtime::bindings::sql::{Column, DbError, RowSet, SqlError, Value};
+
+/// Errors after which a cached statement is prepared afresh next time:
+/// `feature_not_supported` ("cached plan must not change result type", after
+/// a table changed) and `invalid_sql_statement_name` (it was deallocated).
+const STALE_STATEMENT_CODES: [&str; 2] = ["0A000", "26000"];
+
+/// What ends every call's session when the statement gate is on, in the same
+/// round trip as its COMMIT or ROLLBACK: everything `DISCARD ALL` does except
+/// deallocating prepared statements, which only the host creates then (the gate
+/// refuses PREPARE), and which it keeps for the next call.
+pub const SESSION_RESET: &str = "CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); \
+     RESET ALL; SET SESSION AUTHORIZATION DEFAULT; DISCARD TEMP; DISCARD SEQUENCES";
 
 /// Longest statement text a plugin may send. Values belong in parameters;
 /// text this long is a mistake or an attempt to make the host parse megabytes.
@@ -90,36 +109,73 @@ impl SqlSession {
         }
     }
 
-    /// The call's connection, opening the transaction on first use.
+    /// The call's connection, opening the transaction on first use (one round
+    /// trip of its own; [`Self::query`] and [`Self::execute`] instead send
+    /// `BEGIN` together with their first statement).
     pub async fn connection(&mut self) -> Result<&mut SandboxConnection, SqlError> {
-        if self.conn.is_none() {
+        let (conn, begin) = self.checkout().await?;
+        if begin {
+            conn.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(to_sql_error)?;
+        }
+        Ok(conn)
+    }
+
+    /// The call's connection, taken from the pool on first use; and whether
+    /// the transaction still has to begin.
+    async fn checkout(&mut self) -> Result<(&mut SandboxConnection, bool), SqlError> {
+        let fresh = self.conn.is_none();
+        if fresh {
             let pool = self.pool.as_ref().ok_or_else(|| {
                 SqlError::Denied("the database is not available in this call".into())
             })?;
-            let conn = match pool.get_owned().await {
-                Ok(conn) => conn,
+            match pool.get_owned().await {
+                Ok(conn) => self.conn = Some(conn),
                 Err(message) => {
                     self.unavailable = Some(message.clone());
                     return Err(SqlError::Unavailable(message));
                 }
-            };
-            // One round trip for the transaction and its timeout.
-            let setup = format!(
-                "BEGIN; SET LOCAL statement_timeout = {}",
-                self.caps.statement_timeout.as_millis()
-            );
-            if let Err(e) = conn.client.batch_execute(&setup).await {
-                let e = to_sql_error(e);
-                if let SqlError::Unavailable(m) = &e {
-                    self.unavailable = Some(m.clone());
-                }
-                return Err(e);
             }
-            self.conn = Some(conn);
         }
-        self.conn
+        let conn = self
+            .conn
             .as_deref_mut()
-            .ok_or_else(|| SqlError::Unavailable("no connection".into()))
+            .ok_or_else(|| SqlError::Unavailable("no connection".into()))?;
+        Ok((conn, fresh))
+    }
+
+    /// Runs `work` on the call's connection. On the call's first statement,
+    /// `BEGIN` is pipelined with it: both go out before either answer is read,
+    /// so opening the transaction costs no round trip of its own.
+    async fn on_connection<T>(
+        &mut self,
+        statement: &str,
+        work: impl AsyncFnOnce(&SandboxConnection) -> Result<T, SqlError>,
+    ) -> Result<T, SqlError> {
+        let (conn, begin) = self.checkout().await?;
+        let conn: &SandboxConnection = conn;
+        // `join!` polls in order, so BEGIN is queued on the connection first.
+        let (begun, result) = futures::join!(
+            async {
+                if begin {
+                    conn.client.batch_execute("BEGIN").await
+                } else {
+                    Ok(())
+                }
+            },
+            work(conn)
+        );
+        if let Err(SqlError::Db(db)) = &result
+            && STALE_STATEMENT_CODES.contains(&db.code.as_str())
+        {
+            conn.statements.evict(statement);
+        }
+        // BEGIN only fails on a connection that is gone, which fails the
+        // statement queued after it too.
+        begun.map_err(to_sql_error)?;
+        result
     }
 
     fn admit(&mut self, statement: &str) -> Result<(), SqlError> {
@@ -147,42 +203,39 @@ impl SqlSession {
     pub async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, SqlError> {
         self.admit(statement)?;
         let caps = self.caps.clone();
-        let result = async {
-            let conn = self.connection().await?;
-            let prepared = conn.client.prepare(statement).await.map_err(to_sql_error)?;
-            check_params(&prepared, &params)?;
-            let columns: Vec<Column> = prepared
-                .columns()
-                .iter()
-                .map(|c| Column {
-                    name: c.name().to_string(),
-                    type_name: c.type_().name().to_string(),
-                })
-                .collect();
-            if let Some(bad) = prepared.columns().iter().find(|c| !readable(c.type_())) {
-                return Err(SqlError::Denied(format!(
-                    "column `{}` has type {}, which plugins cannot read yet; cast it in the query (e.g. `{}::text`)",
-                    bad.name(),
-                    bad.type_().name(),
-                    bad.name()
-                )));
-            }
-            let params: Vec<Param> = params.into_iter().map(Param).collect();
-            conn.allowance.set(caps.max_bytes.saturating_add(WIRE_OVERHEAD));
-            let outcome = read_rows(conn, &prepared, params, &caps).await;
-            conn.allowance.set(usize::MAX);
-            let rows = match outcome {
-                Ok(rows) => rows,
-                Err(e) => {
-                    if matches!(e, SqlError::TooLarge(_)) {
-                        conn.cancel().await;
-                    }
-                    return Err(e);
+        let result = self
+            .on_connection(statement, async |conn| {
+                let prepared = prepared(conn, statement).await?;
+                check_params(&prepared, &params)?;
+                let columns: Vec<Column> = prepared
+                    .columns()
+                    .iter()
+                    .map(|c| Column {
+                        name: c.name().to_string(),
+                        type_name: c.type_().name().to_string(),
+                    })
+                    .collect();
+                if let Some(bad) = prepared.columns().iter().find(|c| !readable(c.type_())) {
+                    return Err(SqlError::Denied(format!(
+                        "column `{}` has type {}, which plugins cannot read yet; cast it in the query (e.g. `{}::text`)",
+                        bad.name(),
+                        bad.type_().name(),
+                        bad.name()
+                    )));
                 }
-            };
-            Ok(RowSet { columns, rows })
+                let params: Vec<Param> = params.into_iter().map(Param).collect();
+                conn.allowance.set(caps.max_bytes.saturating_add(WIRE_OVERHEAD));
+                let rows = read_rows(conn, &prepared, params, &caps).await;
+                conn.allowance.set(usize::MAX);
+                Ok(RowSet { columns, rows: rows? })
+            })
+            .await;
+        if matches!(result, Err(SqlError::TooLarge(_)))
+            && let Some(conn) = self.conn.as_deref_mut()
+        {
+            // The rest of the result is still coming: stop the server sending it.
+            conn.cancel().await;
         }
-        .await;
         self.note(&result);
         result
     }
@@ -190,17 +243,17 @@ impl SqlSession {
     /// Runs a statement and returns the number of rows it affected.
     pub async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, SqlError> {
         self.admit(statement)?;
-        let result = async {
-            let conn = self.connection().await?;
-            let prepared = conn.client.prepare(statement).await.map_err(to_sql_error)?;
-            check_params(&prepared, &params)?;
-            let params: Vec<Param> = params.into_iter().map(Param).collect();
-            conn.client
-                .execute_raw(&prepared, params.iter())
-                .await
-                .map_err(to_sql_error)
-        }
-        .await;
+        let result = self
+            .on_connection(statement, async |conn| {
+                let prepared = prepared(conn, statement).await?;
+                check_params(&prepared, &params)?;
+                let params: Vec<Param> = params.into_iter().map(Param).collect();
+                conn.client
+                    .execute_raw(&prepared, params.iter())
+                    .await
+                    .map_err(to_sql_error)
+            })
+            .await;
         self.note(&result);
         result
     }
@@ -264,10 +317,18 @@ impl SqlSession {
         // Pipelined: both go out before either answer comes back. Bounded: a
         // server that stopped answering must not hold the call (or, returned
         // with a transaction still open, the next one).
+        // With the gate off a plugin may PREPARE statements of its own: then
+        // everything goes, the host's cached statements too.
+        let reset = if self.caps.gate {
+            SESSION_RESET
+        } else {
+            conn.statements.clear();
+            "DISCARD ALL"
+        };
         let ending = async {
             futures::join!(
                 conn.client.batch_execute(end),
-                conn.client.batch_execute("DISCARD ALL")
+                conn.client.batch_execute(reset)
             )
         };
         let Ok((ended, discarded)) =
@@ -302,8 +363,21 @@ impl SqlSession {
     }
 }
 
+/// The connection's prepared statement for `sql`, prepared now if it has none.
+async fn prepared(
+    conn: &SandboxConnection,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, SqlError> {
+    if let Some(statement) = conn.statements.get(sql) {
+        return Ok(statement);
+    }
+    let statement = conn.client.prepare(sql).await.map_err(to_sql_error)?;
+    conn.statements.insert(sql, statement.clone());
+    Ok(statement)
+}
+
 async fn read_rows(
-    conn: &mut SandboxConnection,
+    conn: &SandboxConnection,
     prepared: &tokio_postgres::Statement,
     params: Vec<Param>,
     caps: &SqlCaps,
