@@ -19,9 +19,14 @@ const BUNDLED: &[(&str, &str)] = &[
     ("history", "history.wasm"),
 ];
 
-/// Plugins only tests use (misbehaving on purpose, or not plugins at all).
+/// Plugins built into the binary for its tools, never loaded by default.
+const TOOLS: &[(&str, &str)] = &[("bench-query", "bench_query.wasm")];
+
+/// Plugins only tests and benchmarks use (misbehaving on purpose, trivial, or
+/// not plugins at all).
 const TESTING: &[(&str, &str)] = &[
     ("faulty", "faulty.wasm"),
+    ("trivial", "trivial.wasm"),
     ("attacker", "attacker.wasm"),
     ("swap-one", "swap_one.wasm"),
     ("swap-two", "swap_two.wasm"),
@@ -67,6 +72,21 @@ fn main() {
         .expect("write to string");
     }
     code.push_str("];\n");
+    for (krate, file) in TOOLS {
+        let path = out_dir.join(file);
+        assert!(
+            path.is_file(),
+            "plugin build did not produce {}",
+            path.display()
+        );
+        writeln!(
+            code,
+            "/// The `{krate}` plugin, built in for the tool that uses it.\npub static {}: &[u8] = include_bytes!({:?});",
+            krate.to_uppercase().replace('-', "_"),
+            path.display().to_string()
+        )
+        .expect("write to string");
+    }
     writeln!(
         code,
         "/// Directory holding every component built from `plugins/`, test plugins included.\n#[doc(hidden)]\npub const BUILT_PLUGIN_DIR: &str = {:?};",
@@ -123,7 +143,7 @@ fn build_plugins(root: &Path, target_dir: &Path) {
         ])
         .arg("--target-dir")
         .arg(target_dir);
-    for (krate, _) in BUNDLED.iter().chain(TESTING) {
+    for (krate, _) in BUNDLED.iter().chain(TOOLS).chain(TESTING) {
         cmd.args(["-p", krate]);
     }
     // The outer build's settings (flags for the host target, clippy's wrapper,

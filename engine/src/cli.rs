@@ -1,6 +1,7 @@
 //! Sub-commands of the `assay` binary.
 
 pub mod analyze;
+pub mod bench;
 pub mod plugins;
 pub mod up;
 

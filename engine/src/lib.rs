@@ -30,6 +30,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod bundled;
 pub mod capability;
 pub mod config;

@@ -40,6 +40,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::plugins::PluginsCommand,
     },
+    /// Measure throughput and latency, each beside its native baseline.
+    Bench {
+        #[command(subcommand)]
+        command: cli::bench::BenchCommand,
+    },
 }
 
 /// Exit codes: 0 all well, 1 fatal, 2 some document or plugin failed.
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
             Command::Up => cli::up::run(&config).await,
             Command::Migrate => cli::migrate(&config).await,
             Command::Plugins { command } => cli::plugins::run(&config, command).await,
+            Command::Bench { command } => cli::bench::run(&config, command).await,
         }
     });
     match result {

@@ -1,0 +1,317 @@
+//! `assay bench query|pipeline`
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use assay::bench::pipeline::{PipelineReport, PipelineSettings};
+use assay::bench::query::{DEFAULT_QUERY, QueryReport, QuerySettings};
+use assay::bench::{Latency, Span};
+use assay::config::Config;
+use assay::db::Database;
+use comfy_table::{ContentArrangement, Table, presets};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::Engine;
+use crate::Outcome;
+
+/// Sub-commands of `assay bench`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// A parameterized query through the bundled bench-query plugin and straight
+    /// through tokio-postgres, side by side, at each concurrency level.
+    Query(QueryArgs),
+    /// Documents per second through the whole pipeline, stored.
+    Pipeline(PipelineArgs),
+}
+
+/// Arguments of `assay bench query`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// Concurrency levels: concurrent workers, one run per level.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
+    pub concurrency: Vec<usize>,
+    /// Seconds per run (per level and path).
+    #[arg(long, default_value_t = 10.0, conflicts_with = "requests")]
+    pub duration: f64,
+    /// Requests per run instead of a duration.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Rows to seed into the benchmark table.
+    #[arg(long, default_value_t = 10_000)]
+    pub rows: u64,
+    /// The statement: `{table}` is the seeded table (id bigint primary key,
+    /// payload text); `$1` is a random key in 1..=rows.
+    #[arg(long, default_value = DEFAULT_QUERY)]
+    pub query: String,
+    /// Connections in each path's pool [default: sandbox.connections_per_plugin].
+    #[arg(long)]
+    pub pool_size: Option<u32>,
+    /// Untimed requests per worker before each run.
+    #[arg(long, default_value_t = 20)]
+    pub warmup: u32,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `assay bench pipeline`.
+#[derive(Debug, clap::Args)]
+pub struct PipelineArgs {
+    /// Documents: files or directories, as `assay analyze` takes them.
+    #[arg(default_value = "examples")]
+    pub corpus: Vec<PathBuf>,
+    /// Documents to analyse: the corpus repeated to this many.
+    #[arg(long, default_value_t = 200)]
+    pub count: usize,
+    /// Documents in flight at once [default: pipeline.concurrency].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Keep the stored documents and runs (deleted afterwards by default).
+    #[arg(long)]
+    pub keep: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command.
+pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<Outcome> {
+    match command {
+        BenchCommand::Query(args) => query(config, args).await,
+        BenchCommand::Pipeline(args) => pipeline(config, args).await,
+    }
+}
+
+/// A progress indicator on standard error; hidden for JSON output (and by
+/// indicatif itself when standard error is not a terminal).
+fn progress(hidden: bool, total: Option<u64>) -> ProgressBar {
+    let bar = match total {
+        Some(total) => ProgressBar::new(total),
+        None => ProgressBar::new_spinner(),
+    };
+    if hidden {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.enable_steady_tick(Duration::from_millis(200));
+    }
+    let template = if total.is_some() {
+        "{spinner} {msg} [{bar:30}] {pos}/{len} ({per_sec})"
+    } else {
+        "{spinner} {msg} {pos} requests ({per_sec})"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+async fn query(config: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
+    let span = match args.requests {
+        Some(n) => Span::Requests(n),
+        None => {
+            if !(args.duration.is_finite() && args.duration > 0.0) {
+                bail!("--duration must be a positive number of seconds");
+            }
+            Span::Duration(Duration::from_secs_f64(args.duration))
+        }
+    };
+    let settings = QuerySettings {
+        levels: args.concurrency.clone(),
+        span,
+        rows: args.rows,
+        query: args.query.clone(),
+        pool_size: args
+            .pool_size
+            .unwrap_or(config.sandbox.connections_per_plugin)
+            .max(1),
+        warmup_per_worker: args.warmup,
+    };
+    let total = match span {
+        Span::Requests(n) => Some(n * 2 * settings.levels.len() as u64),
+        Span::Duration(_) => None,
+    };
+    let db = Arc::new(
+        Database::open(&config.database)
+            .await
+            .context("opening the database")?,
+    );
+    let bar = progress(args.json, total);
+    bar.set_message(format!(
+        "bench query, levels {:?}, plugin then native",
+        settings.levels
+    ));
+    let report = assay::bench::query::run(&db, config, &settings, &bar).await;
+    bar.finish_and_clear();
+    close(db).await?;
+    let report = report?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_query(&report);
+    }
+    let errors: u64 = report
+        .levels
+        .iter()
+        .map(|l| l.plugin.errors + l.native.errors)
+        .sum();
+    if errors > 0 {
+        eprintln!("warning: {errors} requests failed");
+        for level in &report.levels {
+            for (path, r) in [("plugin", &level.plugin), ("native", &level.native)] {
+                if let Some(e) = &r.first_error {
+                    eprintln!("  concurrency {} {path}: {e}", level.concurrency);
+                }
+            }
+        }
+        return Ok(Outcome::Partial);
+    }
+    Ok(Outcome::Success)
+}
+
+async fn close(db: Arc<Database>) -> anyhow::Result<()> {
+    match Arc::try_unwrap(db) {
+        Ok(db) => db.close().await.context("closing the database"),
+        // Still shared by pools being torn down; the last handle closes it.
+        Err(_) => Ok(()),
+    }
+}
+
+fn ms(value: f64) -> String {
+    format!("{value:.3}")
+}
+
+fn latency_cells(latency: &Latency) -> [String; 3] {
+    [ms(latency.p50_ms), ms(latency.p95_ms), ms(latency.p99_ms)]
+}
+
+fn print_query(report: &QueryReport) {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header([
+            "concurrency",
+            "path",
+            "requests/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "pool wait ms",
+            "errors",
+            "plugin/native",
+        ]);
+    for level in &report.levels {
+        for (path, r) in [("plugin", &level.plugin), ("native", &level.native)] {
+            let [p50, p95, p99] = latency_cells(&r.latency);
+            table.add_row([
+                level.concurrency.to_string(),
+                path.to_string(),
+                format!("{:.0}", r.throughput_per_s),
+                p50,
+                p95,
+                p99,
+                ms(r.pool_wait_ms_mean),
+                r.errors.to_string(),
+                if path == "plugin" {
+                    format!("{:.2}", level.ratio)
+                } else {
+                    String::new()
+                },
+            ]);
+        }
+    }
+    println!("{table}");
+    let span = match (report.duration_s, report.requests_per_run) {
+        (Some(s), _) => format!("{s} s per run"),
+        (_, Some(n)) => format!("{n} requests per run"),
+        _ => String::new(),
+    };
+    println!(
+        "server: {}\nquery: {} (key: random in 1..={}, same keys for both paths)\npool: {} connections per path; {span}; {} untimed requests per worker first",
+        report.server, report.query, report.rows, report.pool_size, report.warmup_per_worker
+    );
+    println!(
+        "plugin: each request is one call — a fresh instance, its own transaction, the session reset after; no document or finding is stored.\nnative: the statement prepared once per connection, run with tokio-postgres, no transaction."
+    );
+}
+
+async fn pipeline(config: &Config, args: PipelineArgs) -> anyhow::Result<Outcome> {
+    if args.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let settings = PipelineSettings {
+        corpus: args.corpus.clone(),
+        count: args.count,
+        concurrency: args.concurrency.unwrap_or(config.pipeline.concurrency),
+        keep: args.keep,
+    };
+    let engine = Engine::start(config).await?;
+    let bar = progress(args.json, Some(args.count as u64));
+    bar.set_message("bench pipeline");
+    let report = assay::bench::pipeline::run(
+        &engine.db,
+        &engine.runtime,
+        Arc::clone(&engine.registry),
+        config,
+        &settings,
+        &bar,
+    )
+    .await;
+    bar.finish_and_clear();
+    engine.stop().await?;
+    let report = report?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_pipeline(&report);
+    }
+    Ok(if report.failed_documents > 0 {
+        Outcome::Partial
+    } else {
+        Outcome::Success
+    })
+}
+
+fn print_pipeline(report: &PipelineReport) {
+    let mut table = Table::new();
+    let [p50, p95, p99] = latency_cells(&report.latency);
+    table
+        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_header([
+            "documents",
+            "documents/s",
+            "findings/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "failed documents",
+            "failed calls",
+        ])
+        .add_row([
+            report.documents.to_string(),
+            format!("{:.1}", report.documents_per_s),
+            format!("{:.0}", report.findings_per_s),
+            p50,
+            p95,
+            p99,
+            report.failed_documents.to_string(),
+            report.failed_calls.to_string(),
+        ]);
+    println!("{table}");
+    println!(
+        "server: {}\nplugins: {}\ncorpus: {} documents, repeated to {}; {} in flight; each stored as a new document{}",
+        report.server,
+        report.plugins.join(", "),
+        report.corpus_documents,
+        report.documents + report.failed_documents,
+        report.concurrency,
+        if report.kept {
+            " (kept)"
+        } else {
+            " (deleted afterwards)"
+        }
+    );
+}
