@@ -82,7 +82,7 @@ mod tests {
 
     #[test]
     fn statement_then_parameters() {
-        let (statement, params) = parse("SELECT $1, $2\n42\nabc").unwrap();
+        let (statement, params) = parse("SELECT $1, $2\n42\nabc").expect("parses");
         assert_eq!(statement, "SELECT $1, $2");
         assert!(matches!(params[0], Value::Int(42)));
         assert!(matches!(&params[1], Value::Text(t) if t == "abc"));
