@@ -1,16 +1,26 @@
-//! A bundled plugin's `analyze` through the runtime (fresh instance per call,
-//! as the engine runs it) beside the same logic compiled natively.
+//! The runtime's cost, each beside the same work done natively in the same
+//! group:
+//!
+//! - `call_overhead`: instantiate + `describe` + drop of a trivial plugin, and
+//!   instantiate + `analyze` (+ drop) of it, beside calling the same Rust
+//!   functions directly;
+//! - `keywords`, `sentiment`, `redact`: each bundled plugin's entry point on
+//!   documents of 1 KB, 16 KB and 256 KB through the runtime (a fresh instance
+//!   per call, as the engine runs it) beside the same crate compiled natively;
+//! - `load`: a component compiled cold beside loaded from the compile cache.
+//!
+//! `history` is not here: its work is its SQL (see the `database` bench).
 //!
 //! `cargo bench -p assay-benches --bench plugins`
 
 use std::sync::Arc;
 
 use assay::capability::sql::{SqlCaps, SqlSession};
-use assay::config::LimitsConfig;
+use assay::config::Config;
 use assay::runtime::Runtime;
 use assay::runtime::bindings::types::Document;
-use assay::runtime::call::{CallLimits, invoke};
-use assay::runtime::loader;
+use assay::runtime::call::{CallLimits, CallState, PluginIdentity, invoke};
+use assay::runtime::loader::{self, LoadedPlugin, PluginCode};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn document_of(bytes: usize) -> String {
@@ -18,45 +28,180 @@ fn document_of(bytes: usize) -> String {
     sample.chars().cycle().take(bytes).collect()
 }
 
-fn keywords(c: &mut Criterion) {
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let runtime = Arc::new(Runtime::new().expect("wasmtime runtime"));
-    let limits = CallLimits::from_config(&LimitsConfig::default());
-    let bytes = assay::bundled::BUNDLED
-        .iter()
-        .find(|(name, _)| *name == "keywords.wasm")
-        .expect("keywords is bundled")
-        .1
-        .to_vec();
-    let plugin = rt
-        .block_on(loader::load(&runtime, bytes, &limits))
-        .expect("load keywords");
+fn component(file: &str) -> Vec<u8> {
+    std::fs::read(std::path::Path::new(assay::bundled::BUILT_PLUGIN_DIR).join(file))
+        .expect("the plugins are built with the engine")
+}
 
-    let mut group = c.benchmark_group("keywords");
+fn host_document(text: &str) -> Document {
+    Document {
+        id: "00000000-0000-0000-0000-000000000000".into(),
+        kind: "transcript".into(),
+        text: text.to_string(),
+        metadata: "{}".into(),
+    }
+}
+
+struct Bench {
+    rt: tokio::runtime::Runtime,
+    runtime: Arc<Runtime>,
+    limits: CallLimits,
+}
+
+impl Bench {
+    fn new() -> Self {
+        let config = Config::default();
+        Self {
+            rt: tokio::runtime::Runtime::new().expect("tokio runtime"),
+            runtime: Arc::new(Runtime::with_limits(&config).expect("wasmtime runtime")),
+            limits: CallLimits::from_config(&config.limits),
+        }
+    }
+
+    fn load(&self, file: &str) -> LoadedPlugin {
+        self.rt
+            .block_on(loader::load(&self.runtime, component(file), &self.limits))
+            .expect("load plugin")
+    }
+
+    /// One call as the engine makes it (these plugins make no SQL calls, so no
+    /// database is involved or measured).
+    async fn call(&self, plugin: &LoadedPlugin, doc: &Document) {
+        let session = SqlSession::new(None, SqlCaps::default());
+        invoke(&self.runtime, plugin, session, &self.limits, doc.clone())
+            .await
+            .expect("the call succeeds");
+    }
+}
+
+fn call_overhead(c: &mut Criterion) {
+    use trivial::bindings::Guest as _;
+    let bench = Bench::new();
+    let plugin = bench.load("trivial.wasm");
+    let text = document_of(1024);
+    let doc = host_document(&text);
+    let native_doc = trivial::bindings::Document {
+        id: doc.id.clone(),
+        kind: doc.kind.clone(),
+        text: text.clone(),
+        metadata: doc.metadata.clone(),
+    };
+
+    let mut group = c.benchmark_group("call_overhead");
+    group.bench_function("describe/native", |b| b.iter(trivial::Trivial::describe));
+    group.bench_function("describe/plugin", |b| {
+        b.to_async(&bench.rt).iter(|| async {
+            let identity = Arc::new(PluginIdentity {
+                name: "trivial".into(),
+                version: String::new(),
+                sha256: String::new(),
+            });
+            let session = SqlSession::new(None, SqlCaps::default());
+            let mut store = CallState::new_store(&bench.runtime, identity, session, &bench.limits);
+            let PluginCode::Analyzer(pre) = &plugin.code else {
+                unreachable!("trivial is an analyzer")
+            };
+            let instance = pre
+                .instantiate_async(&mut store)
+                .await
+                .expect("instantiate");
+            instance.call_describe(&mut store).await.expect("describe")
+        })
+    });
+    group.bench_function("analyze/native", |b| {
+        b.iter(|| trivial::Trivial::analyze(native_doc.clone()))
+    });
+    group.bench_function("analyze/plugin", |b| {
+        b.to_async(&bench.rt).iter(|| bench.call(&plugin, &doc))
+    });
+    group.finish();
+}
+
+/// `native` runs the plugin crate's own entry point, compiled for this machine.
+fn per_plugin(c: &mut Criterion, name: &str, file: &str, native: impl Fn(&str) -> usize) {
+    let bench = Bench::new();
+    let plugin = bench.load(file);
+    let mut group = c.benchmark_group(name);
     for size in [1024, 16 * 1024, 256 * 1024] {
         let text = document_of(size);
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::new("native", size), &text, |b, text| {
-            b.iter(|| keywords::extract::extract(text, 15))
+            b.iter(|| native(text))
         });
-        let doc = Document {
-            id: "00000000-0000-0000-0000-000000000000".into(),
-            kind: "transcript".into(),
-            text: text.clone(),
-            metadata: "{}".into(),
-        };
+        let doc = host_document(&text);
         group.bench_with_input(BenchmarkId::new("plugin", size), &doc, |b, doc| {
-            b.to_async(&rt).iter(|| async {
-                // `keywords` makes no SQL calls: no database is needed, and none is measured.
-                let session = SqlSession::new(None, SqlCaps::default());
-                invoke(&runtime, &plugin, session, &limits, doc.clone())
-                    .await
-                    .expect("keywords succeeds")
-            })
+            b.to_async(&bench.rt).iter(|| bench.call(&plugin, doc))
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, keywords);
+fn keywords(c: &mut Criterion) {
+    use keywords::bindings::Guest as _;
+    per_plugin(c, "keywords", "keywords.wasm", |text| {
+        keywords::Keywords::analyze(keywords::bindings::Document {
+            id: String::new(),
+            kind: "transcript".into(),
+            text: text.to_string(),
+            metadata: "{}".into(),
+        })
+        .map(|f| f.len())
+        .unwrap_or(0)
+    });
+}
+
+fn sentiment(c: &mut Criterion) {
+    use sentiment::bindings::Guest as _;
+    per_plugin(c, "sentiment", "sentiment.wasm", |text| {
+        sentiment::Sentiment::analyze(sentiment::bindings::Document {
+            id: String::new(),
+            kind: "transcript".into(),
+            text: text.to_string(),
+            metadata: "{}".into(),
+        })
+        .map(|f| f.len())
+        .unwrap_or(0)
+    });
+}
+
+fn redact(c: &mut Criterion) {
+    use redact::bindings::Guest as _;
+    per_plugin(c, "redact", "redact.wasm", |text| {
+        redact::Redact::process(redact::bindings::Document {
+            id: String::new(),
+            kind: "transcript".into(),
+            text: text.to_string(),
+            metadata: "{}".into(),
+        })
+        .map(|p| p.findings.len())
+        .unwrap_or(0)
+    });
+}
+
+fn load(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let config = Config::default();
+    let limits = CallLimits::from_config(&config.limits);
+    let cold = Arc::new(Runtime::with_limits(&config).expect("runtime"));
+    let cache = tempfile::tempdir().expect("cache dir");
+    let cached = Arc::new(Runtime::with_compile_cache(cache.path()).expect("runtime"));
+    let bytes = component("keywords.wasm");
+    // Fill the cache once.
+    rt.block_on(loader::load(&cached, bytes.clone(), &limits))
+        .expect("load");
+
+    let mut group = c.benchmark_group("load");
+    group.sample_size(10);
+    group.bench_function("keywords/compile_cold", |b| {
+        b.to_async(&rt)
+            .iter(|| loader::load(&cold, bytes.clone(), &limits))
+    });
+    group.bench_function("keywords/compile_cache", |b| {
+        b.to_async(&rt)
+            .iter(|| loader::load(&cached, bytes.clone(), &limits))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, call_overhead, keywords, sentiment, redact, load);
 criterion_main!(benches);

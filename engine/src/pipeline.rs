@@ -58,10 +58,12 @@ pub struct FindingRecord {
     pub excerpt: Option<String>,
     /// Plugin-defined detail.
     pub data: serde_json::Value,
+    /// `assay.plugin_versions.id` of the plugin version that reported it.
     #[serde(skip)]
-    pub(crate) version_id: i64,
+    pub version_id: i64,
+    /// Its position in what the plugin returned.
     #[serde(skip)]
-    pub(crate) ordinal: i32,
+    pub ordinal: i32,
 }
 
 /// What happened to one plugin in a run.
@@ -83,8 +85,9 @@ pub struct PluginOutcome {
     pub findings: usize,
     /// Wall-clock time of the call, microseconds.
     pub duration_us: u64,
+    /// `assay.plugin_versions.id` of the version that ran.
     #[serde(skip)]
-    pub(crate) version_id: i64,
+    pub version_id: i64,
 }
 
 /// The result of analysing one document.

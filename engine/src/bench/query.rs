@@ -118,18 +118,152 @@ pub async fn run(
     if settings.levels.is_empty() || settings.levels.contains(&0) {
         bail!("concurrency levels must be at least 1");
     }
-    if settings.rows == 0 {
-        bail!("--rows must be at least 1");
-    }
-    let schema = format!("assay_bench_{}", std::process::id());
-    let table = format!("{schema}.rows");
-    let query = settings.query.replace("{table}", &table);
-    seed(db, &schema, settings.rows).await?;
-    let measured = measure_all(db, config, settings, &table, &query, progress).await;
-    let cleaned = clean_up(db, &schema).await;
+    let most = settings.levels.iter().copied().max().unwrap_or(1);
+    let paths = QueryPaths::set_up(
+        db,
+        config,
+        settings.rows,
+        &settings.query,
+        settings.pool_size,
+        most,
+    )
+    .await?;
+    let measured = measure_all(&paths, settings, progress).await;
+    let cleaned = paths.tear_down().await;
     let report = measured?;
     cleaned?;
     Ok(report)
+}
+
+/// The two ways of running the query, set up against a freshly seeded table.
+pub struct QueryPaths {
+    db: Arc<Database>,
+    schema: String,
+    query: String,
+    plugin: Arc<dyn Target>,
+    native: Arc<dyn Target>,
+}
+
+impl QueryPaths {
+    /// Seeds a table of `rows` rows, loads the `bench-query` plugin with read
+    /// access to it, and opens both pools of `pool_size` connections; ready
+    /// for up to `concurrency` calls at once.
+    pub async fn set_up(
+        db: &Arc<Database>,
+        config: &Config,
+        rows: u64,
+        query: &str,
+        pool_size: u32,
+        concurrency: usize,
+    ) -> anyhow::Result<Self> {
+        if rows == 0 {
+            bail!("--rows must be at least 1");
+        }
+        let schema = format!("assay_bench_{}", std::process::id());
+        let table = format!("{schema}.rows");
+        let query = query.replace("{table}", &table);
+        seed(db, &schema, rows).await?;
+        let mut paths = Self {
+            db: Arc::clone(db),
+            schema,
+            query,
+            plugin: Arc::new(Unset),
+            native: Arc::new(Unset),
+        };
+        match paths.connect(config, &table, pool_size, concurrency).await {
+            Ok(()) => Ok(paths),
+            Err(e) => {
+                // Best effort: the error that stopped us is the one to report.
+                let _ = paths.tear_down().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The statement both paths run.
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+
+    /// One request through the plugin.
+    pub async fn plugin(&self, key: i64) -> Result<(), String> {
+        self.plugin.call(key).await
+    }
+
+    /// One request straight through tokio-postgres.
+    pub async fn native(&self, key: i64) -> Result<(), String> {
+        self.native.call(key).await
+    }
+
+    /// Drops the table and the plugin's database access.
+    pub async fn tear_down(self) -> anyhow::Result<()> {
+        clean_up(&self.db, &self.schema).await
+    }
+
+    async fn connect(
+        &mut self,
+        config: &Config,
+        table: &str,
+        pool_size: u32,
+        concurrency: usize,
+    ) -> anyhow::Result<()> {
+        let mut config = config.clone();
+        config.plugins.bundled = false;
+        config.sandbox.connections_per_plugin = pool_size;
+        config.sandbox.connection_budget = config.sandbox.connection_budget.max(pool_size);
+        // Calls are made directly (no admission control); the instance pool
+        // must hold the most that run at once.
+        config.limits.max_concurrent_calls = config
+            .limits
+            .max_concurrent_calls
+            .max(u32::try_from(concurrency).unwrap_or(u32::MAX));
+        config.plugins.grants.insert(
+            PLUGIN.into(),
+            crate::config::PluginGrants {
+                read: vec![table.to_string()],
+                write: vec![],
+            },
+        );
+        let runtime = Arc::new(Runtime::with_limits(&config)?);
+        let loader =
+            PluginLoader::new(Arc::clone(&runtime), Arc::clone(&self.db), config.clone()).await?;
+        let loaded = loader
+            .compile(crate::bundled::BENCH_QUERY)
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("loading the bench-query plugin")?;
+        let plugin = loader
+            .register(
+                PluginSource::Bundled("bench_query.wasm"),
+                loaded,
+                crate::bundled::BENCH_QUERY,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("registering the bench-query plugin: {e}"))?;
+        self.native = Arc::new(NativeTarget::new(&self.db, &self.query, pool_size).await?);
+        let limits = CallLimits::for_plugin(&config.limits, PLUGIN);
+        self.plugin = Arc::new(PluginTarget {
+            runtime,
+            plugin,
+            caps: SqlCaps::from_config(&config.sandbox, limits.statement_timeout),
+            limits,
+            query: self.query.clone(),
+        });
+        Ok(())
+    }
+}
+
+/// Neither path yet (set-up not finished).
+struct Unset;
+
+impl Target for Unset {
+    fn call(&self, _key: i64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Err("not set up".to_string()) })
+    }
+
+    fn pool_statistics(&self) -> bb8::Statistics {
+        bb8::Statistics::default()
+    }
 }
 
 async fn seed(db: &Database, schema: &str, rows: u64) -> anyhow::Result<()> {
@@ -168,64 +302,14 @@ async fn clean_up(db: &Database, schema: &str) -> anyhow::Result<()> {
 }
 
 async fn measure_all(
-    db: &Arc<Database>,
-    config: &Config,
+    paths: &QueryPaths,
     settings: &QuerySettings,
-    table: &str,
-    query: &str,
     progress: &ProgressBar,
 ) -> anyhow::Result<QueryReport> {
-    let most = settings.levels.iter().copied().max().unwrap_or(1);
-    let mut config = config.clone();
-    config.plugins.bundled = false;
-    config.sandbox.connections_per_plugin = settings.pool_size;
-    config.sandbox.connection_budget = config.sandbox.connection_budget.max(settings.pool_size);
-    // Calls are made directly (no admission control); the instance pool must
-    // hold the most that run at once.
-    config.limits.max_concurrent_calls = config
-        .limits
-        .max_concurrent_calls
-        .max(u32::try_from(most).unwrap_or(u32::MAX));
-    config.plugins.grants.insert(
-        PLUGIN.into(),
-        crate::config::PluginGrants {
-            read: vec![table.to_string()],
-            write: vec![],
-        },
-    );
-    let runtime = Arc::new(Runtime::with_limits(&config)?);
-    let loader = PluginLoader::new(Arc::clone(&runtime), Arc::clone(db), config.clone()).await?;
-    let loaded = loader
-        .compile(crate::bundled::BENCH_QUERY)
-        .await
-        .map_err(anyhow::Error::msg)
-        .context("loading the bench-query plugin")?;
-    let plugin = loader
-        .register(
-            PluginSource::Bundled("bench_query.wasm"),
-            loaded,
-            crate::bundled::BENCH_QUERY,
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("registering the bench-query plugin: {e}"))?;
-
-    let native: Arc<dyn Target> = Arc::new(NativeTarget::new(db, query, settings.pool_size).await?);
-    let limits = CallLimits::for_plugin(&config.limits, PLUGIN);
-    let plugin_target: Arc<dyn Target> = Arc::new(PluginTarget {
-        runtime,
-        plugin,
-        caps: SqlCaps {
-            statement_timeout: limits.statement_timeout,
-            ..SqlCaps::from_config(&config.sandbox, limits.statement_timeout)
-        },
-        limits,
-        query: query.to_string(),
-    });
-
     let mut levels = Vec::new();
     for &concurrency in &settings.levels {
-        let plugin = measure(&plugin_target, concurrency, settings, progress).await;
-        let native = measure(&native, concurrency, settings, progress).await;
+        let plugin = measure(&paths.plugin, concurrency, settings, progress).await;
+        let native = measure(&paths.native, concurrency, settings, progress).await;
         if plugin.requests == 0 {
             bail!(
                 "every request through the plugin failed: {}",
@@ -248,9 +332,10 @@ async fn measure_all(
         Span::Duration(d) => (Some(d.as_secs_f64()), None),
         Span::Requests(n) => (None, Some(n)),
     };
+    let db = &paths.db;
     Ok(QueryReport {
         server: format!("{} (PostgreSQL {})", db.target, db.server_version),
-        query: query.to_string(),
+        query: paths.query.clone(),
         rows: settings.rows,
         pool_size: settings.pool_size,
         duration_s,

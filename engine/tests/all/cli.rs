@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use crate::support::{built_plugin, fresh_database, shared_tempdir, workspace};
 
-fn assay(db_url: Option<&str>, plugin_dir: &Path) -> Command {
+pub(crate) fn assay(db_url: Option<&str>, plugin_dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_assay"));
     cmd.current_dir(plugin_dir)
         .env_remove("DATABASE_URL")

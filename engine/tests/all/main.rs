@@ -4,6 +4,7 @@
 
 mod analyze;
 mod bad_input;
+mod bench;
 mod cli;
 mod embedded;
 mod faults;

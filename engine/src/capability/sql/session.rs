@@ -30,11 +30,18 @@ use crate::runtime::bindings::sql::{Column, DbError, RowSet, SqlError, Value};
 const STALE_STATEMENT_CODES: [&str; 2] = ["0A000", "26000"];
 
 /// What ends every call's session when the statement gate is on, in the same
-/// round trip as its COMMIT or ROLLBACK: everything `DISCARD ALL` does except
-/// deallocating prepared statements, which only the host creates then (the gate
-/// refuses PREPARE), and which it keeps for the next call.
-pub const SESSION_RESET: &str = "CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); \
-     RESET ALL; SET SESSION AUTHORIZATION DEFAULT; DISCARD TEMP; DISCARD SEQUENCES";
+/// round trip as its COMMIT or ROLLBACK: what `DISCARD ALL` does that a
+/// plugin's role could need undone. Left out, each on purpose:
+/// - deallocating prepared statements: only the host creates them then (the
+///   gate refuses PREPARE), and it keeps them for the next call;
+/// - `DISCARD TEMP`: plugin roles have no TEMP privilege, so they cannot
+///   create temporary objects (an attack test checks it);
+/// - `SET SESSION AUTHORIZATION DEFAULT`: only a superuser can change it.
+///
+/// Each statement costs the server time on every call, so none is here
+/// without a reason (BENCHMARKS.md has the figures).
+pub const SESSION_RESET: &str =
+    "CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); RESET ALL; DISCARD SEQUENCES";
 
 /// Longest statement text a plugin may send. Values belong in parameters;
 /// text this long is a mistake or an attempt to make the host parse megabytes.

@@ -1,0 +1,232 @@
+//! Database paths, each beside its baseline in the same group, against a
+//! private PostgreSQL started in a temporary directory:
+//!
+//! - `point_select`: a SELECT by primary key issued from a plugin (the
+//!   `bench-query` plugin, one call per request) beside the same statement
+//!   straight through tokio-postgres, both on a pool of the same settings;
+//! - `store_findings`: the engine's batched write of a run (`store_run`,
+//!   findings through `unnest`) beside one INSERT per finding and beside a
+//!   binary COPY, each in one transaction; throughput in findings.
+//!
+//! `cargo bench -p assay-benches --bench database` (needs the PostgreSQL
+//! server binaries).
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use assay::bench::query::{DEFAULT_QUERY, QueryPaths};
+use assay::config::{Config, EmbeddedConfig};
+use assay::db::embedded::EmbeddedPostgres;
+use assay::db::{Database, store};
+use assay::pipeline::{DocumentInput, FindingRecord, Pipeline, RunReport};
+use assay::registry::Registry;
+use assay::runtime::Runtime;
+use criterion::{BenchmarkId, Criterion, Throughput};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
+
+const ROWS: u64 = 10_000;
+
+fn point_select(c: &mut Criterion, rt: &tokio::runtime::Runtime, db: &Arc<Database>) {
+    let config = Config::default();
+    let paths = rt
+        .block_on(QueryPaths::set_up(
+            db,
+            &config,
+            ROWS,
+            DEFAULT_QUERY,
+            config.sandbox.connections_per_plugin,
+            1,
+        ))
+        .expect("set up both paths");
+    let mut key = 0i64;
+    let mut next = move || {
+        key = key % ROWS as i64 + 1;
+        key
+    };
+    let mut group = c.benchmark_group("point_select");
+    group.bench_function("native", |b| b.to_async(rt).iter(|| paths.native(next())));
+    let mut next = {
+        let mut key = 0i64;
+        move || {
+            key = key % ROWS as i64 + 1;
+            key
+        }
+    };
+    group.bench_function("plugin", |b| b.to_async(rt).iter(|| paths.plugin(next())));
+    group.finish();
+    rt.block_on(paths.tear_down()).expect("clean up");
+}
+
+/// A run with `n` findings, reported by a real plugin version, ready to store.
+fn report_with(template: &RunReport, n: usize) -> RunReport {
+    let model = template.findings[0].clone();
+    let mut report = template.clone();
+    report.findings = (0..n)
+        .map(|i| FindingRecord {
+            ordinal: i as i32,
+            label: format!("bench:{}", i % 17),
+            ..model.clone()
+        })
+        .collect();
+    report
+}
+
+fn store_findings(c: &mut Criterion, rt: &tokio::runtime::Runtime, db: &Arc<Database>) {
+    let mut config = Config::default();
+    config.plugins.dir = std::env::temp_dir().join("assay-bench-no-plugins");
+    let runtime = Arc::new(Runtime::with_limits(&config).expect("runtime"));
+    let registry = Arc::new(
+        rt.block_on(Registry::load(&runtime, &config, db))
+            .expect("plugins"),
+    );
+    let pipeline = Pipeline::new(runtime, registry, Arc::clone(db), &config);
+    let template = rt
+        .block_on(
+            pipeline.run(DocumentInput {
+                source: "bench-store".into(),
+                kind: "transcript".into(),
+                metadata: Default::default(),
+                text: "Customer: the router failed, mail dana@example.com. Agent: sorry, a refund."
+                    .into(),
+            }),
+        )
+        .expect("a run to copy");
+
+    let mut group = c.benchmark_group("store_findings");
+    group.sample_size(20);
+    for n in [100usize, 1_000, 10_000] {
+        let report = report_with(&template, n);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(
+            BenchmarkId::new("engine_batched", n),
+            &report,
+            |b, report| {
+                b.to_async(rt).iter(|| async {
+                    let now = SystemTime::now();
+                    store::store_run(db, report, now, now).await.expect("store")
+                })
+            },
+        );
+        group.bench_with_input(BenchmarkId::new("row_at_a_time", n), &report, |b, report| {
+            b.to_async(rt).iter(|| async {
+                let mut conn = db.connection().await.expect("connection");
+                let tx = conn.transaction().await.expect("begin");
+                let run_id = insert_run(&tx, report).await;
+                let insert = tx
+                    .prepare(
+                        "INSERT INTO assay.findings
+                             (run_id, plugin_version_id, ordinal, label, score, span_start, span_end, data)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .await
+                    .expect("prepare");
+                for f in &report.findings {
+                    let (start, end) = span(f);
+                    tx.execute(
+                        &insert,
+                        &[&run_id, &f.version_id, &f.ordinal, &f.label, &f.score, &start, &end, &f.data],
+                    )
+                    .await
+                    .expect("insert");
+                }
+                tx.commit().await.expect("commit");
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("binary_copy", n), &report, |b, report| {
+            b.to_async(rt).iter(|| async {
+                let mut conn = db.connection().await.expect("connection");
+                let tx = conn.transaction().await.expect("begin");
+                let run_id = insert_run(&tx, report).await;
+                let sink = tx
+                    .copy_in(
+                        "COPY assay.findings
+                             (run_id, plugin_version_id, ordinal, label, score, span_start, span_end, data)
+                         FROM STDIN BINARY",
+                    )
+                    .await
+                    .expect("copy");
+                let writer = BinaryCopyInWriter::new(
+                    sink,
+                    &[
+                        Type::UUID,
+                        Type::INT8,
+                        Type::INT4,
+                        Type::TEXT,
+                        Type::FLOAT8,
+                        Type::INT4,
+                        Type::INT4,
+                        Type::JSONB,
+                    ],
+                );
+                futures::pin_mut!(writer);
+                for f in &report.findings {
+                    let (start, end) = span(f);
+                    writer
+                        .as_mut()
+                        .write(&[&run_id, &f.version_id, &f.ordinal, &f.label, &f.score, &start, &end, &f.data])
+                        .await
+                        .expect("row");
+                }
+                writer.finish().await.expect("finish");
+                tx.commit().await.expect("commit");
+            })
+        });
+    }
+    group.finish();
+}
+
+fn span(f: &FindingRecord) -> (Option<i32>, Option<i32>) {
+    match f.span {
+        Some([start, end]) => (Some(start as i32), Some(end as i32)),
+        None => (None, None),
+    }
+}
+
+async fn insert_run(tx: &tokio_postgres::Transaction<'_>, report: &RunReport) -> uuid::Uuid {
+    let now = SystemTime::now();
+    tx.query_one(
+        "INSERT INTO assay.runs (document_id, started_at, finished_at, status, analyzed_text)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        &[
+            &report.document_id,
+            &now,
+            &now,
+            &report.status,
+            &report.analyzed_text,
+        ],
+    )
+    .await
+    .expect("run")
+    .get(0)
+}
+
+fn main() {
+    // `cargo test --benches` runs bench binaries to check they build; there is
+    // nothing to test here without a server.
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().expect("tokio");
+    let root = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let server = EmbeddedPostgres::start(&EmbeddedConfig {
+        data_dir: root.path().join("pg"),
+        bin_dir: None,
+    })
+    .expect("embedded PostgreSQL");
+    let db = Arc::new(
+        rt.block_on(Database::open_with(
+            server.pg_config("postgres"),
+            &Config::default().database,
+        ))
+        .expect("database"),
+    );
+    let mut criterion = Criterion::default().configure_from_args();
+    point_select(&mut criterion, &rt, &db);
+    store_findings(&mut criterion, &rt, &db);
+    criterion.final_summary();
+    drop(db);
+    drop(server);
+}

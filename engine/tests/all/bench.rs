@@ -1,0 +1,140 @@
+//! `assay bench`: what it prints is computed from what it measured, it covers
+//! every level asked for, and it leaves nothing behind in the database.
+//! (No timing is asserted: speed is reported, never tested.)
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+
+use crate::cli::assay;
+use crate::support::{fresh_database, shared_tempdir, workspace};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_query_reports_both_paths_per_level_and_cleans_up() {
+    let db = fresh_database().await;
+    let dir = shared_tempdir();
+    let out = assay(Some(&db.url), dir.path())
+        .args([
+            "bench",
+            "query",
+            "--concurrency",
+            "1,3",
+            "--requests",
+            "60",
+            "--rows",
+            "500",
+            "--warmup",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let levels = report["levels"].as_array().unwrap();
+    assert_eq!(
+        levels
+            .iter()
+            .map(|l| l["concurrency"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 3]
+    );
+    for level in levels {
+        for path in ["plugin", "native"] {
+            let r = &level[path];
+            assert_eq!(r["requests"], 60, "{path}: {r}");
+            assert_eq!(r["errors"], 0, "{path}: {r}");
+            let recomputed = r["requests"].as_f64().unwrap() / r["seconds"].as_f64().unwrap();
+            let throughput = r["throughput_per_s"].as_f64().unwrap();
+            assert!((recomputed - throughput).abs() <= 1e-6 * throughput, "{r}");
+            let latency = &r["latency"];
+            let (p50, p95, p99) = (
+                latency["p50_ms"].as_f64().unwrap(),
+                latency["p95_ms"].as_f64().unwrap(),
+                latency["p99_ms"].as_f64().unwrap(),
+            );
+            assert!(0.0 < p50 && p50 <= p95 && p95 <= p99, "{latency}");
+        }
+        let ratio = level["ratio"].as_f64().unwrap();
+        let recomputed = level["plugin"]["throughput_per_s"].as_f64().unwrap()
+            / level["native"]["throughput_per_s"].as_f64().unwrap();
+        assert!((ratio - recomputed).abs() < 1e-9, "{level}");
+    }
+    assert_eq!(report["rows"], 500);
+    assert_eq!(report["requests_per_run"], 60);
+
+    // Its table, and the plugin's database access, are gone.
+    let client = db.client().await;
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'assay_bench_%' OR nspname = 'plugin_bench_query'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "schemas left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_that_cannot_run_is_named_and_nothing_is_left() {
+    let db = fresh_database().await;
+    let dir = shared_tempdir();
+    let out = assay(Some(&db.url), dir.path())
+        .args([
+            "bench",
+            "query",
+            "--requests",
+            "5",
+            "--query",
+            "SELECT nope FROM {table} WHERE id = $1",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not prepare") && stderr.contains("nope"),
+        "{stderr}"
+    );
+    let client = db.client().await;
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'assay_bench_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_pipeline_stores_the_repeated_corpus_then_deletes_it() {
+    let db = fresh_database().await;
+    let dir = shared_tempdir();
+    let out = assay(Some(&db.url), dir.path())
+        .args(["bench", "pipeline", "--count", "13", "--json"])
+        .arg(workspace().join("examples"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["documents"], 13, "{report}");
+    assert_eq!(report["corpus_documents"], 10);
+    assert_eq!(report["failed_documents"], 0);
+    let findings = report["findings"].as_f64().unwrap();
+    assert!(findings > 0.0);
+    let per_s = report["findings_per_s"].as_f64().unwrap();
+    let recomputed = findings / report["seconds"].as_f64().unwrap();
+    assert!((per_s - recomputed).abs() <= 1e-6 * per_s, "{report}");
+    let client = db.client().await;
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM assay.documents", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the benchmark's documents were deleted");
+}
