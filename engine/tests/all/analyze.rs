@@ -190,3 +190,44 @@ async fn triggers_decide_whether_a_plugin_runs() {
         .get(0);
     assert_eq!(skipped, 1);
 }
+
+/// Many documents sharing terms, analysed at once: `history` updates the same
+/// counters from concurrent calls and must neither deadlock nor lose a count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_documents_sharing_terms_are_all_counted() {
+    let dir = shared_tempdir();
+    let engine = engine_with(dir.path(), |_| {}).await;
+    let words = ["router", "refund", "outage", "invoice", "modem", "billing"];
+    let runs: Vec<_> = (0..16)
+        .map(|i| {
+            let pipeline = engine.pipeline.clone();
+            // The same terms, in a different order each time.
+            let mut text: Vec<&str> = words.to_vec();
+            text.rotate_left(i % words.len());
+            if i % 2 == 1 {
+                text.reverse();
+            }
+            let text = format!("Customer: {}. The {} again.", text.join(" and "), text[0]);
+            tokio::spawn(async move {
+                pipeline
+                    .run(doc(&format!("c{i}"), "transcript", &text))
+                    .await
+            })
+        })
+        .collect();
+    for run in runs {
+        let report = run.await.unwrap().unwrap();
+        let history = outcome(&report, "history");
+        assert_eq!(history.outcome, "ok", "{history:?}");
+    }
+    let client = engine.test_db.client().await;
+    let documents: i32 = client
+        .query_one(
+            "SELECT max(documents) FROM plugin_history.term_counts WHERE term = 'router'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(documents, 16, "every document counted once");
+}

@@ -170,9 +170,11 @@ fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
     });
 
     if first_time {
+        // Rows are locked in term order: concurrent calls sharing terms then
+        // wait for each other instead of deadlocking.
         sql::execute(
             "INSERT INTO term_counts (grp, term, documents, mentions)
-             SELECT $1, t, 1, c FROM unnest($2::text[], $3::int8[]) AS u(t, c)
+             SELECT $1, t, 1, c FROM unnest($2::text[], $3::int8[]) AS u(t, c) ORDER BY t
              ON CONFLICT (grp, term) DO UPDATE
              SET documents = term_counts.documents + 1, mentions = term_counts.mentions + EXCLUDED.mentions",
             &[group_param.clone(), Value::TextArray(names), Value::IntArray(counts)],
