@@ -58,12 +58,7 @@ fn main() {
         "/// Components built into the binary: (file name, bytes).\npub static BUNDLED: &[(&str, &[u8])] = &[\n",
     );
     for (_, file) in BUNDLED {
-        let path = out_dir.join(file);
-        assert!(
-            path.is_file(),
-            "plugin build did not produce {}",
-            path.display()
-        );
+        let path = built(&out_dir, file);
         writeln!(
             code,
             "    ({file:?}, include_bytes!({:?})),",
@@ -73,12 +68,7 @@ fn main() {
     }
     code.push_str("];\n");
     for (krate, file) in TOOLS {
-        let path = out_dir.join(file);
-        assert!(
-            path.is_file(),
-            "plugin build did not produce {}",
-            path.display()
-        );
+        let path = built(&out_dir, file);
         writeln!(
             code,
             "/// The `{krate}` plugin, built in for the tool that uses it.\npub static {}: &[u8] = include_bytes!({:?});",
@@ -96,6 +86,17 @@ fn main() {
     let generated =
         PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("bundled.rs");
     std::fs::write(&generated, code).expect("write bundled.rs");
+}
+
+/// The path of a component the plugin build must have produced.
+fn built(out_dir: &Path, file: &str) -> PathBuf {
+    let path = out_dir.join(file);
+    assert!(
+        path.is_file(),
+        "plugin build did not produce {}",
+        path.display()
+    );
+    path
 }
 
 /// The wasm target comes with `rust-toolchain.toml`, but rustup only installs

@@ -11,13 +11,13 @@
 //! `cargo bench -p assay-benches --bench database` (needs the PostgreSQL
 //! server binaries).
 
-use std::os::unix::fs::PermissionsExt as _;
+mod support;
+
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use assay::bench::query::{DEFAULT_QUERY, QueryPaths};
-use assay::config::{Config, EmbeddedConfig};
-use assay::db::embedded::EmbeddedPostgres;
+use assay::config::Config;
 use assay::db::{Database, store};
 use assay::pipeline::{DocumentInput, FindingRecord, Pipeline, RunReport};
 use assay::registry::Registry;
@@ -203,19 +203,11 @@ async fn insert_run(tx: &tokio_postgres::Transaction<'_>, report: &RunReport) ->
 }
 
 fn main() {
-    // `cargo test --benches` runs bench binaries to check they build; there is
-    // nothing to test here without a server.
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
+    if support::only_listing() {
         return;
     }
     let rt = tokio::runtime::Runtime::new().expect("tokio");
-    let root = tempfile::tempdir().expect("temp dir");
-    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let server = EmbeddedPostgres::start(&EmbeddedConfig {
-        data_dir: root.path().join("pg"),
-        bin_dir: None,
-    })
-    .expect("embedded PostgreSQL");
+    let (server, _root) = support::private_server();
     let db = Arc::new(
         rt.block_on(Database::open_with(
             server.pg_config("postgres"),

@@ -7,12 +7,13 @@
 //! binaries; starts a private server in a temporary directory). Set
 //! `RELOAD_SAMPLES` to change the number of reloads per plugin and mode.
 
-use std::os::unix::fs::PermissionsExt as _;
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use assay::config::{Config, EmbeddedConfig};
+use assay::config::Config;
 use assay::db::Database;
 use assay::db::embedded::EmbeddedPostgres;
 use assay::pipeline::{DocumentInput, Pipeline};
@@ -124,8 +125,7 @@ fn summary(samples: &mut [Duration]) -> String {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing to run.
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
+    if support::only_listing() {
         return;
     }
     let samples: usize = std::env::var("RELOAD_SAMPLES")
@@ -133,13 +133,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     let rt = tokio::runtime::Runtime::new().expect("tokio");
-    let root = tempfile::tempdir().expect("temp dir");
-    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let server = EmbeddedPostgres::start(&EmbeddedConfig {
-        data_dir: root.path().join("pg"),
-        bin_dir: None,
-    })
-    .expect("embedded PostgreSQL");
+    let (server, root) = support::private_server();
     let plugin_dir = root.path().join("plugins");
     let cache_dir = root.path().join("cache");
     std::fs::create_dir_all(&plugin_dir).expect("plugin dir");

@@ -7,15 +7,24 @@
 use serde_json::Value;
 
 use crate::cli::assay;
-use crate::support::{fresh_database, shared_tempdir, workspace};
+use crate::support::{TestDb, fresh_database, shared_tempdir, workspace};
+
+/// `assay bench ARGS` against `db`, from an empty working directory.
+fn bench(db: &TestDb, args: &[&str]) -> std::process::Output {
+    let dir = shared_tempdir();
+    assay(Some(&db.url), dir.path())
+        .arg("bench")
+        .args(args)
+        .output()
+        .unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_query_reports_both_paths_per_level_and_cleans_up() {
     let db = fresh_database().await;
-    let dir = shared_tempdir();
-    let out = assay(Some(&db.url), dir.path())
-        .args([
-            "bench",
+    let out = bench(
+        &db,
+        &[
             "query",
             "--concurrency",
             "1,3",
@@ -26,9 +35,8 @@ async fn bench_query_reports_both_paths_per_level_and_cleans_up() {
             "--warmup",
             "2",
             "--json",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -80,18 +88,16 @@ async fn bench_query_reports_both_paths_per_level_and_cleans_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_that_cannot_run_is_named_and_nothing_is_left() {
     let db = fresh_database().await;
-    let dir = shared_tempdir();
-    let out = assay(Some(&db.url), dir.path())
-        .args([
-            "bench",
+    let out = bench(
+        &db,
+        &[
             "query",
             "--requests",
             "5",
             "--query",
             "SELECT nope FROM {table} WHERE id = $1",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -113,12 +119,17 @@ async fn a_query_that_cannot_run_is_named_and_nothing_is_left() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_pipeline_stores_the_repeated_corpus_then_deletes_it() {
     let db = fresh_database().await;
-    let dir = shared_tempdir();
-    let out = assay(Some(&db.url), dir.path())
-        .args(["bench", "pipeline", "--count", "13", "--json"])
-        .arg(workspace().join("examples"))
-        .output()
-        .unwrap();
+    let examples = workspace().join("examples");
+    let out = bench(
+        &db,
+        &[
+            "pipeline",
+            "--count",
+            "13",
+            "--json",
+            examples.to_str().unwrap(),
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
