@@ -2,19 +2,32 @@
 //!
 //! A run is stored in one transaction — the run row, one row per plugin outcome,
 //! every finding — so a failure at any point leaves all of it or none. Findings
-//! go in batches through `unnest` of column arrays: one statement per batch, not
-//! one per finding.
+//! go in by binary COPY, streamed: no statement per finding, nothing for the
+//! server to parse but the rows (BENCHMARKS.md compares it with the
+//! alternatives).
 
 use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use super::{Database, DbError};
-use crate::pipeline::{DocumentInput, RunReport};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
 
-/// Findings written per statement; bounds the size of one bind message.
-pub const FINDINGS_PER_BATCH: usize = 2_000;
+use super::{Database, DbError};
+
+/// Column types of the COPY into `assay.findings`, in its column order.
+const FINDING_COLUMNS: [Type; 8] = [
+    Type::UUID,
+    Type::INT8,
+    Type::INT4,
+    Type::TEXT,
+    Type::FLOAT8,
+    Type::INT4,
+    Type::INT4,
+    Type::JSONB,
+];
+use crate::pipeline::{DocumentInput, RunReport};
 
 /// Inserts the document, or finds it if the same content from the same source was
 /// seen before (then its kind, metadata and last-seen time are updated).
@@ -87,43 +100,39 @@ pub async fn store_run(
     .await
     .map_err(DbError::query("storing plugin outcomes"))?;
 
-    let insert = tx
-        .prepare(
-            "INSERT INTO assay.findings
-                 (run_id, plugin_version_id, ordinal, label, score, span_start, span_end, data)
-             SELECT $1, * FROM unnest($2::int8[], $3::int4[], $4::text[], $5::float8[], $6::int4[], $7::int4[], $8::jsonb[])",
-        )
-        .await
-        .map_err(DbError::query("preparing the findings insert"))?;
-    for batch in report.findings.chunks(FINDINGS_PER_BATCH) {
-        let version_ids: Vec<i64> = batch.iter().map(|f| f.version_id).collect();
-        let ordinals: Vec<i32> = batch.iter().map(|f| f.ordinal).collect();
-        let labels: Vec<&str> = batch.iter().map(|f| f.label.as_str()).collect();
-        let scores: Vec<Option<f64>> = batch.iter().map(|f| f.score).collect();
-        let starts: Vec<Option<i32>> = batch
-            .iter()
-            .map(|f| f.span.and_then(|s| i32::try_from(s[0]).ok()))
-            .collect();
-        let ends: Vec<Option<i32>> = batch
-            .iter()
-            .map(|f| f.span.and_then(|s| i32::try_from(s[1]).ok()))
-            .collect();
-        let data: Vec<&serde_json::Value> = batch.iter().map(|f| &f.data).collect();
-        tx.execute(
-            &insert,
-            &[
-                &run_id,
-                &version_ids,
-                &ordinals,
-                &labels,
-                &scores,
-                &starts,
-                &ends,
-                &data,
-            ],
-        )
-        .await
-        .map_err(DbError::query("storing findings"))?;
+    if !report.findings.is_empty() {
+        let sink = tx
+            .copy_in(
+                "COPY assay.findings
+                     (run_id, plugin_version_id, ordinal, label, score, span_start, span_end, data)
+                 FROM STDIN BINARY",
+            )
+            .await
+            .map_err(DbError::query("starting to store findings"))?;
+        let writer = BinaryCopyInWriter::new(sink, &FINDING_COLUMNS);
+        futures::pin_mut!(writer);
+        for f in &report.findings {
+            let start = f.span.and_then(|s| i32::try_from(s[0]).ok());
+            let end = f.span.and_then(|s| i32::try_from(s[1]).ok());
+            writer
+                .as_mut()
+                .write(&[
+                    &run_id,
+                    &f.version_id,
+                    &f.ordinal,
+                    &f.label,
+                    &f.score,
+                    &start,
+                    &end,
+                    &f.data,
+                ])
+                .await
+                .map_err(DbError::query("storing findings"))?;
+        }
+        writer
+            .finish()
+            .await
+            .map_err(DbError::query("storing findings"))?;
     }
     tx.commit()
         .await
