@@ -25,7 +25,6 @@ use assay::registry::Registry;
 use assay::runtime::Runtime;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
 
 const ROWS: u64 = 10_000;
 
@@ -136,33 +135,23 @@ fn store_findings(c: &mut Criterion, rt: &tokio::runtime::Runtime, db: &Arc<Data
                 let mut conn = db.connection().await.expect("connection");
                 let tx = conn.transaction().await.expect("begin");
                 let run_id = insert_run(&tx, report).await;
-                let sink = tx
-                    .copy_in(
-                        "COPY assay.findings
-                             (run_id, plugin_version_id, ordinal, label, score, span_start, span_end, data)
-                         FROM STDIN BINARY",
-                    )
-                    .await
-                    .expect("copy");
-                let writer = BinaryCopyInWriter::new(
-                    sink,
-                    &[
-                        Type::UUID,
-                        Type::INT8,
-                        Type::INT4,
-                        Type::TEXT,
-                        Type::FLOAT8,
-                        Type::INT4,
-                        Type::INT4,
-                        Type::JSONB,
-                    ],
-                );
+                let sink = tx.copy_in(store::COPY_FINDINGS).await.expect("copy");
+                let writer = BinaryCopyInWriter::new(sink, &store::FINDING_COLUMNS);
                 futures::pin_mut!(writer);
                 for f in &report.findings {
                     let (start, end) = span(f);
                     writer
                         .as_mut()
-                        .write(&[&run_id, &f.version_id, &f.ordinal, &f.label, &f.score, &start, &end, &f.data])
+                        .write(&[
+                            &run_id,
+                            &f.version_id,
+                            &f.ordinal,
+                            &f.label,
+                            &f.score,
+                            &start,
+                            &end,
+                            &f.data,
+                        ])
                         .await
                         .expect("row");
                 }

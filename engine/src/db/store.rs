@@ -16,8 +16,13 @@ use tokio_postgres::types::Type;
 
 use super::{Database, DbError};
 
-/// Column types of the COPY into `assay.findings`, in its column order.
-const FINDING_COLUMNS: [Type; 8] = [
+/// The COPY that stores findings.
+pub const COPY_FINDINGS: &str = "COPY assay.findings
+     (run_id, plugin_version_id, ordinal, label, score, span_start, span_end, data)
+ FROM STDIN BINARY";
+
+/// Column types of [`COPY_FINDINGS`], in its column order.
+pub const FINDING_COLUMNS: [Type; 8] = [
     Type::UUID,
     Type::INT8,
     Type::INT4,
@@ -102,11 +107,7 @@ pub async fn store_run(
 
     if !report.findings.is_empty() {
         let sink = tx
-            .copy_in(
-                "COPY assay.findings
-                     (run_id, plugin_version_id, ordinal, label, score, span_start, span_end, data)
-                 FROM STDIN BINARY",
-            )
+            .copy_in(COPY_FINDINGS)
             .await
             .map_err(DbError::query("starting to store findings"))?;
         let writer = BinaryCopyInWriter::new(sink, &FINDING_COLUMNS);
