@@ -32,8 +32,10 @@ const STALE_STATEMENT_CODES: [&str; 2] = ["0A000", "26000"];
 /// What ends every call's session when the statement gate is on, in the same
 /// round trip as its COMMIT or ROLLBACK: what `DISCARD ALL` does that a
 /// plugin's role could need undone. Left out, each on purpose:
-/// - deallocating prepared statements: only the host creates them then (the
-///   gate refuses PREPARE), and it keeps them for the next call;
+/// - deallocating prepared statements: the host keeps its own for the next
+///   call. The gate refuses PREPARE; one prepared another way (inside a
+///   function the plugin's migrations define) would only ever be seen by the
+///   same plugin on the same connection, and grants nothing;
 /// - `DISCARD TEMP`: plugin roles have no TEMP privilege, so they cannot
 ///   create temporary objects (an attack test checks it);
 /// - `SET SESSION AUTHORIZATION DEFAULT`: only a superuser can change it.
