@@ -5,9 +5,32 @@
 //! only gives plugin authors a precise message before the server is asked, and
 //! narrows what reaches it. The attack tests run with the gate off as well.
 //!
-//! It works on tokens, not on a full parse: comments, string literals
-//! (including `E''` and dollar quoting) and quoted identifiers are recognised, so
-//! `SELECT 'SET ROLE x'` passes and `SELECT "set_config"('role', …)` does not.
+//! It works on tokens rather than a full parse, and on the server's own
+//! tokens: the `lexer` follows PostgreSQL's `scan.l` (14–17) rule by rule (whitespace,
+//! `--` and nested `/* */` comments, identifiers folded and truncated as the
+//! server does, quoted and `U&"…"` identifiers with `UESCAPE`, `''`, `E''`,
+//! `U&''`, `B''`, `X''`, `N''` and dollar-quoted strings with the server's
+//! continuation rule, numbers, parameters and operators). A name is judged
+//! by what the server resolves it to, never by how it is spelled: `SET_CONFIG`,
+//! `"set_config"`, `pg_catalog . /* */ set_config` and `U&"\0073et_config"` are
+//! one function, and `SELECT 'SET ROLE x'` is a string.
+//!
+//! What it refuses, each in every spelling the server accepts:
+//! - more than one statement per call;
+//! - statements by their leading keywords (`DENIED_STATEMENTS`, after any
+//!   `EXPLAIN` prefix and leading parentheses), the same keywords as schema
+//!   elements of `CREATE SCHEMA`, temporary and unlogged tables however made
+//!   (`SELECT … INTO TEMP`, objects in `pg_temp`, `ALTER TABLE … SET UNLOGGED`);
+//! - calls of `DENIED_FUNCTIONS` anywhere in the statement, whatever the
+//!   qualifier, also in attribute notation (`(600).pg_sleep` calls `pg_sleep`);
+//! - writes to system catalogs and views (`UPDATE pg_settings` is `SET` by
+//!   another name), and views over `pg_settings` (updating one is too).
+//!
+//! Reading system views stays allowed.
+
+mod lexer;
+
+use lexer::{LexError, Token};
 
 /// Statements (by their leading keywords) no plugin may run, and why.
 const DENIED_STATEMENTS: &[(&[&str], &str)] = &[
@@ -173,10 +196,94 @@ const DENIED_STATEMENTS: &[(&[&str], &str)] = &[
         "the plugin's schema is managed by the host",
     ),
     (&["drop", "owned"], "ownership belongs to the operator"),
+    (
+        &["alter", "routine"],
+        "plugins cannot alter functions or procedures",
+    ),
+    (&["alter", "aggregate"], "plugins cannot alter functions"),
+    (&["alter", "operator"], "plugins cannot alter operators"),
+    (&["alter", "language"], "languages belong to the operator"),
+    (
+        &["alter", "server"],
+        "foreign servers belong to the operator",
+    ),
+    (
+        &["alter", "foreign"],
+        "foreign data belongs to the operator",
+    ),
+    (
+        &["alter", "subscription"],
+        "replication belongs to the operator",
+    ),
+    (
+        &["alter", "publication"],
+        "replication belongs to the operator",
+    ),
+    (
+        &["alter", "tablespace"],
+        "tablespaces belong to the operator",
+    ),
+    (&["alter", "event"], "plugins cannot alter event triggers"),
+    (
+        &["alter", "large"],
+        "large objects are not available to plugins",
+    ),
+    (&["create", "transform"], "plugins cannot create transforms"),
+    (
+        &["create", "access"],
+        "access methods belong to the operator",
+    ),
+    (
+        &["create", "conversion"],
+        "plugins cannot create conversions",
+    ),
+    (&["create", "default"], "plugins cannot create conversions"),
+    (
+        &["drop", "function"],
+        "plugins cannot create or drop functions",
+    ),
+    (
+        &["drop", "procedure"],
+        "plugins cannot create or drop procedures",
+    ),
+    (
+        &["drop", "routine"],
+        "plugins cannot create or drop functions or procedures",
+    ),
+    (
+        &["drop", "aggregate"],
+        "plugins cannot create or drop functions",
+    ),
+    (&["drop", "extension"], "extensions belong to the operator"),
+    (&["drop", "language"], "languages belong to the operator"),
+    (
+        &["drop", "server"],
+        "foreign servers belong to the operator",
+    ),
+    (&["drop", "foreign"], "foreign data belongs to the operator"),
+    (
+        &["drop", "subscription"],
+        "replication belongs to the operator",
+    ),
+    (
+        &["drop", "publication"],
+        "replication belongs to the operator",
+    ),
+    (
+        &["drop", "tablespace"],
+        "tablespaces belong to the operator",
+    ),
+    (&["drop", "event"], "plugins cannot drop event triggers"),
+    (&["drop", "access"], "access methods belong to the operator"),
+    (&["drop", "transform"], "plugins cannot drop transforms"),
+    (&["import"], "foreign data belongs to the operator"),
 ];
 
-/// Functions no plugin may call (matched on the unqualified, lowercased name;
-/// a trailing `*` matches a prefix).
+/// Functions no plugin may call, matched on the resolved name whatever its
+/// qualifier; a trailing `*` matches a prefix. A call is `name(…)` or the
+/// attribute notation `expr.name`, so no pattern may match the name of a
+/// system view plugins read (hence the exact adminpack names below, which
+/// `pg_file_settings` must not match).
 const DENIED_FUNCTIONS: &[(&str, &str)] = &[
     ("set_config", "settings belong to the host"),
     (
@@ -197,7 +304,22 @@ const DENIED_FUNCTIONS: &[(&str, &str)] = &[
     ("pg_read*", "server files are not available to plugins"),
     ("pg_ls_*", "server files are not available to plugins"),
     ("pg_stat_file", "server files are not available to plugins"),
-    ("pg_file_*", "server files are not available to plugins"),
+    ("pg_file_write", "server files are not available to plugins"),
+    (
+        "pg_file_rename",
+        "server files are not available to plugins",
+    ),
+    (
+        "pg_file_unlink",
+        "server files are not available to plugins",
+    ),
+    ("pg_file_sync", "server files are not available to plugins"),
+    ("pg_file_read", "server files are not available to plugins"),
+    (
+        "pg_file_length",
+        "server files are not available to plugins",
+    ),
+    ("pg_logdir_ls", "server files are not available to plugins"),
     (
         "dblink*",
         "connections to other databases are not available to plugins",
@@ -227,6 +349,10 @@ const DENIED_FUNCTIONS: &[(&str, &str)] = &[
     // These run an SQL string given as an argument, past any inspection here.
     ("query_to_xml*", "it runs SQL from a string"),
     ("query_to_xmlschema", "it runs SQL from a string"),
+    ("ts_stat", "it runs SQL from a string"),
+    ("ts_rewrite", "it can run SQL from a string"),
+    ("crosstab*", "it runs SQL from a string"),
+    ("connectby", "it runs SQL built from its arguments"),
     ("cursor_to_xml*", "cursors are not available to plugins"),
 ];
 
@@ -235,30 +361,22 @@ const DENIED_FUNCTIONS: &[(&str, &str)] = &[
 #[error("{0}")]
 pub struct Denied(pub String);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
-    /// A keyword or unquoted identifier, lowercased.
-    Word(String),
-    /// A quoted identifier, as written between the quotes.
-    Quoted(String),
-    /// A string, number or other literal (content irrelevant here).
-    Literal,
-    /// `;`
-    Semicolon,
-    /// `(`
-    Open,
-    /// `)`
-    Close,
-    /// `.`
-    Dot,
-    /// Any other operator or punctuation.
-    Other,
-}
+const TEMPORARY: &str = "temporary objects would outlive the call on a pooled connection";
+const UNLOGGED: &str = "unlogged tables lose data on a crash; use a normal table";
+const SYSTEM: &str = "system catalogs and views belong to the server";
 
 /// Checks one plugin statement. `Ok` means it may be sent to the server, which
 /// still decides by privileges.
 pub fn check(statement: &str) -> Result<(), Denied> {
-    let tokens = tokenize(statement)?;
+    if statement.contains('\0') {
+        // The server reads SQL text as a C string: it would stop at the NUL
+        // and run less than the gate read.
+        return Err(Denied("the statement contains a NUL byte".into()));
+    }
+    let tokens = lexer::tokenize(statement).map_err(|e| match e {
+        LexError::Unterminated(what) => Denied(format!("the statement has an unterminated {what}")),
+        LexError::Unreadable(why) => Denied(format!("the statement cannot be read: {why}")),
+    })?;
     let mut statements = tokens
         .split(|t| *t == Token::Semicolon)
         .filter(|s| !s.is_empty());
@@ -272,229 +390,339 @@ pub fn check(statement: &str) -> Result<(), Denied> {
         ));
     }
     check_leading_keywords(first)?;
-    check_function_calls(first)
+    check_schema_elements(first)?;
+    check_temporary_and_unlogged(first)?;
+    check_function_calls(first)?;
+    check_system_writes(first)?;
+    check_settings_views(first)
 }
 
-fn words(tokens: &[Token]) -> impl Iterator<Item = &str> {
-    tokens.iter().map_while(|t| match t {
-        Token::Word(w) => Some(w.as_str()),
+/// The first keyword of `statement`, ASCII-lowercased as the server folds it,
+/// after whitespace, comments and leading `(`; `None` if the statement does not
+/// start with a word or cannot be lexed.
+pub fn leading_keyword(statement: &str) -> Option<String> {
+    let tokens = lexer::tokenize(statement).ok()?;
+    match tokens.iter().find(|t| **t != Token::Open)? {
+        Token::Word(w) => Some(w.clone()),
         _ => None,
-    })
+    }
+}
+
+/// A keyword can only be an unquoted word: `"set"` is an identifier.
+fn keyword(token: Option<&Token>) -> Option<&str> {
+    match token {
+        Some(Token::Word(w)) => Some(w),
+        _ => None,
+    }
+}
+
+/// A name as the server resolves it: a folded word or a decoded identifier.
+fn name(token: Option<&Token>) -> Option<&str> {
+    match token {
+        Some(Token::Word(w) | Token::Quoted(w)) => Some(w),
+        _ => None,
+    }
+}
+
+fn leading_words(tokens: &[Token]) -> Vec<&str> {
+    tokens
+        .iter()
+        .map_while(|t| keyword(Some(t)))
+        .take(3)
+        .collect()
+}
+
+/// The tokens after a balanced `( … )` group that `tokens` starts with.
+fn after_group(tokens: &[Token]) -> &[Token] {
+    let mut depth = 0usize;
+    for (i, t) in tokens.iter().enumerate() {
+        match t {
+            Token::Open => depth += 1,
+            Token::Close => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return tokens.get(i + 1..).unwrap_or_default();
+                }
+            }
+            _ => {}
+        }
+    }
+    &[]
+}
+
+/// The statement an `EXPLAIN [ANALYZE] [VERBOSE] [(options)]` prefix and leading
+/// parentheses wrap: with ANALYZE it is executed, so it is what is judged.
+fn unwrapped(tokens: &[Token]) -> &[Token] {
+    let mut rest = tokens;
+    loop {
+        match rest.split_first() {
+            Some((Token::Word(w), tail))
+                if matches!(w.as_str(), "explain" | "analyze" | "analyse" | "verbose") =>
+            {
+                rest = if tail.first() == Some(&Token::Open) {
+                    after_group(tail)
+                } else {
+                    tail
+                };
+            }
+            Some((Token::Open, tail)) => rest = tail,
+            _ => return rest,
+        }
+    }
+}
+
+fn denied_statement(tokens: &[Token]) -> Option<Denied> {
+    let leading = leading_words(tokens);
+    DENIED_STATEMENTS
+        .iter()
+        .find(|(keywords, _)| leading.starts_with(keywords))
+        .map(|(keywords, why)| {
+            Denied(format!(
+                "{} is not allowed for plugins: {why}",
+                keywords.join(" ").to_uppercase()
+            ))
+        })
 }
 
 fn check_leading_keywords(tokens: &[Token]) -> Result<(), Denied> {
-    // `EXPLAIN [ANALYZE] [VERBOSE] [(options)] statement` executes the statement
-    // with ANALYZE: judge the statement it wraps.
-    let mut rest = tokens;
-    while let Some(Token::Word(w)) = rest.first() {
-        match w.as_str() {
-            "explain" | "analyze" | "analyse" | "verbose" => rest = &rest[1..],
-            _ => break,
-        }
-        if rest.first() == Some(&Token::Open) {
-            let close = rest
-                .iter()
-                .position(|t| *t == Token::Close)
-                .unwrap_or(rest.len());
-            rest = rest.get(close + 1..).unwrap_or(&[]);
+    denied_statement(unwrapped(tokens)).map_or(Ok(()), Err)
+}
+
+/// `CREATE SCHEMA s CREATE … GRANT …` runs each element as a statement of its
+/// own: judge each as one.
+fn check_schema_elements(tokens: &[Token]) -> Result<(), Denied> {
+    let tokens = unwrapped(tokens);
+    if !leading_words(tokens).starts_with(&["create", "schema"]) {
+        return Ok(());
+    }
+    for (i, t) in tokens.iter().enumerate().skip(2) {
+        if matches!(keyword(Some(t)), Some("create" | "grant"))
+            && let Some(denied) = tokens.get(i..).and_then(denied_statement)
+        {
+            return Err(denied);
         }
     }
-    // Leading parentheses: `(SELECT …)`.
-    while rest.first() == Some(&Token::Open) {
-        rest = &rest[1..];
-    }
-    let leading: Vec<&str> = words(rest).take(3).collect();
-    for (keywords, why) in DENIED_STATEMENTS {
-        if leading.len() >= keywords.len() && leading[..keywords.len()] == **keywords {
+    Ok(())
+}
+
+fn is_temporary_schema(name: &str) -> bool {
+    name == "pg_temp" || name.starts_with("pg_temp_") || name.starts_with("pg_toast_temp_")
+}
+
+/// Temporary and unlogged tables by other spellings than `CREATE TEMP` and
+/// `CREATE UNLOGGED`.
+fn check_temporary_and_unlogged(tokens: &[Token]) -> Result<(), Denied> {
+    let altering = leading_words(unwrapped(tokens)).first() == Some(&"alter");
+    for i in 0..tokens.len() {
+        let at = |k: usize| tokens.get(k);
+        if let Some(n) = name(at(i))
+            && at(i + 1) == Some(&Token::Dot)
+            && is_temporary_schema(n)
+        {
             return Err(Denied(format!(
-                "{} is not allowed for plugins: {why}",
-                keywords.join(" ").to_uppercase()
+                "objects in {n} are not allowed for plugins: {TEMPORARY}"
+            )));
+        }
+        match keyword(at(i)) {
+            // `SELECT … INTO [TEMP | TEMPORARY | LOCAL TEMP | UNLOGGED] t`;
+            // after INSERT or MERGE, INTO names an existing table.
+            Some("into")
+                if !matches!(
+                    i.checked_sub(1).and_then(|p| keyword(at(p))),
+                    Some("insert" | "merge")
+                ) =>
+            {
+                let next = keyword(at(i + 1));
+                let temporary = matches!(next, Some("temp" | "temporary"))
+                    || (matches!(next, Some("local" | "global"))
+                        && matches!(keyword(at(i + 2)), Some("temp" | "temporary")));
+                if temporary {
+                    return Err(Denied(format!(
+                        "SELECT INTO TEMP is not allowed for plugins: {TEMPORARY}"
+                    )));
+                }
+                if next == Some("unlogged") {
+                    return Err(Denied(format!(
+                        "SELECT INTO UNLOGGED is not allowed for plugins: {UNLOGGED}"
+                    )));
+                }
+            }
+            Some("set") if altering && keyword(at(i + 1)) == Some("unlogged") => {
+                return Err(Denied(format!(
+                    "SET UNLOGGED is not allowed for plugins: {UNLOGGED}"
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn denied_function(name: &str) -> Option<&'static str> {
+    DENIED_FUNCTIONS.iter().find_map(|(pattern, why)| {
+        let hit = match pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == *pattern,
+        };
+        hit.then_some(*why)
+    })
+}
+
+fn check_function_calls(tokens: &[Token]) -> Result<(), Denied> {
+    for (i, token) in tokens.iter().enumerate() {
+        let Some(n) = name(Some(token)) else {
+            continue;
+        };
+        // `f(…)`, qualified or not, and `expr.f`: PostgreSQL reads a field
+        // selection it cannot resolve as a column as the call `f(expr)`.
+        let called = tokens.get(i + 1) == Some(&Token::Open)
+            || i.checked_sub(1).and_then(|p| tokens.get(p)) == Some(&Token::Dot);
+        if called && let Some(why) = denied_function(n) {
+            return Err(Denied(format!(
+                "calling {n}() is not allowed for plugins: {why}"
             )));
         }
     }
     Ok(())
 }
 
-fn check_function_calls(tokens: &[Token]) -> Result<(), Denied> {
-    for (i, token) in tokens.iter().enumerate() {
-        let name = match token {
-            Token::Word(w) => w.as_str(),
-            Token::Quoted(q) => q.as_str(),
-            _ => continue,
+/// A relation name at `tokens[at..]` (after `ONLY` and parentheses, as in
+/// `ONLY (t)`), its parts as resolved, and where the tokens after it start.
+fn relation(tokens: &[Token], mut at: usize) -> Option<(Vec<&str>, usize)> {
+    while keyword(tokens.get(at)) == Some("only") || tokens.get(at) == Some(&Token::Open) {
+        at += 1;
+    }
+    let mut parts = vec![name(tokens.get(at))?];
+    at += 1;
+    while tokens.get(at) == Some(&Token::Dot) {
+        let Some(part) = name(tokens.get(at + 1)) else {
+            break;
         };
-        if tokens.get(i + 1) != Some(&Token::Open) {
-            continue;
+        parts.push(part);
+        at += 2;
+    }
+    while tokens.get(at) == Some(&Token::Close) {
+        at += 1;
+    }
+    Some((parts, at))
+}
+
+/// Whether the server resolves `parts` to a relation in a system schema. An
+/// unqualified name is looked up in `pg_catalog` first, whose relations are
+/// all named `pg_…`.
+fn is_system(parts: &[&str]) -> bool {
+    match parts.split_last() {
+        Some((last, [])) => last.starts_with("pg_"),
+        Some((_, schemas)) => schemas
+            .iter()
+            .any(|s| *s == "information_schema" || s.starts_with("pg_")),
+        None => false,
+    }
+}
+
+fn system_write(verb: &str, parts: &[&str]) -> Result<(), Denied> {
+    if !is_system(parts) {
+        return Ok(());
+    }
+    let shown = parts.join(".");
+    let aside = if parts.last() == Some(&"pg_settings") {
+        " (UPDATE pg_settings is SET by another name)"
+    } else {
+        ""
+    };
+    Err(Denied(format!(
+        "{verb} {shown} is not allowed for plugins: {SYSTEM}{aside}"
+    )))
+}
+
+/// `t [*] [, …]` from `tokens[at..]`, each judged.
+fn system_list(tokens: &[Token], mut at: usize, verb: &str) -> Result<(), Denied> {
+    while let Some((parts, next)) = relation(tokens, at) {
+        system_write(verb, &parts)?;
+        at = next;
+        if matches!(tokens.get(at), Some(Token::Op(op)) if op == "*") {
+            at += 1;
         }
-        for (pattern, why) in DENIED_FUNCTIONS {
-            let hit = match pattern.strip_suffix('*') {
-                Some(prefix) => name.starts_with(prefix),
-                None => name == *pattern,
-            };
-            if hit {
-                return Err(Denied(format!(
-                    "calling {name}() is not allowed for plugins: {why}"
-                )));
+        if tokens.get(at) != Some(&Token::Comma) {
+            break;
+        }
+        at += 1;
+    }
+    Ok(())
+}
+
+/// The targets of UPDATE, INSERT, DELETE, MERGE, TRUNCATE, LOCK and of locking
+/// clauses, wherever they appear (a CTE, EXPLAIN ANALYZE).
+fn check_system_writes(tokens: &[Token]) -> Result<(), Denied> {
+    for i in 0..tokens.len() {
+        let at = |k: usize| keyword(tokens.get(k));
+        let previous = i.checked_sub(1).and_then(at);
+        let locking = matches!(previous, Some("for" | "key"));
+        match at(i) {
+            // `FOR [NO KEY] UPDATE | [KEY] SHARE [OF t, …]`
+            Some("update" | "share") if locking && at(i + 1) == Some("of") => {
+                system_list(tokens, i + 2, "locking")?;
             }
+            // Every other UPDATE, without trusting what precedes it: `DO UPDATE
+            // SET`, `ON UPDATE CASCADE`, `FOR UPDATE NOWAIT` are followed by a
+            // word (`set`, `cascade`, `nowait`) that is never a system relation.
+            Some("update") => {
+                if let Some((parts, _)) = relation(tokens, i + 1) {
+                    system_write("writing to", &parts)?;
+                }
+            }
+            Some("insert" | "merge") if at(i + 1) == Some("into") => {
+                if let Some((parts, _)) = relation(tokens, i + 2) {
+                    system_write("writing to", &parts)?;
+                }
+            }
+            Some("delete") if at(i + 1) == Some("from") => {
+                if let Some((parts, _)) = relation(tokens, i + 2) {
+                    system_write("writing to", &parts)?;
+                }
+            }
+            Some(verb @ ("truncate" | "lock")) => {
+                let start = if at(i + 1) == Some("table") {
+                    i + 2
+                } else {
+                    i + 1
+                };
+                let verb = if verb == "lock" {
+                    "locking"
+                } else {
+                    "writing to"
+                };
+                system_list(tokens, start, verb)?;
+            }
+            _ => {}
         }
     }
     Ok(())
 }
 
-fn tokenize(sql: &str) -> Result<Vec<Token>, Denied> {
-    let chars: Vec<char> = sql.chars().collect();
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    let unterminated = |what: &str| Denied(format!("the statement has an unterminated {what}"));
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        match c {
-            c if c.is_whitespace() => i += 1,
-            '-' if next == Some('-') => {
-                while i < chars.len() && chars[i] != '\n' {
-                    i += 1;
-                }
-            }
-            '/' if next == Some('*') => {
-                // PostgreSQL block comments nest.
-                let mut depth = 0usize;
-                loop {
-                    match (chars.get(i), chars.get(i + 1)) {
-                        (Some('/'), Some('*')) => {
-                            depth += 1;
-                            i += 2;
-                        }
-                        (Some('*'), Some('/')) => {
-                            depth -= 1;
-                            i += 2;
-                            if depth == 0 {
-                                break;
-                            }
-                        }
-                        (Some(_), _) => i += 1,
-                        (None, _) => return Err(unterminated("comment")),
-                    }
-                }
-            }
-            '\'' => {
-                i = skip_quoted(&chars, i + 1, '\'', false)
-                    .ok_or_else(|| unterminated("string"))?;
-                tokens.push(Token::Literal);
-            }
-            'e' | 'E' if next == Some('\'') => {
-                i = skip_quoted(&chars, i + 2, '\'', true).ok_or_else(|| unterminated("string"))?;
-                tokens.push(Token::Literal);
-            }
-            '"' => {
-                let start = i + 1;
-                i = skip_quoted(&chars, start, '"', false)
-                    .ok_or_else(|| unterminated("quoted identifier"))?;
-                let name: String = chars[start..i - 1]
-                    .iter()
-                    .collect::<String>()
-                    .replace("\"\"", "\"");
-                tokens.push(Token::Quoted(name));
-            }
-            '$' => match dollar_tag(&chars, i) {
-                Some(tag) => {
-                    let body = i + tag.len();
-                    let end = find(&chars, body, &tag)
-                        .ok_or_else(|| unterminated("dollar-quoted string"))?;
-                    i = end + tag.len();
-                    tokens.push(Token::Literal);
-                }
-                None => {
-                    // A parameter such as $1.
-                    i += 1;
-                    while i < chars.len() && chars[i].is_ascii_digit() {
-                        i += 1;
-                    }
-                    tokens.push(Token::Literal);
-                }
-            },
-            c if c.is_alphabetic() || c == '_' => {
-                let start = i;
-                while i < chars.len()
-                    && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '$')
-                {
-                    i += 1;
-                }
-                tokens.push(Token::Word(
-                    chars[start..i].iter().collect::<String>().to_lowercase(),
-                ));
-            }
-            c if c.is_ascii_digit() => {
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                    i += 1;
-                }
-                tokens.push(Token::Literal);
-            }
-            ';' => {
-                tokens.push(Token::Semicolon);
-                i += 1;
-            }
-            '(' => {
-                tokens.push(Token::Open);
-                i += 1;
-            }
-            ')' => {
-                tokens.push(Token::Close);
-                i += 1;
-            }
-            '.' => {
-                tokens.push(Token::Dot);
-                i += 1;
-            }
-            _ => {
-                tokens.push(Token::Other);
-                i += 1;
-            }
-        }
+/// A view over `pg_settings` is auto-updatable, and the rewriter applies
+/// `pg_settings`' own UPDATE rule beneath it: updating the view calls
+/// `set_config()`.
+fn check_settings_views(tokens: &[Token]) -> Result<(), Denied> {
+    let words: Vec<Option<&str>> = tokens.iter().map(|t| keyword(Some(t))).collect();
+    let creates_view = words
+        .windows(2)
+        .any(|w| w == [Some("create"), Some("view")])
+        || words
+            .windows(3)
+            .any(|w| w == [Some("create"), Some("recursive"), Some("view")]);
+    if creates_view && tokens.iter().any(|t| name(Some(t)) == Some("pg_settings")) {
+        return Err(Denied(
+            "a view over pg_settings is not allowed for plugins: updating it would change settings (UPDATE through it is SET by another name)"
+                .into(),
+        ));
     }
-    Ok(tokens)
-}
-
-/// Index just past the closing quote, where a doubled quote is an escaped one
-/// (and, for `E''` strings, a backslash escapes the next character).
-fn skip_quoted(chars: &[char], mut i: usize, quote: char, backslash: bool) -> Option<usize> {
-    while i < chars.len() {
-        let c = chars[i];
-        if backslash && c == '\\' {
-            i += 2;
-        } else if c == quote {
-            if chars.get(i + 1) == Some(&quote) {
-                i += 2;
-            } else {
-                return Some(i + 1);
-            }
-        } else {
-            i += 1;
-        }
-    }
-    None
-}
-
-/// `$tag$` starting at `i`, if one does (`$1` is a parameter, not a tag).
-fn dollar_tag(chars: &[char], i: usize) -> Option<String> {
-    let mut j = i + 1;
-    while j < chars.len() && (chars[j].is_alphanumeric() || chars[j] == '_') {
-        if j == i + 1 && chars[j].is_ascii_digit() {
-            return None;
-        }
-        j += 1;
-    }
-    (chars.get(j) == Some(&'$')).then(|| chars[i..=j].iter().collect())
-}
-
-fn find(chars: &[char], from: usize, needle: &str) -> Option<usize> {
-    let needle: Vec<char> = needle.chars().collect();
-    (from..=chars.len().checked_sub(needle.len())?)
-        .find(|&i| chars[i..i + needle.len()] == needle[..])
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::check;
+    use super::{check, leading_keyword};
 
     #[test]
     fn ordinary_statements_pass() {
@@ -511,6 +739,103 @@ mod tests {
             "EXPLAIN SELECT 1",
             "SELECT count(*) FROM (SELECT 1) AS s",
             "SELECT now(), lower('X'), current_setting('search_path')",
+        ] {
+            assert_eq!(check(sql), Ok(()), "{sql}");
+        }
+    }
+
+    /// What the bundled plugins send (`plugins/history`, `plugins/bench-query`,
+    /// migrations included), and SQL of the kind plugins write.
+    #[test]
+    fn plugin_sql_passes() {
+        for sql in [
+            // plugins/history: migrations and calls.
+            "CREATE TABLE term_counts (
+                        grp text NOT NULL,
+                        term text NOT NULL,
+                        documents integer NOT NULL CHECK (documents > 0),
+                        mentions bigint NOT NULL CHECK (mentions > 0),
+                        PRIMARY KEY (grp, term))",
+            "CREATE TABLE counted_documents (
+                        grp text NOT NULL,
+                        document uuid NOT NULL,
+                        terms text[] NOT NULL,
+                        counts bigint[] NOT NULL,
+                        PRIMARY KEY (grp, document))",
+            "INSERT INTO counted_documents (grp, document, terms, counts) VALUES ($1, $2::uuid, $3, $4)
+         ON CONFLICT (grp, document) DO NOTHING",
+            "SELECT terms, counts FROM counted_documents WHERE grp = $1 AND document = $2::uuid",
+            "SELECT term, documents, mentions FROM term_counts WHERE grp = $1 AND term = ANY($2)",
+            "INSERT INTO term_counts (grp, term, documents, mentions)
+             SELECT $1, t, 1, c FROM unnest($2::text[], $3::int8[]) AS u(t, c) ORDER BY t
+             ON CONFLICT (grp, term) DO UPDATE
+             SET documents = term_counts.documents + 1, mentions = term_counts.mentions + EXCLUDED.mentions",
+            "SELECT count(*) FROM counted_documents WHERE grp = $1 AND document <> $2::uuid",
+            // plugins/bench-query.
+            "SELECT payload FROM plugin_bench_query.bench_rows WHERE id = $1",
+            "SELECT $1, $2",
+            // Typical plugin SQL.
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 10) SELECT sum(n) FROM r",
+            "SELECT a.x, b.y FROM a JOIN b ON a.id = b.a_id LEFT JOIN c USING (id) WHERE a.x > 0",
+            "INSERT INTO t (a) VALUES ($1) ON CONFLICT (a) DO UPDATE SET a = EXCLUDED.a",
+            "SELECT * FROM jobs WHERE state = 'new' ORDER BY id LIMIT 1 FOR UPDATE",
+            "SELECT * FROM jobs FOR UPDATE NOWAIT",
+            "SELECT * FROM jobs j FOR UPDATE OF j SKIP LOCKED",
+            "SELECT * FROM mytable FOR UPDATE OF mytable",
+            "SELECT * FROM jobs FOR NO KEY UPDATE OF jobs FOR KEY SHARE",
+            "SELECT * FROM jobs FOR SHARE OF jobs",
+            "CREATE TABLE child (id int REFERENCES parent (id) ON UPDATE CASCADE ON DELETE SET NULL)",
+            "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, at timestamptz DEFAULT now())",
+            "CREATE INDEX term_counts_term ON term_counts (term)",
+            "CREATE UNIQUE INDEX ON t ((lower(name)))",
+            "ALTER TABLE mine ADD COLUMN note text",
+            "ALTER TABLE mine SET LOGGED",
+            "DROP TABLE IF EXISTS mine",
+            "DELETE FROM mine WHERE id = $1",
+            "UPDATE ONLY mine SET x = x + 1",
+            "TRUNCATE mine",
+            "TRUNCATE TABLE ONLY mine, other RESTART IDENTITY",
+            "LOCK TABLE mine IN SHARE MODE",
+            "MERGE INTO mine m USING src s ON m.id = s.id
+             WHEN MATCHED THEN UPDATE SET v = s.v
+             WHEN NOT MATCHED THEN INSERT (id, v) VALUES (s.id, s.v)
+             WHEN MATCHED AND s.gone THEN DELETE",
+            "INSERT INTO temp (a) VALUES (1)",
+            "SELECT * INTO archive FROM mine",
+            "CREATE TABLE copy_of AS SELECT * FROM mine",
+            "CREATE VIEW recent AS SELECT * FROM mine WHERE at > now() - interval '1 day'",
+            "CREATE MATERIALIZED VIEW s AS SELECT name, setting FROM pg_settings",
+            "ANALYZE mine",
+            "EXPLAIN ANALYZE SELECT * FROM mine",
+            "EXPLAIN (ANALYZE, FORMAT JSON) SELECT 1",
+            "SELECT doc ->> 'name', doc -> 'tags', doc #>> '{a,b}' FROM docs WHERE doc @> '{\"a\": 1}'",
+            "SELECT * FROM docs WHERE doc ?| array['a', 'b'] AND doc ? 'c' AND NOT doc ?& array['d']",
+            "SELECT $1::int8[], $2::uuid, '{1,2}'::int[], x::text FROM t",
+            "SELECT 'SET ROLE x; COPY t TO PROGRAM ''id''' AS s",
+            "SELECT $body$ SELECT set_config('role', 'x', false); $body$",
+            "SELECT E'it\\'s', E'a\\\\b', e'\\x41'",
+            "SELECT 'café', 'naïve' || 'ü'",
+            "SELECT größe, 名前 FROM produkte WHERE größe > 1",
+            "CREATE TABLE notizen (größe int, \"Name\" text)",
+            "SELECT 'a'\n'b', B'1010', X'ff', N'n', U&'d\\0061ta', U&'d!0061ta' UESCAPE '!'",
+            "SELECT U&\"d\\0061ta\" FROM t",
+            "SELECT 1.5e10, .5, 1e-3, 1::numeric(10, 2)",
+            "SELECT x$y, \"set config\" FROM t",
+            // Reading system views stays allowed.
+            "SELECT current_setting('search_path')",
+            "SELECT * FROM pg_settings",
+            "SELECT name, setting FROM pg_catalog.pg_settings WHERE name = 'work_mem'",
+            "SELECT count(*) FROM pg_stat_activity",
+            "SELECT * FROM pg_catalog.pg_file_settings",
+            "SELECT table_name FROM information_schema.tables",
+            "SELECT * FROM pg_settings s FOR UPDATE OF s",
+            // Names that merely resemble refused ones.
+            "SELECT 'pg_sleep(1)', set_config_note, t.sleep_count FROM t",
+            // Quoted names are not folded: the server looks for `sET_CONFIG`,
+            // which does not exist.
+            "SELECT u&\"\\0073ET_CONFIG\"('role', 'x', false)",
+            "SELECT \"SET_CONFIG\" FROM t",
+            "UPDATE myschema.pg_notes SET a = 1",
         ] {
             assert_eq!(check(sql), Ok(()), "{sql}");
         }
@@ -544,6 +869,16 @@ mod tests {
             ("ALTER ROLE assay_p_x SUPERUSER", "ALTER ROLE"),
             ("(COMMIT)", "COMMIT"),
             ("EXPLAIN ANALYZE DECLARE c CURSOR FOR SELECT 1", "DECLARE"),
+            (
+                "ALTER ROUTINE f() SET search_path = public",
+                "ALTER ROUTINE",
+            ),
+            ("DROP ROUTINE f", "DROP ROUTINE"),
+            ("IMPORT FOREIGN SCHEMA s FROM SERVER x INTO y", "IMPORT"),
+            (
+                "CREATE SCHEMA s CREATE TABLE t (a int) GRANT ALL ON t TO PUBLIC",
+                "GRANT",
+            ),
         ] {
             let err = check(sql).expect_err(sql);
             assert!(err.0.contains(words), "{sql}: {err}");
@@ -579,6 +914,393 @@ mod tests {
         );
     }
 
+    /// Every spelling found of each refused thing, and the words its denial
+    /// must contain.
+    #[test]
+    fn every_spelling_is_refused() {
+        const SET_CONFIG: &str =
+            "calling set_config() is not allowed for plugins: settings belong to the host";
+        const SETTINGS: &str = "writing to";
+        let cases: &[(&str, &str)] = &[
+            // set_config, however the name is written.
+            ("SELECT set_config('role', 'x', false)", SET_CONFIG),
+            ("SELECT SET_CONFIG('role', 'x', false)", SET_CONFIG),
+            ("SELECT Set_Config('role', 'x', false)", SET_CONFIG),
+            ("SELECT \"set_config\"('role', 'x', false)", SET_CONFIG),
+            (
+                "SELECT pg_catalog.set_config('role', 'x', false)",
+                SET_CONFIG,
+            ),
+            (
+                "SELECT \"pg_catalog\".\"set_config\"('role', 'x', false)",
+                SET_CONFIG,
+            ),
+            (
+                "SELECT PG_CATALOG . /*x*/ SET_CONFIG ('role', 'x', false)",
+                SET_CONFIG,
+            ),
+            (
+                "SELECT pg_catalog\n.\n\"set_config\"\n('role', 'x', false)",
+                SET_CONFIG,
+            ),
+            ("SELECT mine.set_config('role', 'x', false)", SET_CONFIG),
+            (
+                "SELECT U&\"\\0073et_config\"('role', 'x', false)",
+                SET_CONFIG,
+            ),
+            (
+                "SELECT u&\"\\0073et_config\"('role', 'x', false)",
+                SET_CONFIG,
+            ),
+            (
+                "SELECT U&\"\\+000073et\\005fconfig\"('role', 'x', false)",
+                SET_CONFIG,
+            ),
+            (
+                "SELECT U&\"!0073et_config\" UESCAPE '!' ('role', 'x', false)",
+                SET_CONFIG,
+            ),
+            (
+                "SELECT U&\"!0073et_config\" /* c */ uescape\n'!'('role', 'x', false)",
+                SET_CONFIG,
+            ),
+            (
+                "SELECT U&\"pg_sleep!!x\" UESCAPE '!'(1)",
+                "calling pg_sleep!x()",
+            ),
+            ("SELECT set_config /* c */ ('role', 'x', false)", SET_CONFIG),
+            (
+                "SELECT set_config\n\t\r\x0b\x0c('role', 'x', false)",
+                SET_CONFIG,
+            ),
+            ("SELECT set_config -- c\n('role', 'x', false)", SET_CONFIG),
+            // `--` ends at \r for the server: what follows is code.
+            (
+                "SELECT 1 -- x\r, set_config('role', 'x', false)",
+                SET_CONFIG,
+            ),
+            ("-- x\rSELECT set_config('role', 'x', false)", SET_CONFIG),
+            // A number ends before a letter.
+            ("SELECT 1set_config('role', 'x', false)", SET_CONFIG),
+            ("SELECT 1.5set_config('role', 'x', false)", SET_CONFIG),
+            ("SELECT $1set_config('role', 'x', false)", SET_CONFIG),
+            // A continued E'' string stays one: `\'` is still an escaped quote.
+            (
+                "SELECT E'x'\n' \\' , ' , set_config('role', 'x', false) --'",
+                SET_CONFIG,
+            ),
+            // In any position.
+            ("SELECT * FROM set_config('role', 'x', false)", SET_CONFIG),
+            (
+                "SELECT * FROM ROWS FROM (set_config('role', 'x', false))",
+                SET_CONFIG,
+            ),
+            (
+                "SELECT * FROM t, LATERAL set_config('role', t.x, false) AS s",
+                SET_CONFIG,
+            ),
+            (
+                "WITH s AS (SELECT set_config('role', 'x', false)) SELECT * FROM s",
+                SET_CONFIG,
+            ),
+            ("VALUES (set_config('role', 'x', false))", SET_CONFIG),
+            (
+                "EXPLAIN ANALYZE SELECT set_config('role', 'x', false)",
+                SET_CONFIG,
+            ),
+            (
+                "EXPLAIN (ANALYZE, VERBOSE) SELECT set_config('role', 'x', false)",
+                SET_CONFIG,
+            ),
+            (
+                "CREATE TABLE t (a text DEFAULT set_config('role', 'x', false))",
+                SET_CONFIG,
+            ),
+            (
+                "CREATE TABLE t (a text CHECK (set_config('role', a, false) IS NOT NULL))",
+                SET_CONFIG,
+            ),
+            (
+                "CREATE INDEX ON t ((set_config('role', a, false)))",
+                SET_CONFIG,
+            ),
+            (
+                "CREATE TABLE t AS SELECT set_config('role', 'x', false)",
+                SET_CONFIG,
+            ),
+            (
+                "CREATE VIEW v AS SELECT set_config('role', 'x', false)",
+                SET_CONFIG,
+            ),
+            (
+                "UPDATE t SET a = set_config('role', 'x', false)",
+                SET_CONFIG,
+            ),
+            // SET and RESET.
+            (
+                "SET role x",
+                "SET is not allowed for plugins: the host sets the transaction's settings",
+            ),
+            ("SeT statement_timeout = 0", "SET is not allowed"),
+            ("set LOCAL statement_timeout = 0", "SET is not allowed"),
+            ("  /* c */ SET x = 1", "SET is not allowed"),
+            ("/* a /* nested */ b */SET x = 1", "SET is not allowed"),
+            ("-- c\nSET x = 1", "SET is not allowed"),
+            ("-- c\rSET x = 1", "SET is not allowed"),
+            ("set/**/x = 1", "SET is not allowed"),
+            ("(SET x = 1)", "SET is not allowed"),
+            ("SET x = 1;", "SET is not allowed"),
+            ("RESET ALL", "RESET is not allowed"),
+            ("reSet/* */role", "RESET is not allowed"),
+            ("-- c\r\nRESET role", "RESET is not allowed"),
+            // UPDATE pg_settings and other writes to system relations.
+            (
+                "UPDATE pg_settings SET setting = '0' WHERE name = 'statement_timeout'",
+                "writing to pg_settings is not allowed for plugins: system catalogs and views belong to the server (UPDATE pg_settings is SET by another name)",
+            ),
+            ("update PG_SETTINGS set setting = '0'", SETTINGS),
+            ("UPDATE pg_catalog.pg_settings SET setting = '0'", SETTINGS),
+            (
+                "UPDATE \"pg_catalog\".\"pg_settings\" SET setting = '0'",
+                SETTINGS,
+            ),
+            ("UPDATE \"pg_settings\" SET setting = '0'", SETTINGS),
+            ("UPDATE U&\"pg\\005fsettings\" SET setting = '0'", SETTINGS),
+            (
+                "UPDATE U&\"pg!005fsettings\" UESCAPE '!' SET setting = '0'",
+                SETTINGS,
+            ),
+            ("UPDATE ONLY pg_settings SET setting = '0'", SETTINGS),
+            ("UPDATE ONLY (pg_settings) SET setting = '0'", SETTINGS),
+            ("UPDATE pg_settings * SET setting = '0'", SETTINGS),
+            ("UPDATE pg_settings AS s SET setting = '0'", SETTINGS),
+            (
+                "UPDATE /* x */ pg_catalog . pg_settings SET setting = '0'",
+                SETTINGS,
+            ),
+            (
+                "WITH u AS (UPDATE pg_settings SET setting = '0' WHERE name = 'statement_timeout' RETURNING 1) SELECT * FROM u",
+                SETTINGS,
+            ),
+            (
+                "EXPLAIN ANALYZE UPDATE pg_settings SET setting = '0'",
+                SETTINGS,
+            ),
+            ("INSERT INTO pg_settings (name) VALUES ('x')", SETTINGS),
+            (
+                "DELETE FROM pg_catalog.pg_class",
+                "writing to pg_catalog.pg_class",
+            ),
+            ("DELETE FROM ONLY pg_class", "writing to pg_class"),
+            (
+                "MERGE INTO pg_settings s USING x ON true WHEN MATCHED THEN UPDATE SET setting = '0'",
+                SETTINGS,
+            ),
+            ("TRUNCATE pg_largeobject", "writing to pg_largeobject"),
+            (
+                "TRUNCATE TABLE mine, ONLY pg_catalog.pg_class",
+                "writing to pg_catalog.pg_class",
+            ),
+            (
+                "UPDATE information_schema.tables SET table_name = 'x'",
+                SETTINGS,
+            ),
+            ("UPDATE pg_toast.pg_toast_1 SET chunk_seq = 0", SETTINGS),
+            (
+                "SELECT * FROM pg_class FOR UPDATE OF pg_class",
+                "locking pg_class",
+            ),
+            (
+                "SELECT * FROM t, pg_class FOR SHARE OF t, pg_class NOWAIT",
+                "locking pg_class",
+            ),
+            ("LOCK pg_class", "locking pg_class"),
+            (
+                "LOCK TABLE mine, pg_catalog.pg_authid IN ACCESS SHARE MODE",
+                "locking",
+            ),
+            // A view over pg_settings is updated through its rules.
+            (
+                "CREATE VIEW s AS SELECT * FROM pg_settings",
+                "a view over pg_settings",
+            ),
+            (
+                "CREATE RECURSIVE VIEW s (n) AS SELECT name FROM pg_catalog.pg_settings",
+                "a view over pg_settings",
+            ),
+            (
+                "CREATE VIEW s AS TABLE \"pg_settings\"",
+                "a view over pg_settings",
+            ),
+            // pg_sleep and the advisory locks, in each spelling.
+            (
+                "SELECT pg_sleep(600)",
+                "calling pg_sleep() is not allowed for plugins: a plugin call must not sleep",
+            ),
+            ("SELECT PG_SLEEP(600)", "calling pg_sleep()"),
+            ("SELECT \"pg_sleep\"(600)", "calling pg_sleep()"),
+            ("SELECT pg_catalog.pg_sleep(600)", "calling pg_sleep()"),
+            (
+                "SELECT \"pg_catalog\".\"pg_sleep\"(600)",
+                "calling pg_sleep()",
+            ),
+            ("SELECT U&\"pg\\005fsleep\"(600)", "calling pg_sleep()"),
+            ("SELECT U&\"\\0070g_sleep\"(600)", "calling pg_sleep()"),
+            ("SELECT 1 -- \r+ pg_sleep(600)", "calling pg_sleep()"),
+            ("SELECT 1pg_sleep(600)", "calling pg_sleep()"),
+            ("SELECT (600).pg_sleep", "calling pg_sleep()"),
+            (
+                "SELECT x.pg_sleep FROM (SELECT 600::float8 AS x) s",
+                "calling pg_sleep()",
+            ),
+            ("SELECT pg_sleep_for('1 minute')", "calling pg_sleep_for()"),
+            (
+                "SELECT PG_CATALOG.PG_SLEEP_FOR('1 minute')",
+                "calling pg_sleep_for()",
+            ),
+            (
+                "SELECT \"pg_sleep_for\"('1 minute')",
+                "calling pg_sleep_for()",
+            ),
+            (
+                "SELECT U&\"pg_sleep\\005ffor\"('1 minute')",
+                "calling pg_sleep_for()",
+            ),
+            (
+                "SELECT ('1 minute'::interval).pg_sleep_for",
+                "calling pg_sleep_for()",
+            ),
+            (
+                "SELECT pg_sleep_until(now() + '1 minute')",
+                "calling pg_sleep_until()",
+            ),
+            (
+                "SELECT pg_advisory_lock(1)",
+                "calling pg_advisory_lock() is not allowed for plugins: advisory locks",
+            ),
+            ("SELECT PG_ADVISORY_LOCK(1)", "calling pg_advisory_lock()"),
+            (
+                "SELECT \"pg_advisory_lock\"(1)",
+                "calling pg_advisory_lock()",
+            ),
+            (
+                "SELECT pg_catalog . pg_advisory_lock (1)",
+                "calling pg_advisory_lock()",
+            ),
+            (
+                "SELECT U&\"pg_advisory\\005flock\"(1)",
+                "calling pg_advisory_lock()",
+            ),
+            (
+                "SELECT (1::int8).pg_advisory_lock",
+                "calling pg_advisory_lock()",
+            ),
+            (
+                "SELECT * FROM pg_advisory_lock(1)",
+                "calling pg_advisory_lock()",
+            ),
+            (
+                "SELECT pg_try_advisory_xact_lock(1)",
+                "calling pg_try_advisory_xact_lock()",
+            ),
+            (
+                "SELECT PG_TRY_ADVISORY_XACT_LOCK(1)",
+                "calling pg_try_advisory_xact_lock()",
+            ),
+            (
+                "SELECT \"pg_try_advisory_xact_lock\"(1)",
+                "calling pg_try_advisory_xact_lock()",
+            ),
+            (
+                "SELECT \"pg_catalog\".pg_try_advisory_xact_lock(1)",
+                "calling pg_try_advisory_xact_lock()",
+            ),
+            (
+                "SELECT U&\"pg_try_advisory_xact_loc!+00006B\" UESCAPE '!'(1)",
+                "calling pg_try_advisory_xact_lock()",
+            ),
+            (
+                "SELECT (1::int8).pg_try_advisory_xact_lock",
+                "calling pg_try_advisory_xact_lock()",
+            ),
+            // Functions that run SQL given as a string.
+            (
+                "SELECT * FROM ts_stat('SELECT set_config(''role'', ''x'', false)')",
+                "calling ts_stat() is not allowed for plugins: it runs SQL from a string",
+            ),
+            ("SELECT pg_catalog.TS_STAT('SELECT 1')", "calling ts_stat()"),
+            ("SELECT ('SELECT 1'::text).ts_stat", "calling ts_stat()"),
+            (
+                "SELECT ts_rewrite('a & b'::tsquery, 'SELECT t, s FROM aliases')",
+                "calling ts_rewrite()",
+            ),
+            (
+                "SELECT \"ts_rewrite\"('a'::tsquery, 'SELECT 1')",
+                "calling ts_rewrite()",
+            ),
+            (
+                "SELECT query_to_xml('SELECT pg_sleep(1)', true, true, '')",
+                "calling query_to_xml()",
+            ),
+            (
+                "SELECT query_to_xmlschema('SELECT 1', true, true, '')",
+                "calling query_to_xmlschema()",
+            ),
+            (
+                "SELECT query_to_xml_and_xmlschema('SELECT 1', true, true, '')",
+                "calling query_to_xml_and_xmlschema()",
+            ),
+            ("SELECT * FROM crosstab('SELECT 1')", "calling crosstab()"),
+            // Temporary and unlogged tables by other spellings.
+            ("SELECT 1 AS a INTO TEMP t", "SELECT INTO TEMP"),
+            (
+                "SELECT * INTO TEMPORARY TABLE x FROM mine",
+                "SELECT INTO TEMP",
+            ),
+            ("SELECT 1 INTO LOCAL TEMP t", "SELECT INTO TEMP"),
+            ("SELECT 1 INTO UNLOGGED t", "SELECT INTO UNLOGGED"),
+            ("CREATE TABLE pg_temp.t (a int)", "objects in pg_temp"),
+            ("CREATE TABLE \"pg_temp\".t (a int)", "objects in pg_temp"),
+            ("CREATE VIEW pg_temp.v AS SELECT 1", "objects in pg_temp"),
+            ("SELECT 1 INTO pg_temp.t", "objects in pg_temp"),
+            ("CREATE SEQUENCE pg_temp_3.s", "objects in pg_temp_3"),
+            ("ALTER TABLE mine SET UNLOGGED", "SET UNLOGGED"),
+            ("CREATE UNLOGGED TABLE t (a int)", "CREATE UNLOGGED"),
+            (
+                "create /* x */ Temporary table t (a int)",
+                "CREATE TEMPORARY",
+            ),
+        ];
+        for (sql, words) in cases {
+            let err = check(sql).expect_err(sql);
+            assert!(err.0.contains(words), "{sql}: {err}");
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_denied() {
+        for (sql, words) in [
+            ("SELECT U&\"\\00\"(1)", "cannot be read"),
+            (
+                "SELECT U&\"!0073et_config\" UESCAPE '+'('a', 'b', false)",
+                "cannot be read",
+            ),
+            ("SELECT U&\"\\D800\"", "cannot be read"),
+            ("SELECT \"\"", "cannot be read"),
+            ("SELECT 'open", "unterminated string"),
+            ("SELECT E'open\\'", "unterminated string"),
+            ("SELECT 'a'\n'", "unterminated string"),
+            ("SELECT B'1", "unterminated bit string"),
+            ("SELECT \"open", "unterminated quoted identifier"),
+            ("SELECT $x$ open", "unterminated dollar-quoted string"),
+            ("SELECT 1 /* open /* */", "unterminated comment"),
+            ("SELECT 1\0; SET x = 1", "NUL"),
+        ] {
+            let err = check(sql).expect_err(sql);
+            assert!(err.0.contains(words), "{sql}: {err}");
+        }
+    }
+
     #[test]
     fn one_statement_only() {
         assert!(
@@ -588,8 +1310,12 @@ mod tests {
                 .contains("one statement")
         );
         assert!(check("SELECT 1; RESET ROLE").is_err());
+        assert!(check("SELECT 1 -- \r; RESET ROLE").is_err());
+        assert!(check("SELECT 1 /* ; */ ; SELECT 2").is_err());
         assert_eq!(check("SELECT 1;  "), Ok(()));
+        assert_eq!(check("SELECT 1; -- done"), Ok(()));
         assert!(check("").is_err());
+        assert!(check(" ; -- nothing").is_err());
         assert!(
             check("SELECT 'unterminated")
                 .expect_err("open string")
@@ -597,5 +1323,36 @@ mod tests {
                 .contains("unterminated")
         );
         assert!(check("SELECT 1 /* open").is_err());
+    }
+
+    #[test]
+    fn leading_keyword_is_the_first_word_as_the_server_folds_it() {
+        assert_eq!(
+            leading_keyword("  /* c */ COPY t FROM STDIN").as_deref(),
+            Some("copy")
+        );
+        assert_eq!(
+            leading_keyword("((COPY t TO STDOUT))").as_deref(),
+            Some("copy")
+        );
+        assert_eq!(
+            leading_keyword("-- c\rCoPy t FROM STDIN").as_deref(),
+            Some("copy")
+        );
+        assert_eq!(leading_keyword("select 1").as_deref(), Some("select"));
+        assert_eq!(
+            leading_keyword("WITH x AS (SELECT 1) SELECT 1").as_deref(),
+            Some("with")
+        );
+        assert_eq!(leading_keyword(""), None);
+        assert_eq!(leading_keyword("  -- only a comment"), None);
+        assert_eq!(leading_keyword("\"copy\" t"), None);
+        assert_eq!(leading_keyword("'copy'"), None);
+        assert_eq!(leading_keyword("COPY t FROM 'open"), None);
+        // U+00A0 is not whitespace: this is one word, not COPY.
+        assert_eq!(
+            leading_keyword("copy\u{a0}t").as_deref(),
+            Some("copy\u{a0}t")
+        );
     }
 }
