@@ -10,6 +10,33 @@ pub const MAX_MESSAGE_BYTES: usize = 4096;
 /// the log with many lines either.
 pub const MAX_LINES_PER_CALL: u32 = 1_000;
 
+/// The message with every control character escaped (`\n`, `\r`, `\t`,
+/// `\u{1b}`, …): a plugin's line stays one line of the engine's log, so it
+/// cannot forge lines that look like the engine's own, nor send terminal
+/// escape sequences to whoever reads the log.
+pub fn printable(message: &str) -> String {
+    if !message
+        .chars()
+        .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+    {
+        return message.to_string();
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            // Line and paragraph separators end lines for some log viewers.
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                out.push_str(&c.escape_unicode().to_string())
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl log::Host for CallState {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         self.log_lines = self.log_lines.saturating_add(1);
@@ -23,7 +50,7 @@ impl log::Host for CallState {
             }
             return Ok(());
         }
-        let mut message = message;
+        let mut message = printable(&message);
         if message.len() > MAX_MESSAGE_BYTES {
             let mut cut = MAX_MESSAGE_BYTES;
             while !message.is_char_boundary(cut) {
@@ -48,5 +75,21 @@ impl log::Host for CallState {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_cannot_forge_log_lines() {
+        assert_eq!(printable("plain words"), "plain words");
+        assert_eq!(
+            printable("ok\n2026-12-01T00:00:00Z  INFO assay: forged\r\x1b[2J"),
+            "ok\\n2026-12-01T00:00:00Z  INFO assay: forged\\r\\u{1b}[2J"
+        );
+        assert!(!printable("a\u{85}b\u{7f}").chars().any(char::is_control));
+        assert_eq!(printable("a\u{2028}b"), "a\\u{2028}b");
     }
 }

@@ -6,6 +6,7 @@
 //! bound parameters): a string with two statements is refused by the server.
 
 pub mod gate;
+pub mod migrations;
 pub mod pool;
 pub mod session;
 pub mod values;

@@ -1,17 +1,23 @@
-//! The `state` interface: per-plugin JSON values by (scope, key), stored in
-//! `assay.plugin_state` and written inside the call's transaction, so they roll
-//! back with it. The host supplies the plugin's name, and the table's row-level
-//! security lets each plugin role see only its own rows, so a plugin cannot see
-//! another's state even with SQL of its own.
+//! The `state` interface: per-plugin JSON values by (scope, key), stored in the
+//! plugin's own schema (`plugin_<name>.assay_state`, created and owned by the
+//! engine, see `db::sandbox`) and written inside the call's transaction, so
+//! they roll back with it. Each plugin has a table of its own: no plugin can
+//! see, lock, fill or slow down another's state, even with SQL of its own.
+//! Values are bounded by the table's own constraint (which the plugin, not
+//! owning the table, cannot drop) and read through the same capped result
+//! path as plugin queries.
 
-use crate::runtime::bindings::sql::SqlError;
+use crate::db::sandbox::{MAX_STATE_VALUE_BYTES, STATE_TABLE, quote_ident, schema_name};
+use crate::runtime::bindings::sql::{SqlError, Value};
 use crate::runtime::bindings::state::{self, StateError};
 use crate::runtime::call::CallState;
 
 /// Longest scope or key accepted (matches the CHECK constraints of the table).
 pub const MAX_NAME_CHARS: usize = 256;
 /// Largest JSON value accepted, in bytes.
-pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+pub const MAX_VALUE_BYTES: usize = MAX_STATE_VALUE_BYTES;
+/// Most keys `list-keys` returns.
+pub const MAX_LISTED_KEYS: usize = 10_000;
 
 fn check_name(what: &str, name: &str) -> Result<(), StateError> {
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
@@ -28,28 +34,44 @@ fn to_state_error(e: SqlError) -> StateError {
         SqlError::Unavailable(m) => StateError::Unavailable(m),
         SqlError::Timeout => StateError::Failed("timed out".into()),
         SqlError::Denied(m) | SqlError::TooLarge(m) => StateError::Failed(m),
+        // check_violation on the value's size: the stored text is larger than the input.
+        SqlError::Db(db) if db.code == "23514" && db.message.contains("value") => {
+            StateError::Invalid(format!(
+                "the value is larger than {MAX_VALUE_BYTES} bytes once stored as JSON"
+            ))
+        }
         SqlError::Db(db) => StateError::Failed(format!("{} ({})", db.message, db.code)),
     }
 }
 
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::Text(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
 impl CallState {
+    /// The plugin's state table, as SQL.
+    fn state_table(&self) -> String {
+        format!(
+            "{}.{STATE_TABLE}",
+            quote_ident(&schema_name(&self.plugin.name))
+        )
+    }
+
+    /// One of the state interface's own statements, in the call's
+    /// transaction, bounded by its deadline; its rows.
     async fn state_query(
         &mut self,
         statement: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<tokio_postgres::Row>, StateError> {
-        // Connecting and the statement both count against the call's deadline.
+        params: Vec<Value>,
+    ) -> Result<Vec<Vec<Value>>, StateError> {
         let result = self
-            .within_deadline(async |sql| {
-                let conn = sql.connection().await?;
-                conn.client
-                    .query(statement, params)
-                    .await
-                    .map_err(crate::capability::sql::session::to_sql_error)
-            })
+            .within_deadline(async |sql| sql.host_query(statement, params).await)
             .await;
         self.sql.note(&result);
-        result.map_err(to_state_error)
+        result.map(|set| set.rows).map_err(to_state_error)
     }
 }
 
@@ -59,17 +81,17 @@ impl state::Host for CallState {
         scope: String,
         key: String,
     ) -> wasmtime::Result<Result<Option<String>, StateError>> {
-        let plugin = self.plugin.name.clone();
         Ok(async {
             check_name("scope", &scope)?;
             check_name("key", &key)?;
+            let statement = format!(
+                "SELECT value::text FROM {} WHERE scope = $1 AND key = $2",
+                self.state_table()
+            );
             let rows = self
-                .state_query(
-                    "SELECT value::text FROM assay.plugin_state WHERE plugin = $1 AND scope = $2 AND key = $3",
-                    &[&plugin, &scope, &key],
-                )
+                .state_query(&statement, vec![Value::Text(scope), Value::Text(key)])
                 .await?;
-            Ok(rows.first().map(|row| row.get::<_, String>(0)))
+            Ok(rows.first().and_then(|row| row.first()).and_then(text))
         }
         .await)
     }
@@ -80,7 +102,6 @@ impl state::Host for CallState {
         key: String,
         value: String,
     ) -> wasmtime::Result<Result<(), StateError>> {
-        let plugin = self.plugin.name.clone();
         Ok(async {
             check_name("scope", &scope)?;
             check_name("key", &key)?;
@@ -92,10 +113,20 @@ impl state::Host for CallState {
             }
             let json: serde_json::Value = serde_json::from_str(&value)
                 .map_err(|e| StateError::Invalid(format!("value is not valid JSON: {e}")))?;
+            if crate::pipeline::input::nul_in_json(&json, "value").is_some() {
+                return Err(StateError::Invalid(
+                    "value contains a NUL character (\\u0000), which PostgreSQL cannot store in JSON"
+                        .into(),
+                ));
+            }
+            let statement = format!(
+                "INSERT INTO {} (scope, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (scope, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                self.state_table()
+            );
             self.state_query(
-                "INSERT INTO assay.plugin_state (plugin, scope, key, value) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (plugin, scope, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-                &[&plugin, &scope, &key, &json],
+                &statement,
+                vec![Value::Text(scope), Value::Text(key), Value::Json(json.to_string())],
             )
             .await?;
             Ok(())
@@ -108,15 +139,15 @@ impl state::Host for CallState {
         scope: String,
         key: String,
     ) -> wasmtime::Result<Result<bool, StateError>> {
-        let plugin = self.plugin.name.clone();
         Ok(async {
             check_name("scope", &scope)?;
             check_name("key", &key)?;
+            let statement = format!(
+                "DELETE FROM {} WHERE scope = $1 AND key = $2 RETURNING 1",
+                self.state_table()
+            );
             let rows = self
-                .state_query(
-                    "DELETE FROM assay.plugin_state WHERE plugin = $1 AND scope = $2 AND key = $3 RETURNING 1",
-                    &[&plugin, &scope, &key],
-                )
+                .state_query(&statement, vec![Value::Text(scope), Value::Text(key)])
                 .await?;
             Ok(!rows.is_empty())
         }
@@ -128,18 +159,20 @@ impl state::Host for CallState {
         scope: String,
         prefix: String,
     ) -> wasmtime::Result<Result<Vec<String>, StateError>> {
-        let plugin = self.plugin.name.clone();
         Ok(async {
             check_name("scope", &scope)?;
             // starts_with instead of LIKE: a prefix containing % or _ means itself.
+            let statement = format!(
+                "SELECT key FROM {} WHERE scope = $1 AND starts_with(key, $2) ORDER BY key LIMIT {MAX_LISTED_KEYS}",
+                self.state_table()
+            );
             let rows = self
-                .state_query(
-                    "SELECT key FROM assay.plugin_state WHERE plugin = $1 AND scope = $2 AND starts_with(key, $3) \
-                     ORDER BY key LIMIT 10000",
-                    &[&plugin, &scope, &prefix],
-                )
+                .state_query(&statement, vec![Value::Text(scope), Value::Text(prefix)])
                 .await?;
-            Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect())
+            Ok(rows
+                .iter()
+                .filter_map(|row| row.first().and_then(text))
+                .collect())
         }
         .await)
     }

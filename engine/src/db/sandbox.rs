@@ -16,41 +16,68 @@ use crate::config::{PluginGrants, SandboxConfig};
 /// The role name of plugin `$1` in the current database:
 /// `assay_<6 hex digits of md5(database)>_<plugin>`. Roles are shared by every
 /// database of a server; the tag keeps two assay databases on one server apart.
-/// The row-level security policy of `assay.plugin_state` uses the same expression.
+/// Plugin names are at most 50 characters, so the name fits PostgreSQL's 63.
 const ROLE_NAME_SQL: &str =
     "SELECT 'assay_' || substr(md5(current_database()), 1, 6) || '_' || $1::text";
 
-/// Advisory lock taken by every change to roles and grants. GRANT and REVOKE on
-/// a shared object (the database, the `assay` schema, the state table) from two
-/// transactions at once fail with "tuple concurrently updated", so all of it —
-/// for every plugin, from every assay process — happens one at a time.
-pub const PROVISION_LOCK: i64 = 0x6173_7361_795f_7072; // "assay_pr"
+/// The table every change to plugin roles, schemas and grants locks first (see
+/// the V5 migration). GRANT and REVOKE on a shared object (the database, a
+/// schema) from two transactions at once fail with "tuple concurrently
+/// updated", so all of it — for every plugin, from every assay process —
+/// happens one at a time. A table no plugin role may touch, locked inside the
+/// transaction it guards: no plugin can take it or hold it, and it is released
+/// with the transaction even if the engine's session is dropped half-way.
+const PROVISION_LOCK: &str = "LOCK TABLE assay.provisioning IN EXCLUSIVE MODE";
 
-/// Takes [`PROVISION_LOCK`] for this session. It is taken at session level
-/// *before* any transaction starts: a transaction that waited for a
-/// transaction-level lock could still work from catalog rows read before the
-/// other one committed, and fail with "tuple concurrently updated". Always pair
-/// with [`provision_unlock`], whatever happened in between.
-pub async fn provision_lock(conn: &super::PgConnection) -> Result<(), DbError> {
-    conn.execute("SELECT pg_advisory_lock($1)", &[&PROVISION_LOCK])
+/// Longest the engine waits for the provisioning lock or any lock provisioning
+/// needs (another engine provisioning, a plugin holding a lock on one of its own
+/// tables), before the plugin is refused for now.
+pub const PROVISION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Opens a transaction holding the provisioning lock.
+pub async fn begin_provisioning(
+    conn: &mut super::PgConnection,
+) -> Result<Transaction<'_>, DbError> {
+    let tx = conn
+        .transaction()
         .await
-        .map(|_| ())
-        .map_err(DbError::query("waiting for the provisioning lock"))
+        .map_err(DbError::query("starting to provision plugins"))?;
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = {}; {PROVISION_LOCK}",
+        PROVISION_LOCK_WAIT.as_millis()
+    ))
+    .await
+    .map_err(DbError::query("waiting for the provisioning lock"))?;
+    Ok(tx)
 }
 
-/// Releases [`PROVISION_LOCK`].
-pub async fn provision_unlock(conn: &super::PgConnection) -> Result<(), DbError> {
-    conn.execute("SELECT pg_advisory_unlock($1)", &[&PROVISION_LOCK])
-        .await
-        .map(|_| ())
-        .map_err(DbError::query("releasing the provisioning lock"))
-}
-
-/// Tables no grant may name, whatever the configuration says.
-const NEVER_GRANTED: &[(&str, &str)] = &[
-    ("assay", "plugin_roles"),
-    ("assay", "refinery_schema_history"),
+/// Tables no grant may name, whatever the configuration says, and why.
+const NEVER_GRANTED: &[(&str, &str, &str)] = &[
+    ("assay", "plugin_roles", "holds the engine's secrets"),
+    (
+        "assay",
+        "refinery_schema_history",
+        "is the engine's migration record",
+    ),
+    (
+        "assay",
+        "plugin_state",
+        "holds every plugin's state from before each moved to its own schema",
+    ),
+    ("assay", "provisioning", "is the engine's provisioning lock"),
 ];
+
+/// The schema the engine's own tables live in. Plugins may be granted reading
+/// its tables, never writing: with UPDATE or DELETE on a table a role may also
+/// `LOCK` it in any mode, and so hold up the engine and every other plugin.
+const ENGINE_SCHEMA: &str = "assay";
+
+/// Name of each plugin's state table, in its own schema, owned by the engine.
+pub const STATE_TABLE: &str = "assay_state";
+/// Name of each plugin's migration record, in its own schema, owned by the plugin.
+pub const MIGRATIONS_TABLE: &str = "assay_migrations";
+/// Largest state value, in bytes of its JSON text (enforced by the state table).
+pub const MAX_STATE_VALUE_BYTES: usize = 1024 * 1024;
 
 /// The database role of a plugin in the connected database.
 pub async fn role_name(
@@ -65,6 +92,12 @@ pub async fn role_name(
 }
 
 /// The schema a plugin owns and finds first on its `search_path`.
+///
+/// `-` becomes `_` so that plugin authors can name the schema without quotes;
+/// that makes `victim-x` and `victim_x` map to the same schema. The mapping is
+/// kept injective by the database instead: the schema name is recorded with
+/// the plugin that claimed it first (a unique constraint), and a later plugin
+/// whose name maps to it is refused at load ([`SandboxError::NameTaken`]).
 pub fn schema_name(plugin: &str) -> String {
     format!("plugin_{}", plugin.replace('-', "_"))
 }
@@ -80,6 +113,48 @@ pub enum SandboxError {
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The plugin's name maps to database names another plugin already has.
+    #[error(
+        "plugin name `{plugin}` maps to the database schema {schema}, which belongs to plugin `{owner}` \
+         (`-` and `_` are the same in database names); rename one of the two plugins"
+    )]
+    NameTaken {
+        /// The plugin refused.
+        plugin: String,
+        /// The schema name both map to.
+        schema: String,
+        /// The plugin that has it.
+        owner: String,
+    },
+    /// A database object the plugin would get already exists and was not made
+    /// for it by assay; the engine never takes over what it did not create.
+    #[error(
+        "{object} already exists and was not created by assay for plugin `{plugin}`; \
+         assay never takes over objects it did not create: rename the plugin, or have \
+         the database's owner drop or rename {object}"
+    )]
+    Foreign {
+        /// The plugin refused.
+        plugin: String,
+        /// What is in the way (`schema plugin_x`, `role assay_…`, …).
+        object: String,
+    },
+    /// Purging would drop schemas that are not the plugin's own.
+    #[error(
+        "role {role} of plugin `{plugin}` owns {schemas}, which {verb} not the plugin's own; \
+         give {them} back to {their} owner (ALTER SCHEMA … OWNER TO …) before purging it",
+        verb = if schemas.contains(',') { "are" } else { "is" },
+        them = if schemas.contains(',') { "them" } else { "it" },
+        their = if schemas.contains(',') { "their" } else { "its" },
+    )]
+    OwnsOthers {
+        /// The plugin.
+        plugin: String,
+        /// Its role.
+        role: String,
+        /// The schemas, listed.
+        schemas: String,
+    },
     /// The operator's grants for this plugin cannot be applied.
     #[error("invalid grant for plugin {plugin}: {message}")]
     Grant {
@@ -113,6 +188,8 @@ pub struct PluginLogin {
     pub role: String,
     /// Its password (kept in `assay.plugin_roles`, readable by the engine only).
     pub password: String,
+    /// The schema it owns.
+    pub schema: String,
 }
 
 /// Once per start: checks the connection budget against the server, and takes
@@ -174,75 +251,171 @@ pub async fn harden(
                AND NOT EXISTS (SELECT 1 FROM aclexplode(d.defaclacl) a WHERE a.grantee = 0))",
         ),
     ];
-    provision_lock(&conn).await?;
-    let result: Result<Vec<String>, SandboxError> = async {
-        let mut warnings = Vec::new();
-        for (statement, still_granted) in &steps {
-            let failed = conn.batch_execute(statement).await.err();
-            let granted: bool = conn
-                .query_one(&format!("SELECT {still_granted}"), &[])
-                .await
-                .map_err(DbError::query("checking what PUBLIC may do"))?
-                .get(0);
-            if granted {
-                let why = failed.map_or_else(|| "not permitted to this role".to_string(), |e| super::pg_message(&e));
-                warnings.push(format!(
-                    "could not run `{statement}` ({why}); run it as the owner or a superuser so plugins get nothing through PUBLIC"
-                ));
+    drop(conn);
+    let mut conn = db.connection().await?;
+    let mut tx = begin_provisioning(&mut conn).await?;
+    let mut warnings = Vec::new();
+    for (statement, still_granted) in &steps {
+        // Each step in a savepoint of its own: one the role may not make must
+        // not undo the others.
+        let step = tx
+            .savepoint("hardening_step")
+            .await
+            .map_err(DbError::query("hardening the database"))?;
+        let failed = match step.batch_execute(statement).await {
+            Ok(()) => {
+                step.commit()
+                    .await
+                    .map_err(DbError::query("hardening the database"))?;
+                None
             }
+            Err(e) => {
+                step.rollback()
+                    .await
+                    .map_err(DbError::query("hardening the database"))?;
+                Some(e)
+            }
+        };
+        let granted: bool = tx
+            .query_one(&format!("SELECT {still_granted}"), &[])
+            .await
+            .map_err(DbError::query("checking what PUBLIC may do"))?
+            .get(0);
+        if granted {
+            let why = failed.map_or_else(
+                || "not permitted to this role".to_string(),
+                |e| super::pg_message(&e),
+            );
+            warnings.push(format!(
+                "could not run `{statement}` ({why}); run it as the owner or a superuser so plugins get nothing through PUBLIC"
+            ));
         }
-        Ok(warnings)
     }
-    .await;
-    let unlocked = provision_unlock(&conn).await;
-    let warnings = result?;
-    unlocked?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing the hardening"))?;
     Ok(warnings)
 }
 
-/// Creates or updates the plugin's role, schema and grants, inside the caller's
-/// transaction (which holds the plugin's registration lock).
+/// Creates or updates the plugin's role, schema, state table and grants,
+/// inside the caller's transaction (opened by [`begin_provisioning`]).
+///
+/// Nothing is taken over: the role and the schema are created for this plugin
+/// and recorded with it, or they already were; a role, schema or table in the
+/// way that assay did not make for this same plugin refuses the plugin
+/// ([`SandboxError::Foreign`]), and so does a name that maps to another
+/// plugin's schema ([`SandboxError::NameTaken`]).
 pub async fn provision(
     tx: &Transaction<'_>,
     plugin: &str,
     grants: &PluginGrants,
 ) -> Result<PluginLogin, SandboxError> {
-    let role = role_name(tx, plugin).await?;
-    let schema = schema_name(plugin);
-    let (qrole, qschema) = (quote_ident(&role), quote_ident(&schema));
     let q = |context: &'static str| DbError::query(context);
-
-    let fresh_password: String = {
-        use rand::Rng as _;
-        rand::rng()
-            .sample_iter(rand::distr::Alphanumeric)
-            .take(32)
-            .map(char::from)
-            .collect()
+    let schema = schema_name(plugin);
+    let foreign = |object: String| SandboxError::Foreign {
+        plugin: plugin.to_string(),
+        object,
     };
-    let password: String = tx
-        .query_one(
-            "INSERT INTO assay.plugin_roles (plugin, role_name, password) VALUES ($1, $2, $3)
-             ON CONFLICT (plugin) DO UPDATE SET dropped_at = NULL
-             RETURNING password",
-            &[&plugin, &role, &fresh_password],
+
+    if let Some(row) = tx
+        .query_opt(
+            "SELECT plugin FROM assay.plugin_roles WHERE schema_name = $1 AND plugin <> $2",
+            &[&schema, &plugin],
         )
         .await
-        .map_err(q("recording the plugin role"))?
-        .get(0);
-    // The password is alphanumeric (generated above), so it needs no escaping.
-    let attributes = format!(
-        "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS PASSWORD '{password}'"
-    );
-    let exists = tx
-        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+        .map_err(q("looking up who has the plugin's schema"))?
+    {
+        return Err(SandboxError::NameTaken {
+            plugin: plugin.to_string(),
+            schema,
+            owner: row.get(0),
+        });
+    }
+    let recorded: Option<(String, String, Option<String>)> = tx
+        .query_opt(
+            "SELECT role_name, password, schema_name FROM assay.plugin_roles WHERE plugin = $1",
+            &[&plugin],
+        )
         .await
         .map_err(q("looking up the plugin role"))?
-        .is_some();
-    let verb = if exists { "ALTER" } else { "CREATE" };
-    tx.batch_execute(&format!("{verb} ROLE {qrole} {attributes}"))
+        .map(|r| (r.get(0), r.get(1), r.get(2)));
+    let schema_owner: Option<String> = tx
+        .query_opt(
+            "SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = $1",
+            &[&schema],
+        )
+        .await
+        .map_err(q("looking up the plugin schema"))?
+        .map(|r| r.get(0));
+
+    let (role, password) = match recorded {
+        Some((role, password, recorded_schema)) => {
+            if recorded_schema.is_none() {
+                // Recorded before schemas were; claimed now (the check above
+                // made sure nobody else has it).
+                tx.execute(
+                    "UPDATE assay.plugin_roles SET schema_name = $2 WHERE plugin = $1",
+                    &[&plugin, &schema],
+                )
+                .await
+                .map_err(q("recording the plugin schema"))?;
+            }
+            if let Some(owner) = schema_owner.as_ref().filter(|owner| **owner != role) {
+                return Err(foreign(format!("schema {schema} (owned by role {owner})")));
+            }
+            tx.execute(
+                "UPDATE assay.plugin_roles SET dropped_at = NULL WHERE plugin = $1",
+                &[&plugin],
+            )
+            .await
+            .map_err(q("recording the plugin role"))?;
+            (role, password)
+        }
+        None => {
+            let role = role_name(tx, plugin).await?;
+            if role_exists(tx, &role).await? {
+                return Err(foreign(format!("database role {role}")));
+            }
+            if schema_owner.is_some() {
+                return Err(foreign(format!("schema {schema}")));
+            }
+            let password: String = {
+                use rand::Rng as _;
+                rand::rng()
+                    .sample_iter(rand::distr::Alphanumeric)
+                    .take(32)
+                    .map(char::from)
+                    .collect()
+            };
+            tx.execute(
+                "INSERT INTO assay.plugin_roles (plugin, role_name, password, schema_name) VALUES ($1, $2, $3, $4)",
+                &[&plugin, &role, &password, &schema],
+            )
+            .await
+            .map_err(q("recording the plugin role"))?;
+            (role, password)
+        }
+    };
+    let (qrole, qschema) = (quote_ident(&role), quote_ident(&schema));
+
+    let superuser: bool = tx
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(q("checking the engine role"))?
+        .get(0);
+    if !role_exists(tx, &role).await? {
+        // New, or recorded but gone (dropped by hand): made, for this plugin.
+        // The password is alphanumeric (generated by the engine), so it needs no escaping.
+        tx.batch_execute(&format!(
+            "CREATE ROLE {qrole} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS PASSWORD '{password}'"
+        ))
         .await
         .map_err(q("creating the plugin role"))?;
+    }
+    reassert_role(tx, &role, &schema, &password).await?;
 
     // No memberships: whatever granted the role membership elsewhere is undone.
     let memberships: Vec<String> = tx
@@ -265,14 +438,6 @@ pub async fn provision(
 
     // A non-superuser engine must be a member of the plugin role to hand it a
     // schema; the plugin role itself stays a member of nothing.
-    let superuser: bool = tx
-        .query_one(
-            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
-            &[],
-        )
-        .await
-        .map_err(q("checking the engine role"))?
-        .get(0);
     if !superuser {
         tx.batch_execute(&format!("GRANT {qrole} TO CURRENT_USER"))
             .await
@@ -280,48 +445,163 @@ pub async fn provision(
                 "making the engine a member of the plugin role (needs CREATEROLE)",
             ))?;
     }
+    if schema_owner.is_none() {
+        tx.batch_execute(&format!("CREATE SCHEMA {qschema} AUTHORIZATION {qrole}"))
+            .await
+            .map_err(q("creating the plugin schema"))?;
+    }
     tx.batch_execute(&format!(
-        "ALTER ROLE {qrole} SET search_path = {qschema};
-         CREATE SCHEMA IF NOT EXISTS {qschema} AUTHORIZATION {qrole};
-         ALTER SCHEMA {qschema} OWNER TO {qrole};
-         GRANT CONNECT ON DATABASE {} TO {qrole};
-         GRANT USAGE ON SCHEMA assay TO {qrole};
-         GRANT SELECT, INSERT, UPDATE, DELETE ON assay.plugin_state TO {qrole}",
+        "GRANT CONNECT ON DATABASE {} TO {qrole}",
         quote_ident(&current_database(tx).await?)
     ))
     .await
-    .map_err(q("setting up the plugin schema"))?;
-    // Tables made in the schema before it had an owner of its own go to the plugin.
-    let foreign_owned: Vec<(String, String)> = tx
-        .query(
-            "SELECT c.relname::text, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
-               AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = $2)
-               AND NOT (c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')))",
-            &[&schema, &role],
+    .map_err(q("letting the plugin role connect"))?;
+    own_tables(tx, plugin, &role, &schema).await?;
+    apply_grants(tx, plugin, &role, &schema, grants).await?;
+    Ok(PluginLogin {
+        role,
+        password,
+        schema,
+    })
+}
+
+async fn role_exists(tx: &Transaction<'_>, role: &str) -> Result<bool, DbError> {
+    Ok(tx
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+        .await
+        .map_err(DbError::query("looking up the plugin role"))?
+        .is_some())
+}
+
+/// Sets the role back to what the engine made it: its attributes, its
+/// password, and no session defaults but its `search_path`. A role may change
+/// its own password and session defaults (PostgreSQL allows every role that),
+/// so this runs at every load and again after the plugin's migrations.
+pub async fn reassert_role(
+    tx: &Transaction<'_>,
+    role: &str,
+    schema: &str,
+    password: &str,
+) -> Result<(), DbError> {
+    let (qrole, qschema) = (quote_ident(role), quote_ident(schema));
+    // SUPERUSER, REPLICATION and BYPASSRLS only a superuser can give, or even
+    // name in ALTER ROLE: the role was created without them, and only a
+    // superuser engine can (and so does) take them away again.
+    let superuser: bool = tx
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
         )
         .await
-        .map_err(q("listing the plugin's tables"))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    for (name, kind) in foreign_owned {
-        let object = match kind.as_str() {
-            "v" => "VIEW",
-            "m" => "MATERIALIZED VIEW",
-            "S" => "SEQUENCE",
-            _ => "TABLE",
-        };
-        tx.batch_execute(&format!(
-            "ALTER {object} {qschema}.{} OWNER TO {qrole}",
-            quote_ident(&name)
-        ))
+        .map_err(DbError::query("checking the engine role"))?
+        .get(0);
+    let reserved = if superuser {
+        " NOSUPERUSER NOREPLICATION NOBYPASSRLS"
+    } else {
+        ""
+    };
+    // The password is alphanumeric (generated by the engine), so it needs no escaping.
+    tx.batch_execute(&format!(
+        "ALTER ROLE {qrole} LOGIN NOCREATEDB NOCREATEROLE NOINHERIT{reserved} PASSWORD '{password}';
+         ALTER ROLE {qrole} RESET ALL;
+         ALTER ROLE {qrole} IN DATABASE {} RESET ALL;
+         ALTER ROLE {qrole} SET search_path = {qschema}",
+        quote_ident(&current_database(tx).await?)
+    ))
+    .await
+    .map_err(DbError::query("setting the plugin role's attributes"))
+}
+
+/// The tables the engine keeps in every plugin's schema: the plugin's state
+/// (owned by the engine, so its limits hold; the plugin may read and write its
+/// rows, and only ever blocks itself) and its migration record (owned by the
+/// plugin, written with each migration). Legacy state rows in
+/// `assay.plugin_state` move into the plugin's own table.
+async fn own_tables(
+    tx: &Transaction<'_>,
+    plugin: &str,
+    role: &str,
+    schema: &str,
+) -> Result<(), SandboxError> {
+    let q = |context: &'static str| DbError::query(context);
+    let (qrole, qschema) = (quote_ident(role), quote_ident(schema));
+    let owner_of = async |table: &str| -> Result<Option<String>, DbError> {
+        Ok(tx
+            .query_opt(
+                "SELECT pg_get_userbyid(c.relowner)::text FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(q("looking up the plugin's tables"))?
+            .map(|r| r.get(0)))
+    };
+    let engine: String = tx
+        .query_one("SELECT current_user::text", &[])
         .await
-        .map_err(q("handing a table to the plugin role"))?;
+        .map_err(q("naming the engine role"))?
+        .get(0);
+    let foreign = |table: &str, owner: &str| SandboxError::Foreign {
+        plugin: plugin.to_string(),
+        object: format!("table {schema}.{table} (owned by role {owner})"),
+    };
+
+    match owner_of(STATE_TABLE).await? {
+        Some(owner) if owner != engine => return Err(foreign(STATE_TABLE, &owner)),
+        Some(_) => {}
+        None => {
+            tx.batch_execute(&format!(
+                "CREATE TABLE {qschema}.{STATE_TABLE} (
+                     scope      text NOT NULL CHECK (length(scope) BETWEEN 1 AND 256),
+                     key        text NOT NULL CHECK (length(key) BETWEEN 1 AND 256),
+                     value      jsonb NOT NULL CHECK (octet_length(value::text) <= {MAX_STATE_VALUE_BYTES}),
+                     updated_at timestamptz NOT NULL DEFAULT now(),
+                     PRIMARY KEY (scope, key));
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON {qschema}.{STATE_TABLE} TO {qrole}"
+            ))
+            .await
+            .map_err(q("creating the plugin's state table"))?;
+        }
+    }
+    let moved = tx
+        .execute(
+            &format!(
+                "WITH moved AS (
+                     DELETE FROM assay.plugin_state
+                     WHERE plugin = $1 AND octet_length(value::text) <= {MAX_STATE_VALUE_BYTES}
+                     RETURNING scope, key, value, updated_at)
+                 INSERT INTO {qschema}.{STATE_TABLE} (scope, key, value, updated_at)
+                 SELECT * FROM moved ON CONFLICT (scope, key) DO NOTHING"
+            ),
+            &[&plugin],
+        )
+        .await
+        .map_err(q("moving the plugin's state into its own schema"))?;
+    if moved > 0 {
+        tracing::info!(
+            plugin,
+            rows = moved,
+            "moved state into the plugin's own schema"
+        );
     }
 
-    apply_grants(tx, plugin, &role, &schema, grants).await?;
-    Ok(PluginLogin { role, password })
+    match owner_of(MIGRATIONS_TABLE).await? {
+        Some(owner) if owner != role => return Err(foreign(MIGRATIONS_TABLE, &owner)),
+        Some(_) => {}
+        None => {
+            tx.batch_execute(&format!(
+                "CREATE TABLE {qschema}.{MIGRATIONS_TABLE} (
+                     version integer PRIMARY KEY CHECK (version > 0),
+                     description text NOT NULL,
+                     sha256 text NOT NULL,
+                     applied_at timestamptz NOT NULL DEFAULT now());
+                 ALTER TABLE {qschema}.{MIGRATIONS_TABLE} OWNER TO {qrole}"
+            ))
+            .await
+            .map_err(q("creating the plugin's migration record"))?;
+        }
+    }
+    Ok(())
 }
 
 async fn current_database(tx: &Transaction<'_>) -> Result<String, DbError> {
@@ -357,9 +637,17 @@ async fn apply_grants(
             let Some((schema, table)) = name.split_once('.') else {
                 return Err(invalid(format!("{name:?} must be written as schema.table")));
             };
-            if NEVER_GRANTED.contains(&(schema, table)) {
+            if let Some((_, _, why)) = NEVER_GRANTED
+                .iter()
+                .find(|(s, t, _)| (*s, *t) == (schema, table))
+            {
+                return Err(invalid(format!("{name} {why} and is never granted")));
+            }
+            if schema == ENGINE_SCHEMA && privileges != "SELECT" {
                 return Err(invalid(format!(
-                    "{name} holds the engine's secrets and is never granted"
+                    "{name} is one of the engine's tables, which plugins may only read: \
+                     a role that may write a table may also LOCK it and hold up the engine \
+                     and every other plugin; move it to `read`"
                 )));
             }
             let found = tx
@@ -379,15 +667,15 @@ async fn apply_grants(
         }
     }
 
-    // Revoke everything granted outside its own schema (the state table aside),
-    // then grant what is configured; one transaction, so there is no gap.
+    // Revoke everything granted outside its own schema, then grant what is
+    // configured; one transaction, so there is no gap.
     let current: Vec<(String, String)> = tx
         .query(
             "SELECT DISTINCT n.nspname::text, c.relname::text
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              CROSS JOIN LATERAL aclexplode(c.relacl) a
              WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)
-               AND n.nspname <> $2 AND NOT (n.nspname = 'assay' AND c.relname = 'plugin_state')",
+               AND n.nspname <> $2",
             &[&role, &own_schema],
         )
         .await
@@ -407,7 +695,7 @@ async fn apply_grants(
     let usage: Vec<String> = tx
         .query(
             "SELECT n.nspname::text FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a
-             WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1) AND n.nspname NOT IN ($2, 'assay')",
+             WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1) AND n.nspname <> $2",
             &[&role, &own_schema],
         )
         .await
@@ -436,16 +724,17 @@ async fn apply_grants(
 }
 
 /// `assay plugins drop`: the plugin can no longer log in and loses its grants;
-/// with `purge`, its schema, state and role are removed too.
+/// with `purge`, its schema, state and role are removed too. Only what is
+/// recorded as the plugin's own is touched: a schema another plugin's name
+/// maps to is never dropped with this one.
 pub async fn drop_plugin(db: &Database, plugin: &str, purge: bool) -> Result<bool, DbError> {
     let mut conn = db.connection().await?;
-    provision_lock(&conn).await?;
-    let result = drop_locked(&mut conn, plugin, purge).await;
-    provision_unlock(&conn).await?;
-    result.map_err(|e| match e {
-        SandboxError::Db(e) => e,
-        other => DbError::Migrate(other.to_string()),
-    })
+    drop_locked(&mut conn, plugin, purge)
+        .await
+        .map_err(|e| match e {
+            SandboxError::Db(e) => e,
+            other => DbError::Migrate(other.to_string()),
+        })
 }
 
 async fn drop_locked(
@@ -453,40 +742,69 @@ async fn drop_locked(
     plugin: &str,
     purge: bool,
 ) -> Result<bool, SandboxError> {
-    let tx = conn
-        .transaction()
-        .await
-        .map_err(DbError::query("starting the drop"))?;
-    let role = role_name(&tx, plugin).await?;
-    let qrole = quote_ident(&role);
+    let tx = begin_provisioning(conn).await?;
     let q = |context: &'static str| DbError::query(context);
-    let known = tx
-        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+    let Some(recorded) = tx
+        .query_opt(
+            "SELECT role_name, schema_name FROM assay.plugin_roles WHERE plugin = $1",
+            &[&plugin],
+        )
         .await
         .map_err(q("looking up the plugin role"))?
-        .is_some();
-    if !known {
+    else {
         return Ok(false);
+    };
+    let (role, schema): (String, Option<String>) = (recorded.get(0), recorded.get(1));
+    let qrole = quote_ident(&role);
+    let role_present = role_exists(&tx, &role).await?;
+    if role_present {
+        tx.batch_execute(&format!("ALTER ROLE {qrole} NOLOGIN"))
+            .await
+            .map_err(q("disabling the plugin role"))?;
+        // Its own schema (if it has one recorded) is not "outside".
+        let own = schema.clone().unwrap_or_default();
+        apply_grants(&tx, plugin, &role, &own, &PluginGrants::default()).await?;
     }
-    tx.batch_execute(&format!("ALTER ROLE {qrole} NOLOGIN"))
-        .await
-        .map_err(q("disabling the plugin role"))?;
-    apply_grants(
-        &tx,
-        plugin,
-        &role,
-        &schema_name(plugin),
-        &PluginGrants::default(),
-    )
-    .await?;
+    if purge && role_present {
+        // DROP OWNED below drops everything the role owns: refuse if that
+        // would include a schema that is not recorded as this plugin's.
+        let others: Vec<String> = tx
+            .query(
+                "SELECT 'schema ' || nspname::text FROM pg_namespace
+                 WHERE nspowner = (SELECT oid FROM pg_roles WHERE rolname = $1)
+                   AND nspname::text IS DISTINCT FROM $2",
+                &[&role, &schema],
+            )
+            .await
+            .map_err(q("listing what the plugin role owns"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !others.is_empty() {
+            return Err(SandboxError::OwnsOthers {
+                plugin: plugin.to_string(),
+                role,
+                schemas: others.join(", "),
+            });
+        }
+    }
     if purge {
-        tx.batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE; REVOKE ALL ON assay.plugin_state FROM {qrole};
-             REVOKE ALL ON SCHEMA assay FROM {qrole}; DROP OWNED BY {qrole}; DROP ROLE {qrole}",
-            quote_ident(&schema_name(plugin))
-        ))
-        .await
-        .map_err(q("removing the plugin's schema and role"))?;
+        if let Some(schema) = &schema {
+            tx.batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                quote_ident(schema)
+            ))
+            .await
+            .map_err(q("removing the plugin's schema"))?;
+        }
+        if role_present {
+            tx.batch_execute(&format!(
+                "REVOKE ALL ON assay.plugin_state FROM {qrole}; REVOKE ALL ON SCHEMA assay FROM {qrole};
+                 DROP OWNED BY {qrole}; DROP ROLE {qrole}"
+            ))
+            .await
+            .map_err(q("removing the plugin's role"))?;
+        }
         tx.execute(
             "DELETE FROM assay.plugin_state WHERE plugin = $1",
             &[&plugin],

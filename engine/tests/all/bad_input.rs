@@ -175,10 +175,7 @@ async fn a_failed_call_rolls_back_its_state_writes() {
     assert_eq!(faulty.error_kind, Some("failed"));
     let client = engine.test_db.client().await;
     let rows: i64 = client
-        .query_one(
-            "SELECT count(*) FROM assay.plugin_state WHERE plugin = 'faulty'",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM plugin_faulty.assay_state", &[])
         .await
         .unwrap()
         .get(0);

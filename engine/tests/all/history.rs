@@ -89,7 +89,7 @@ async fn history_counts_terms_across_documents_of_a_group() {
     // State remembers the last document of each group.
     let last: Value = client
         .query_one(
-            "SELECT value FROM assay.plugin_state WHERE plugin = 'history' AND scope = 'northwind' AND key = 'last-document'",
+            "SELECT value FROM plugin_history.assay_state WHERE scope = 'northwind' AND key = 'last-document'",
             &[],
         )
         .await

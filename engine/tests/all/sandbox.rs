@@ -406,6 +406,102 @@ fn attacks(history_role: &str) -> Vec<Attack> {
             Denied,
             Code("42501"),
         ),
+        // Other spellings of what the gate refuses: the server resolves them
+        // to the same thing, so the gate must too.
+        attack(
+            "set_config quoted and qualified",
+            "query SELECT \"pg_catalog\".\"set_config\"('statement_timeout', '0', false)",
+            Denied,
+            Harmless,
+        )
+        .then("SELECT current_setting('statement_timeout')", json!("5s")),
+        attack(
+            "set_config by Unicode escapes",
+            r#"query SELECT U&"\0073et_config"('work_mem', '1GB', false)"#,
+            Denied,
+            Harmless,
+        )
+        .then("SELECT current_setting('work_mem')", json!("4MB")),
+        attack(
+            "set_config by Unicode escapes with UESCAPE",
+            r#"query SELECT U&"!0073et_config" UESCAPE '!' ('work_mem', '1GB', false)"#,
+            Denied,
+            Harmless,
+        )
+        .then("SELECT current_setting('work_mem')", json!("4MB")),
+        attack(
+            "set_config behind a comment the server ends at a carriage return",
+            "query SELECT 1 -- only a comment?\r, set_config('work_mem', '1GB', false)",
+            Denied,
+            Harmless,
+        )
+        .then("SELECT current_setting('work_mem')", json!("4MB")),
+        attack(
+            "set_config as a set-returning function in FROM",
+            "query SELECT * FROM PG_CATALOG . /* x */ SET_CONFIG ('work_mem', '1GB', false)",
+            Denied,
+            Harmless,
+        )
+        .then("SELECT current_setting('work_mem')", json!("4MB")),
+        attack(
+            "SET by another name: UPDATE pg_settings",
+            "exec UPDATE pg_settings SET setting = '1GB' WHERE name = 'work_mem'",
+            Denied,
+            Harmless,
+        )
+        .then("SELECT current_setting('work_mem')", json!("4MB")),
+        attack(
+            "UPDATE pg_settings, quoted, in a CTE",
+            "query WITH s AS (UPDATE pg_catalog.\"pg_settings\" SET setting = '0' WHERE name = 'statement_timeout' RETURNING name) SELECT * FROM s",
+            Denied,
+            Harmless,
+        )
+        .then("SELECT current_setting('statement_timeout')", json!("5s")),
+        attack(
+            "pg_sleep qualified",
+            "query SELECT \"pg_catalog\".pg_sleep_for('10 milliseconds')",
+            Denied,
+            Harmless,
+        ),
+        attack(
+            "pg_sleep in attribute notation",
+            "query SELECT (0.01).pg_sleep",
+            Denied,
+            Harmless,
+        ),
+        attack(
+            "an advisory lock by Unicode escapes",
+            r#"query SELECT U&"pg\005fadvisory\005flock"(4243)"#,
+            Denied,
+            Harmless,
+        ),
+        attack(
+            "SQL run from a string: ts_stat",
+            "query SELECT * FROM ts_stat('SELECT to_tsvector(set_config(''work_mem'', ''1GB'', false))')",
+            Denied,
+            Harmless,
+        )
+        .then("SELECT current_setting('work_mem')", json!("4MB")),
+        attack(
+            "ALTER ROUTINE with a SET clause",
+            "exec ALTER ROUTINE pg_catalog.now() SET work_mem = '1GB'",
+            Denied,
+            Code("42501"),
+        ),
+        // What the host's client cannot carry gets the statement's own error,
+        // gate or no gate, and the connection goes on working.
+        attack(
+            "COPY FROM STDIN",
+            "exec CREATE TABLE IF NOT EXISTS sink (a int)\nexec COPY sink FROM STDIN",
+            Denied,
+            Code("0A000"),
+        ),
+        attack(
+            "a NUL byte in a statement",
+            "query-nul SELECT 1\\0; SELECT 2",
+            Code("22021"),
+            Code("22021"),
+        ),
         attack(
             "a billion rows",
             "query SELECT generate_series(1, 1000000000)",
@@ -417,6 +513,13 @@ fn attacks(history_role: &str) -> Vec<Attack> {
             "query SELECT repeat(repeat('x', 10000), 50000)",
             Bounded,
             Bounded,
+        ),
+        // A few kilobytes on the wire that would decode to 210 MB of digits.
+        attack(
+            "numerics that expand when decoded",
+            "query SELECT 1e131071::numeric FROM generate_series(1, 1600)",
+            TooLarge,
+            TooLarge,
         ),
     ]
 }
@@ -594,60 +697,6 @@ async fn attacks_fail_with_the_statement_gate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attacks_fail_on_privileges_alone() {
     attack_suite(false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_plugins_state_is_invisible() {
-    let sandbox = Sandbox::new(false, 10_000).await;
-    let mut seeded = doc(
-        "seed",
-        "chat",
-        "The router failed again and the refund was late.",
-    );
-    seeded.metadata.insert("group".into(), json!("victims"));
-    sandbox.engine.pipeline.run(seeded).await.unwrap();
-    let client = sandbox.engine.test_db.client().await;
-    let theirs: i64 = client
-        .query_one(
-            "SELECT count(*) FROM assay.plugin_state WHERE plugin = 'history'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(theirs > 0, "history keeps state");
-
-    let (_, steps) = sandbox
-        .run(
-            "state-set mine k \"v\"\nquery SELECT count(*) FROM assay.plugin_state\n\
-             query SELECT count(*) FROM assay.plugin_state WHERE plugin = 'history'\n\
-             exec UPDATE assay.plugin_state SET value = '1' WHERE plugin = 'history'\n\
-             exec INSERT INTO assay.plugin_state (plugin, scope, key, value) VALUES ('history', 'victims', 'x', '1')\n\
-             state-list victims ",
-        )
-        .await;
-    assert!(steps[0].ok, "{:?}", steps[0]);
-    assert_eq!(steps[1].rows, json!([[1]]), "it sees only its own row");
-    assert_eq!(steps[2].rows, json!([[0]]), "history's rows are invisible");
-    assert!(
-        steps[3].ok,
-        "an UPDATE that matches nothing is allowed: {:?}",
-        steps[3]
-    );
-    assert_eq!(
-        steps[4].code, "42501",
-        "writing another plugin's rows is refused: {:?}",
-        steps[4]
-    );
-    let after: i64 = client
-        .query_one(
-            "SELECT count(*) FROM assay.plugin_state WHERE plugin = 'history' AND value = '1'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(after, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

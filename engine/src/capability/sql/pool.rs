@@ -328,6 +328,8 @@ pub struct PoolSettings {
     /// `statement_timeout` of every session (a startup option, so `RESET ALL`
     /// at the end of a call restores it).
     pub statement_timeout: Duration,
+    /// The plugin's schema, its whole `search_path` (also a startup option).
+    pub search_path: String,
 }
 
 /// Builds the pool of one plugin, connecting as `role` with `password`.
@@ -344,9 +346,15 @@ pub fn build_pool(
         .user(role)
         .password(password)
         .application_name(format!("assay plugin {role}"))
+        // Startup options, not role settings: they outrank whatever the role's
+        // own session defaults say (a role may change those for itself), and
+        // `RESET ALL` after each call returns to them. standard_conforming_strings
+        // is fixed so that the statement gate and the server read string
+        // literals the same way. (Schema names are `[a-z0-9_]`: no quoting needed.)
         .options(format!(
-            "-c statement_timeout={}",
-            settings.statement_timeout.as_millis()
+            "-c statement_timeout={} -c search_path={} -c standard_conforming_strings=on",
+            settings.statement_timeout.as_millis(),
+            settings.search_path,
         ))
         .connect_timeout(settings.connect_timeout);
     let last_error = LastConnectError::default();

@@ -21,7 +21,7 @@ use tokio_postgres::error::SqlState;
 
 use super::gate;
 use super::pool::{SandboxConnection, SandboxPool, SandboxPooled};
-use super::values::{Cell, Param, readable};
+use super::values::{Param, RawCell, readable};
 use crate::runtime::bindings::sql::{Column, DbError, RowSet, SqlError, Value};
 
 /// Errors after which a cached statement is prepared afresh next time:
@@ -194,6 +194,7 @@ impl SqlSession {
                 statement.len()
             )));
         }
+        carriable(statement, self.caps.gate)?;
         self.statements += 1;
         if self.statements > self.caps.max_statements {
             return Err(SqlError::Denied(format!(
@@ -211,6 +212,19 @@ impl SqlSession {
     /// statement cancelled) without being buffered whole.
     pub async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, SqlError> {
         self.admit(statement)?;
+        self.host_query(statement, params).await
+    }
+
+    /// Runs one of the host's own statements (the `state` interface's, a
+    /// plugin migration's bookkeeping) in the call's transaction, as the
+    /// plugin's role and under the same caps on what it returns, but neither
+    /// counted against the plugin's statements nor checked by the gate: the
+    /// host wrote it.
+    pub async fn host_query(
+        &mut self,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<RowSet, SqlError> {
         let caps = self.caps.clone();
         let result = self
             .on_connection(statement, async |conn| {
@@ -252,6 +266,15 @@ impl SqlSession {
     /// Runs a statement and returns the number of rows it affected.
     pub async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, SqlError> {
         self.admit(statement)?;
+        self.host_execute(statement, params).await
+    }
+
+    /// [`Self::execute`] for the host's own statements (see [`Self::host_query`]).
+    pub async fn host_execute(
+        &mut self,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<u64, SqlError> {
         let result = self
             .on_connection(statement, async |conn| {
                 let prepared = prepared(conn, statement).await?;
@@ -274,6 +297,11 @@ impl SqlSession {
         if let Some(conn) = self.conn.as_deref_mut() {
             conn.cancel().await;
         }
+    }
+
+    /// The caps this session runs under.
+    pub fn caps(&self) -> &SqlCaps {
+        &self.caps
     }
 
     /// Why the database was unavailable during the call (a connection that
@@ -372,6 +400,56 @@ impl SqlSession {
     }
 }
 
+/// What the host's client cannot carry, refused whether the gate is on or off,
+/// with the statement's own error rather than a lost connection: a NUL byte
+/// (the protocol ends the statement text at one) and `COPY … FROM STDIN` or
+/// `TO STDOUT` (they switch the connection into a copy mode the host does not
+/// speak). With the gate on, it refuses any COPY first, with its own reason;
+/// with it off, COPY to or from files and programs reaches the server, whose
+/// privileges refuse it.
+fn carriable(statement: &str, gate_on: bool) -> Result<(), SqlError> {
+    let refused = |code: &str, message: &str| {
+        Err(SqlError::Db(DbError {
+            code: code.into(),
+            message: message.into(),
+            detail: None,
+        }))
+    };
+    if statement.contains('\0') {
+        // character_not_in_repertoire, what PostgreSQL says of a NUL in text.
+        return refused(
+            "22021",
+            "the statement contains a NUL byte, which PostgreSQL cannot take in SQL text; pass such data as a bytes parameter",
+        );
+    }
+    let lower = statement.to_ascii_lowercase();
+    // Conservative: a mere mention of STDIN or STDOUT (in a comment, say) is
+    // enough to refuse a COPY here, never to let one through.
+    if !gate_on
+        && gate::leading_keyword(statement).as_deref() == Some("copy")
+        && (lower.contains("stdin") || lower.contains("stdout"))
+    {
+        return refused(
+            "0A000",
+            "COPY FROM STDIN and COPY TO STDOUT cannot run through sql.query or sql.execute (the host speaks the extended query protocol only); use INSERT … SELECT or SELECT instead",
+        );
+    }
+    Ok(())
+}
+
+impl Drop for SqlSession {
+    /// A session dropped before [`SqlSession::finish`] (its call was cancelled:
+    /// a client went away mid-request, the engine is shutting down) still has
+    /// its transaction open on the server. Its connection must never be reused
+    /// (the next call would run inside that transaction and commit it): closing
+    /// it makes the server roll the transaction back.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.as_deref_mut() {
+            conn.poisoned = true;
+        }
+    }
+}
+
 /// The connection's prepared statement for `sql`, prepared now if it has none.
 async fn prepared(
     conn: &SandboxConnection,
@@ -420,36 +498,27 @@ async fn read_rows(
         }
         let mut values = Vec::with_capacity(row.len());
         for i in 0..row.len() {
-            let Cell(value) = row.try_get::<_, Cell>(i).map_err(|e| {
+            let unreadable = |e: Box<dyn std::error::Error + Sync + Send>| {
                 SqlError::Db(DbError {
                     code: "22000".into(),
                     message: format!("cannot read column `{}`: {e}", row.columns()[i].name()),
                     detail: None,
                 })
-            })?;
-            bytes += value_size(&value);
-            values.push(value);
-        }
-        if bytes > caps.max_bytes {
-            return Err(bytes_cap());
+            };
+            let raw = row
+                .try_get::<_, RawCell>(i)
+                .map_err(|e| unreadable(e.into()))?;
+            // Counted before it is decoded: what decoding would make must fit
+            // the cap first.
+            bytes = bytes.saturating_add(raw.decoded_size());
+            if bytes > caps.max_bytes {
+                return Err(bytes_cap());
+            }
+            values.push(raw.decode().map_err(unreadable)?);
         }
         rows.push(values);
     }
     Ok(rows)
-}
-
-/// Roughly what a value costs to hold and hand over, in bytes.
-fn value_size(value: &Value) -> usize {
-    match value {
-        Value::Numeric(s) | Value::Text(s) | Value::Json(s) | Value::Uuid(s) => s.len() + 8,
-        Value::Bytes(b) => b.len() + 8,
-        Value::TextArray(items) => items
-            .iter()
-            .map(|i| i.as_ref().map_or(0, String::len) + 8)
-            .sum(),
-        Value::IntArray(items) => items.len() * 9,
-        _ => 9,
-    }
 }
 
 fn check_params(statement: &tokio_postgres::Statement, params: &[Value]) -> Result<(), SqlError> {

@@ -184,6 +184,93 @@ fn float_text(v: f64) -> String {
     }
 }
 
+/// A result cell as it came off the wire, not yet decoded: decoding can make
+/// far more of a value than the wire carried (a `numeric` of a few bytes can
+/// be 130,000 digits of text), so the host first asks [`RawCell::decoded_size`]
+/// and decodes only within the result's byte cap.
+#[derive(Debug)]
+pub struct RawCell<'a> {
+    ty: Type,
+    raw: Option<&'a [u8]>,
+}
+
+impl<'a> FromSql<'a> for RawCell<'a> {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
+        Ok(Self {
+            ty: ty.clone(),
+            raw: Some(raw),
+        })
+    }
+
+    fn from_sql_null(ty: &Type) -> Result<Self, BoxError> {
+        Ok(Self {
+            ty: ty.clone(),
+            raw: None,
+        })
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// What every value costs beyond its bytes, for the result's byte count.
+const VALUE_OVERHEAD: usize = 8;
+
+impl RawCell<'_> {
+    /// An upper bound of what the decoded value costs the host, in bytes,
+    /// worked out from the wire format's headers without decoding anything.
+    pub fn decoded_size(&self) -> usize {
+        let Some(raw) = self.raw else {
+            return VALUE_OVERHEAD;
+        };
+        let word = |i: usize| {
+            raw.get(i * 2..i * 2 + 2)
+                .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+        };
+        match self.ty {
+            Type::NUMERIC => {
+                // Sign, integer digits (4 per base-10000 digit of weight), point,
+                // `dscale` fraction digits.
+                let weight = usize::try_from(word(1) as i16).unwrap_or(0);
+                let dscale = usize::from(word(3));
+                2 + 4 * (weight + 1) + dscale + VALUE_OVERHEAD
+            }
+            Type::INT2_ARRAY | Type::INT4_ARRAY | Type::INT8_ARRAY => {
+                array_elements(raw).saturating_mul(VALUE_OVERHEAD + 8)
+            }
+            ref t if is_text_array(t) => array_elements(raw)
+                .saturating_mul(VALUE_OVERHEAD)
+                .saturating_add(raw.len()),
+            _ => raw.len() + VALUE_OVERHEAD,
+        }
+    }
+
+    /// Decodes the value (call [`Self::decoded_size`] first).
+    pub fn decode(&self) -> Result<Value, BoxError> {
+        match self.raw {
+            None => Ok(Value::Null),
+            Some(raw) => Cell::from_sql(&self.ty, raw).map(|Cell(v)| v),
+        }
+    }
+}
+
+/// Elements of a binary array (the product of its dimensions), from its header:
+/// ndim, has-null flag, element type, then (length, lower bound) per dimension.
+fn array_elements(raw: &[u8]) -> usize {
+    let int = |at: usize| {
+        raw.get(at..at + 4)
+            .map_or(0, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let dims = usize::try_from(int(0)).unwrap_or(0);
+    if dims == 0 {
+        return 0;
+    }
+    (0..dims).fold(1usize, |n, d| {
+        n.saturating_mul(usize::try_from(int(12 + d * 8)).unwrap_or(0))
+    })
+}
+
 /// A result cell decoded for a plugin.
 #[derive(Debug)]
 pub struct Cell(pub Value);
@@ -353,6 +440,40 @@ mod tests {
             raw.extend_from_slice(&w.to_be_bytes());
         }
         raw
+    }
+
+    #[test]
+    fn decoded_sizes_bound_what_decoding_makes() {
+        // 1e131071: two words on the wire, 131,072 digits decoded.
+        let huge = numeric(1, 32767, 0, 0, &[1]);
+        let cell = RawCell {
+            ty: Type::NUMERIC,
+            raw: Some(&huge),
+        };
+        let decoded = decode_numeric(&huge).expect("valid numeric");
+        assert!(decoded.len() > 131_000);
+        assert!(cell.decoded_size() >= decoded.len(), "the bound holds");
+        for (raw, want) in [
+            (numeric(2, 0, 0, 2, &[12, 5000]), "12.50"),
+            (numeric(1, -2, 0, 8, &[12]), "0.00000012"),
+            (numeric(2, 1, 0x4000, 0, &[1, 2345]), "-12345"),
+        ] {
+            let cell = RawCell {
+                ty: Type::NUMERIC,
+                raw: Some(&raw),
+            };
+            assert!(cell.decoded_size() >= want.len() + VALUE_OVERHEAD, "{want}");
+        }
+        // An int2[] of 3 elements (one dimension): 3 × 16 bytes once decoded.
+        let mut array = Vec::new();
+        for v in [1i32, 0, 21, 3, 1] {
+            array.extend_from_slice(&v.to_be_bytes());
+        }
+        let cell = RawCell {
+            ty: Type::INT2_ARRAY,
+            raw: Some(&array),
+        };
+        assert_eq!(cell.decoded_size(), 3 * 16);
     }
 
     #[test]

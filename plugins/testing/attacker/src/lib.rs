@@ -3,6 +3,7 @@
 //! happened to each as a finding. The attack tests script it.
 //!
 //! - `query <statement>`   run `sql.query`
+//! - `query-nul <statement>` the same, with each `\0` in it made a NUL byte
 //! - `params <json array> <statement>` run `sql.query` with typed parameters, each
 //!   written `{"<variant>": value}` (e.g. `{"int": 5}`, `{"text-array": ["a", null]}`)
 //! - `exec <statement>`    run `sql.execute`
@@ -10,6 +11,10 @@
 //! - `state-set <scope> <key> <json>`, `state-get <scope> <key>`, `state-list <scope> <prefix>`
 //! - `loop`                spin forever (after the steps before it; holding its connection)
 //! - `fail`                return an error after all steps (so the transaction rolls back)
+//!
+//! Its name and migrations can be set in the built component (see
+//! `NAME_SLOT`), so one build serves as any number of differently named and
+//! migrated hostile plugins.
 //!
 //! Each step's finding has label `step` and data
 //! `{"step": i, "ok": bool, "rows": [...], "affected": n, "error": {"kind", "code", "message"}}`.
@@ -29,17 +34,76 @@ use bindings::{Document, Finding, Guest, Manifest, PluginError};
 /// The plugin.
 pub struct Attacker;
 
+/// Marks the slot holding the plugin's name in the built component.
+const NAME_MARKER: &[u8] = b"@@assay-attacker-name@@";
+/// Marks the slot holding the plugin's migrations in the built component.
+const MIGRATIONS_MARKER: &[u8] = b"@@assay-attacker-migrations@@";
+/// Longest name a slot holds (the engine's own limit), plus its terminating NUL.
+const NAME_ROOM: usize = 51;
+/// Bytes of migration SQL a slot holds.
+const MIGRATIONS_ROOM: usize = 8192;
+
+/// `marker` followed by `value` and NULs, `N` bytes in all.
+const fn slot<const N: usize>(marker: &[u8], value: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < marker.len() {
+        out[i] = marker[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < value.len() {
+        out[marker.len() + j] = value[j];
+        j += 1;
+    }
+    out
+}
+
+// The name and migrations sit in fixed-size slots of the component's data, so
+// that tests can make plugins of any name (colliding ones, the longest one)
+// and with any migrations (hostile ones) from this one build, by overwriting
+// the bytes after a marker (`engine/tests/all/support.rs`, `attacker_as`).
+static NAME_SLOT: [u8; NAME_MARKER.len() + NAME_ROOM] = slot(NAME_MARKER, b"attacker");
+static MIGRATIONS_SLOT: [u8; MIGRATIONS_MARKER.len() + MIGRATIONS_ROOM] =
+    slot(MIGRATIONS_MARKER, b"");
+
+/// The text of a slot: what follows its marker, up to the first NUL. Read
+/// through `black_box` so that the compiler cannot fold the build-time value in.
+/// (Only the marker's length is used here, so that the marker's bytes appear
+/// once in the component: in the slot.)
+fn slot_text(slot: &'static [u8], marker_len: usize) -> String {
+    let bytes = std::hint::black_box(slot);
+    let value = &bytes[marker_len..];
+    let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
+    String::from_utf8_lossy(&value[..end]).into_owned()
+}
+
+/// Migrations of the slot: statements separated by a line holding only `;;`.
+fn migrations() -> Vec<bindings::assay::plugin::types::Migration> {
+    let text = slot_text(&MIGRATIONS_SLOT, MIGRATIONS_MARKER.len());
+    text.split("\n;;\n")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+        .map(|(i, statement)| bindings::assay::plugin::types::Migration {
+            version: i as u32 + 1,
+            description: format!("migration {}", i + 1),
+            statement: statement.to_string(),
+        })
+        .collect()
+}
+
 impl Guest for Attacker {
     fn describe() -> Manifest {
         Manifest {
-            name: "attacker".into(),
+            name: slot_text(&NAME_SLOT, NAME_MARKER.len()),
             version: "0.0.1".into(),
             description: "runs the SQL it is given (tests only)".into(),
             stage: Stage::Analysis,
             priority: 0,
             kinds: vec!["attack".into()],
             triggers: vec![],
-            migrations: vec![],
+            migrations: migrations(),
         }
     }
 
@@ -56,6 +120,11 @@ impl Guest for Attacker {
             let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
             let outcome = match verb {
                 "query" => sql::query(rest, &[]).map(|rows| render_row_set(&rows)),
+                // Documents cannot carry NUL bytes; this writes one where `\0` stands.
+                "query-nul" => {
+                    let statement = rest.replace("\\0", "\0");
+                    sql::query(&statement, &[]).map(|rows| render_row_set(&rows))
+                }
                 "params" => match split_params(rest) {
                     Ok((params, statement)) => {
                         sql::query(statement, &params).map(|rows| render_row_set(&rows))
