@@ -82,16 +82,14 @@ fn store_findings(c: &mut Criterion, rt: &tokio::runtime::Runtime, db: &Arc<Data
             .expect("plugins"),
     );
     let pipeline = Pipeline::new(runtime, registry, Arc::clone(db), &config);
+    let input = DocumentInput {
+        source: "bench-store".into(),
+        kind: "transcript".into(),
+        metadata: Default::default(),
+        text: "Customer: the router failed, mail dana@example.com. Agent: sorry, a refund.".into(),
+    };
     let template = rt
-        .block_on(
-            pipeline.run(DocumentInput {
-                source: "bench-store".into(),
-                kind: "transcript".into(),
-                metadata: Default::default(),
-                text: "Customer: the router failed, mail dana@example.com. Agent: sorry, a refund."
-                    .into(),
-            }),
-        )
+        .block_on(pipeline.run(input.clone()))
         .expect("a run to copy");
 
     let mut group = c.benchmark_group("store_findings");
@@ -102,7 +100,9 @@ fn store_findings(c: &mut Criterion, rt: &tokio::runtime::Runtime, db: &Arc<Data
         group.bench_with_input(BenchmarkId::new("engine", n), &report, |b, report| {
             b.to_async(rt).iter(|| async {
                 let now = SystemTime::now();
-                store::store_run(db, report, now, now).await.expect("store")
+                store::store_run(db, &input, report, now, now)
+                    .await
+                    .expect("store")
             })
         });
         group.bench_with_input(BenchmarkId::new("row_at_a_time", n), &report, |b, report| {

@@ -51,9 +51,13 @@ impl Engine {
     pub async fn stop(self) -> anyhow::Result<()> {
         drop(self.registry);
         drop(self.runtime);
-        let db = Arc::try_unwrap(self.db)
-            .map_err(|_| anyhow::anyhow!("the database is still in use at shutdown"))?;
-        db.close().await.context("closing the database")
+        match Arc::try_unwrap(self.db) {
+            Ok(db) => db.close().await,
+            // Something (a task being cancelled) still holds it: the embedded
+            // server is stopped all the same.
+            Err(shared) => shared.shutdown().await,
+        }
+        .context("closing the database")
     }
 }
 

@@ -86,8 +86,12 @@ pub struct Database {
     pub server_version: String,
     pg_config: tokio_postgres::Config,
     connect_errors: LastConnectError,
-    // Declared last: dropped after the pools, so connections close before the server stops.
-    embedded: Option<EmbeddedPostgres>,
+    /// Whether the server is the embedded one (it stays so after it stopped).
+    is_embedded: bool,
+    // Declared last: dropped after the pools, so connections close before the
+    // server stops. Behind a mutex so that [`Database::shutdown`] can stop it
+    // while other parts of the engine still hold the database.
+    embedded: Mutex<Option<EmbeddedPostgres>>,
 }
 
 /// How often a supervised embedded server is checked (see [`Database::supervise_embedded`]).
@@ -206,7 +210,8 @@ impl Database {
             target,
             server_version: String::new(),
             pg_config,
-            embedded,
+            is_embedded: embedded.is_some(),
+            embedded: Mutex::new(embedded),
         };
         let conn = db.connection().await?;
         let row = conn
@@ -260,50 +265,101 @@ impl Database {
     /// Keeps the embedded server running while this database is in use: if it
     /// stops (a crash, an operator's `pg_ctl stop`), it is started again on the
     /// same port, and the pools reconnect on their own. Nothing for an external
-    /// server, which is its operator's to run. Holds only a weak reference.
-    pub fn supervise_embedded(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
-        self.embedded.as_ref()?;
+    /// server, which is its operator's to run. Holds only a weak reference
+    /// between checks; stop it with [`Supervisor::stop`].
+    pub fn supervise_embedded(self: &Arc<Self>) -> Option<Supervisor> {
+        if !self.is_embedded {
+            return None;
+        }
         let weak = Arc::downgrade(self);
-        Some(tokio::spawn(async move {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(EMBEDDED_CHECK_INTERVAL).await;
+                tokio::select! {
+                    _ = stopped.changed() => break,
+                    () = tokio::time::sleep(EMBEDDED_CHECK_INTERVAL) => {}
+                }
                 let Some(db) = weak.upgrade() else { break };
-                let revived = tokio::task::spawn_blocking(move || {
-                    db.embedded.as_ref().map(EmbeddedPostgres::revive)
-                })
-                .await;
+                // The check blocks (it runs pg_ctl), so it runs on a blocking
+                // thread; it is awaited even when a stop is asked for meanwhile,
+                // so that once `stop` returns nothing holds the database and
+                // nothing can start the server again behind the engine's back.
+                let revived = tokio::task::spawn_blocking(move || db.revive_embedded()).await;
                 match revived {
-                    Ok(Some(Ok(true))) => tracing::warn!(
+                    Ok(Ok(true)) => tracing::warn!(
                         "the embedded PostgreSQL had stopped; it was started again on the same port"
                     ),
-                    Ok(Some(Err(e))) => {
+                    Ok(Err(e)) => {
                         tracing::error!(error = %e, "the embedded PostgreSQL is down and could not be started again")
                     }
                     _ => {}
                 }
             }
-        }))
+        });
+        Some(Supervisor { stop, task })
+    }
+
+    fn revive_embedded(&self) -> Result<bool, embedded::EmbeddedError> {
+        match self.embedded.lock() {
+            Ok(guard) => guard.as_ref().map_or(Ok(false), EmbeddedPostgres::revive),
+            Err(_) => Ok(false),
+        }
     }
 
     /// Whether this database is the embedded server.
     pub fn is_embedded(&self) -> bool {
-        self.embedded.is_some()
+        self.is_embedded
+    }
+
+    /// Leaves the embedded server, stopping it if this process was its last
+    /// user, even while other parts of the engine still hold the database
+    /// (their connections then fail): how `assay up` keeps its promise to stop
+    /// within its grace period. Nothing for an external server. Idempotent.
+    pub async fn shutdown(&self) -> Result<(), DbError> {
+        let server = self.take_embedded();
+        stop_embedded(server).await
+    }
+
+    fn take_embedded(&self) -> Option<EmbeddedPostgres> {
+        self.embedded.lock().ok().and_then(|mut e| e.take())
     }
 
     /// Closes the pools and, if this process was the last user of the embedded
     /// server, stops it. Dropping does the same; this reports errors.
-    pub async fn close(mut self) -> Result<(), DbError> {
-        let embedded = self.embedded.take();
+    pub async fn close(self) -> Result<(), DbError> {
+        let server = self.take_embedded();
+        // The pools go first, so their connections close before the server stops.
         drop(self);
-        if let Some(server) = embedded {
-            tokio::task::spawn_blocking(move || server.stop())
-                .await
-                .map_err(|e| DbError::Unavailable {
-                    target: "embedded server".into(),
-                    message: e.to_string(),
-                })??;
-        }
-        Ok(())
+        stop_embedded(server).await
+    }
+}
+
+async fn stop_embedded(server: Option<EmbeddedPostgres>) -> Result<(), DbError> {
+    if let Some(server) = server {
+        tokio::task::spawn_blocking(move || server.stop())
+            .await
+            .map_err(|e| DbError::Unavailable {
+                target: "embedded server".into(),
+                message: e.to_string(),
+            })??;
+    }
+    Ok(())
+}
+
+/// The task keeping an embedded server running (see
+/// [`Database::supervise_embedded`]).
+#[derive(Debug)]
+pub struct Supervisor {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Supervisor {
+    /// Stops supervising and waits until the task, and any check it was
+    /// running, is over.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
     }
 }
 

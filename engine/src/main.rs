@@ -79,6 +79,9 @@ fn main() -> ExitCode {
             Command::Bench { command } => cli::bench::run(&config, command).await,
         }
     });
+    // A thread still blocked in a read (a plugin file on a stalled file
+    // system) must not keep the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Partial) => ExitCode::from(2),

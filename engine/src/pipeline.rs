@@ -128,6 +128,10 @@ pub enum PipelineError {
     /// Too many documents are in flight; nothing was done or stored.
     #[error("overloaded: {0}")]
     Overloaded(String),
+    /// The document cannot be stored as given (the caller's mistake, e.g. a
+    /// value PostgreSQL refuses); nothing was done or stored.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 /// Runs documents through the loaded plugins and stores the results.
@@ -194,6 +198,7 @@ impl Pipeline {
 
     /// Analyses one document and stores the run.
     pub async fn run(&self, input: DocumentInput) -> Result<RunReport, PipelineError> {
+        input.validate().map_err(PipelineError::Rejected)?;
         let _turn = self.admission.document().await.map_err(|m| {
             self.failures.record(failures::ENGINE, "overloaded", &m);
             PipelineError::Overloaded(m)
@@ -211,8 +216,9 @@ impl Pipeline {
         // One snapshot for the whole run: a swap while it runs does not mix versions.
         let registry = self.registry.load_full();
         let document_id = self
-            .bounded_write(store::upsert_document(&self.db, &input))
-            .await?;
+            .bounded_write(store::document_id(&self.db, &input))
+            .await
+            .map_err(classify_store_error)?;
         let mut doc = Document {
             id: document_id.to_string(),
             kind: input.kind.clone(),
@@ -339,11 +345,13 @@ impl Pipeline {
         report.run_id = self
             .bounded_write(store::store_run(
                 &self.db,
+                &input,
                 &report,
                 started_at,
                 SystemTime::now(),
             ))
-            .await?;
+            .await
+            .map_err(classify_store_error)?;
         Ok(report)
     }
 
@@ -387,6 +395,21 @@ impl Pipeline {
     }
 }
 
+/// A write the server refused because of what was written (a data exception,
+/// SQLSTATE class 22, or a value past a server limit, class 54) is the
+/// caller's mistake, not the engine's: say so, so that a client does not retry
+/// it forever. Documents are validated before they run, so this is the
+/// fallback for what the validation does not foresee.
+fn classify_store_error(e: DbError) -> PipelineError {
+    if let DbError::Query { cause, .. } = &e
+        && let Some(code) = cause.code()
+        && (code.code().starts_with("22") || code.code().starts_with("54"))
+    {
+        return PipelineError::Rejected(format!("the document cannot be stored as given: {e}"));
+    }
+    PipelineError::Db(e)
+}
+
 fn identity_fields(plugin: &RegisteredPlugin) -> (&PluginIdentity, &'static str) {
     (
         &plugin.loaded.identity,
@@ -410,7 +433,13 @@ fn ran(plugin: &RegisteredPlugin, findings: usize, elapsed: Duration) -> PluginO
 }
 
 fn failed(plugin: &RegisteredPlugin, failure: &CallFailure, elapsed: Duration) -> PluginOutcome {
-    tracing::warn!(plugin = %plugin.name(), version = %plugin.loaded.identity.version, "{failure}");
+    // What a plugin reports goes into the engine's log one line long.
+    tracing::warn!(
+        plugin = %plugin.name(),
+        version = %plugin.loaded.identity.version,
+        "{}",
+        crate::capability::log::printable(&failure.to_string())
+    );
     PluginOutcome {
         outcome: "failed",
         error_kind: Some(failure.kind()),
@@ -437,6 +466,16 @@ fn checked_document(next: Document, before: &Document) -> Result<Document, CallF
         return Err(CallFailure::InvalidOutput(
             "returned metadata that is not a JSON object".into(),
         ));
+    }
+    if next.text.contains('\0') {
+        return Err(CallFailure::InvalidOutput(
+            "returned text containing a NUL character, which cannot be stored".into(),
+        ));
+    }
+    if let Some(path) = input::nul_in_json(&metadata, "metadata") {
+        return Err(CallFailure::InvalidOutput(format!(
+            "returned {path} containing a NUL character (\\u0000), which cannot be stored"
+        )));
     }
     Ok(Document {
         id: before.id.clone(),
@@ -493,6 +532,9 @@ fn finding_records(
                     "label must be 1 to {MAX_LABEL_CHARS} characters"
                 )));
             }
+            if f.label.contains('\0') {
+                return Err(invalid("label contains a NUL character".into()));
+            }
             if f.score.is_some_and(|s| !s.is_finite()) {
                 return Err(invalid("score is not a finite number".into()));
             }
@@ -520,6 +562,11 @@ fn finding_records(
                 serde_json::from_str(&f.data)
                     .map_err(|e| invalid(format!("data is not valid JSON: {e}")))?
             };
+            if let Some(path) = input::nul_in_json(&data, "data") {
+                return Err(invalid(format!(
+                    "{path} contains a NUL character (\\u0000), which cannot be stored"
+                )));
+            }
             Ok(FindingRecord {
                 plugin: id.name.clone(),
                 plugin_version: id.version.clone(),

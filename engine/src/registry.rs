@@ -3,6 +3,7 @@
 //! [`live`] keeps the set current while the engine runs ([`watch`] feeds it file
 //! changes); [`history`] records every version for rollback.
 
+pub mod files;
 pub mod history;
 pub mod live;
 pub mod watch;
@@ -15,8 +16,9 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::capability::sql::SandboxPool;
+use crate::capability::sql::migrations;
 use crate::capability::sql::pool::{PoolSettings, build_pool};
+use crate::capability::sql::{SandboxPool, SqlCaps, SqlSession};
 use crate::config::Config;
 use crate::db::sandbox::{self, SandboxError};
 use crate::db::{Database, DbError};
@@ -209,6 +211,8 @@ pub struct PluginLoader {
     runtime: Arc<Runtime>,
     db: Arc<Database>,
     config: Config,
+    /// `plugins.dir`, resolved (see [`files::resolve_dir`]).
+    plugin_dir: PathBuf,
     budget: Arc<Semaphore>,
     limits: CallLimits,
     warnings: Vec<String>,
@@ -221,6 +225,11 @@ impl PluginLoader {
         db: Arc<Database>,
         config: Config,
     ) -> Result<Self, RegistryError> {
+        let plugin_dir =
+            files::resolve_dir(&config.plugins.dir).map_err(|cause| RegistryError::Dir {
+                path: config.plugins.dir.display().to_string(),
+                cause,
+            })?;
         let warnings = sandbox::harden(&db, &config.sandbox, config.database.pool_size).await?;
         for warning in &warnings {
             tracing::warn!("{warning}");
@@ -231,8 +240,24 @@ impl PluginLoader {
             runtime,
             db,
             config,
+            plugin_dir,
             warnings,
         })
+    }
+
+    /// The plugin directory, as an absolute path with symlinks resolved: how
+    /// every file in it is named in the registry, the watch and the history.
+    pub fn plugin_dir(&self) -> &Path {
+        &self.plugin_dir
+    }
+
+    /// Reads a plugin file as [`files::read_component_async`] does, with the
+    /// configured size limit; a `.cwasm` is refused unread.
+    pub async fn read(&self, path: &Path) -> Result<Vec<u8>, files::ReadError> {
+        if files::is_precompiled(path) {
+            return Err(files::ReadError::Precompiled);
+        }
+        files::read_component_async(path, self.config.plugins.max_component_bytes).await
     }
 
     /// The configuration plugins are loaded with.
@@ -246,19 +271,19 @@ impl PluginLoader {
     }
 
     /// The bundled components (unless disabled) and the plugin directory's files.
-    pub fn candidates(&self) -> Result<Vec<Candidate>, RegistryError> {
+    pub async fn candidates(&self) -> Result<Vec<Candidate>, RegistryError> {
         let mut candidates: Vec<Candidate> = Vec::new();
         if self.config.plugins.bundled {
             for (file, bytes) in bundled::BUNDLED {
                 candidates.push((PluginSource::Bundled(file), Ok(bytes.to_vec())));
             }
         }
-        for path in plugin_files(&self.config.plugins.dir)? {
-            let bytes = if path.extension().is_some_and(|e| e == "cwasm") {
-                Err(PRECOMPILED_REFUSED.to_string())
-            } else {
-                std::fs::read(&path).map_err(|e| format!("cannot read the file: {e}"))
-            };
+        let dir_err = |cause| RegistryError::Dir {
+            path: self.plugin_dir.display().to_string(),
+            cause,
+        };
+        for path in files::plugin_files(&self.plugin_dir).map_err(dir_err)? {
+            let bytes = self.read(&path).await.map_err(|e| e.to_string());
             candidates.push((PluginSource::File(path), bytes));
         }
         Ok(candidates)
@@ -303,10 +328,14 @@ impl PluginLoader {
         }))
     }
 
-    /// Records a refused component (best effort: the refusal is reported anyway).
-    pub async fn record_refusal(&self, source: &PluginSource, bytes: &[u8], message: &str) {
-        if let Err(e) = history::record_refused(&self.db, source, bytes, message).await {
-            tracing::warn!(plugin = %source, "cannot record the refusal: {e}");
+    /// Records refused components, all in one statement (best effort: each
+    /// refusal is reported anyway).
+    pub async fn record_refusals(&self, refusals: &[history::Refusal]) {
+        if refusals.is_empty() {
+            return;
+        }
+        if let Err(e) = history::record_refused(&self.db, refusals).await {
+            tracing::warn!("cannot record {} refused plugin files: {e}", refusals.len());
         }
     }
 
@@ -317,10 +346,12 @@ impl PluginLoader {
             ..Registry::default()
         };
         let mut loaded: Vec<(PluginSource, LoadedPlugin, Vec<u8>)> = Vec::new();
-        for (source, bytes) in self.candidates()? {
+        let mut refusals = Vec::new();
+        for (source, bytes) in self.candidates().await? {
             let bytes = match bytes {
                 Ok(bytes) => bytes,
                 Err(message) => {
+                    refusals.push(history::Refusal::new(&source, &[], &message));
                     registry.problems.push(LoadProblem {
                         source: source.to_string(),
                         message,
@@ -346,7 +377,7 @@ impl PluginLoader {
                 },
                 Err(message) => {
                     tracing::info!(plugin = %source, "refused: {message}");
-                    self.record_refusal(&source, &bytes, &message).await;
+                    refusals.push(history::Refusal::new(&source, &bytes, &message));
                     registry.problems.push(LoadProblem {
                         source: source.to_string(),
                         message,
@@ -354,6 +385,7 @@ impl PluginLoader {
                 }
             }
         }
+        self.record_refusals(&refusals).await;
         for (source, plugin, bytes) in loaded {
             let label = source.to_string();
             match self.register(source, plugin, &bytes).await {
@@ -370,34 +402,11 @@ impl PluginLoader {
     }
 }
 
-/// Why a precompiled artifact in the plugin directory is refused.
-pub const PRECOMPILED_REFUSED: &str = "precompiled artifacts (.cwasm) are never loaded: they are native code \
-     that would run unchecked; place the .wasm component instead";
-
-/// `*.wasm` (and `*.cwasm`, to refuse) files of the directory, sorted; the
-/// directory is created if missing.
-fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, RegistryError> {
-    let dir_err = |cause| RegistryError::Dir {
-        path: dir.display().to_string(),
-        cause,
-    };
-    std::fs::create_dir_all(dir).map_err(dir_err)?;
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(dir_err)? {
-        let path = entry.map_err(dir_err)?.path();
-        match path.extension().and_then(|e| e.to_str()) {
-            // A .cwasm is listed too, so that it is reported as refused.
-            Some("wasm" | "cwasm") if path.is_file() => files.push(path),
-            _ => {}
-        }
-    }
-    files.sort();
-    Ok(files)
-}
+pub use files::PRECOMPILED_REFUSED;
 
 /// Records the plugin version and gives the plugin its sandbox (role, schema,
 /// grants) in one transaction; then builds its pool and applies its migrations
-/// under its own role.
+/// under its own role, within the limits of its calls.
 async fn register(
     db: &Database,
     config: &Config,
@@ -413,24 +422,19 @@ async fn register(
         .cloned()
         .unwrap_or_default();
     let mut conn = db.connection().await?;
-    // Registrations run one at a time across processes: role, schema and grant
-    // changes are not safe to race (see PROVISION_LOCK).
-    sandbox::provision_lock(&conn).await?;
-    let registered = provision_plugin(&mut conn, plugin, &grants).await;
-    sandbox::provision_unlock(&conn).await?;
-    drop(conn);
-    let (version_id, login) = match registered {
+    let (version_id, login) = match provision_plugin(&mut conn, plugin, &grants).await {
         Ok(done) => done,
         Err(SandboxError::Db(e)) => return Err(e.into()),
         Err(other) => return Err(RegisterError::Refused(other.to_string())),
     };
 
+    let limits = CallLimits::for_plugin(&config.limits, name);
     let settings = PoolSettings {
         max_connections: config.sandbox.connections_per_plugin,
         connect_timeout: Duration::from_millis(config.database.connect_timeout_ms),
         idle_timeout: Duration::from_millis(config.sandbox.idle_timeout_ms),
-        statement_timeout: crate::runtime::call::CallLimits::for_plugin(&config.limits, name)
-            .statement_timeout,
+        statement_timeout: limits.statement_timeout,
+        search_path: login.schema.clone(),
     };
     let pool = build_pool(
         db.pg_config(),
@@ -441,7 +445,25 @@ async fn register(
         &settings,
     );
     if !manifest.migrations.is_empty() {
-        migrate_plugin(&pool, plugin).await?;
+        let caps = SqlCaps::from_config(&config.sandbox, limits.statement_timeout);
+        let mut session = SqlSession::new(Some(pool.clone()), caps);
+        let migrated = migrations::apply(
+            &mut session,
+            name,
+            &login.schema,
+            &manifest.migrations,
+            limits.timeout,
+        )
+        .await;
+        drop(session);
+        // Whatever the migrations did to the role (a role may change its own
+        // password and session defaults), it is set back before any call.
+        let tx = sandbox::begin_provisioning(&mut conn).await?;
+        sandbox::reassert_role(&tx, &login.role, &login.schema, &login.password).await?;
+        tx.commit()
+            .await
+            .map_err(DbError::query("re-asserting the plugin role"))?;
+        migrated.map_err(|m| RegisterError::Refused(format!("plugin {name}: {m}")))?;
     }
     Ok((version_id, pool))
 }
@@ -455,10 +477,10 @@ async fn provision_plugin(
     let manifest = &plugin.manifest;
     let name = &plugin.identity.name;
     let stage = stage_name(manifest.stage);
-    let tx = conn
-        .transaction()
-        .await
-        .map_err(DbError::query("starting plugin registration"))?;
+    // The lock comes first: nothing is read before the other registrations
+    // are done (see `sandbox::begin_provisioning`).
+    let tx = sandbox::begin_provisioning(conn).await?;
+    let login = sandbox::provision(&tx, name, grants).await?;
     let version_id: i64 = tx
         .query_one(
             "INSERT INTO assay.plugin_versions (name, version, content_sha256, stage) VALUES ($1, $2, $3, $4)
@@ -469,83 +491,8 @@ async fn provision_plugin(
         .await
         .map_err(DbError::query("registering the plugin version"))?
         .get(0);
-    let login = sandbox::provision(&tx, name, grants).await?;
     tx.commit()
         .await
         .map_err(DbError::query("committing plugin registration"))?;
     Ok((version_id, login))
-}
-
-/// Applies the plugin's new migrations on its own connection, as its own role,
-/// tracked in `assay_migrations` inside its schema (so the record and the change
-/// commit together).
-async fn migrate_plugin(pool: &SandboxPool, plugin: &LoadedPlugin) -> Result<(), RegisterError> {
-    let name = &plugin.identity.name;
-    let refused = |what: String| RegisterError::Refused(format!("plugin {name}: {what}"));
-    let pg = |e: tokio_postgres::Error| {
-        e.as_db_error()
-            .map_or_else(|| e.to_string(), |d| d.message().to_string())
-    };
-    let mut conn = pool.get_owned().await.map_err(|e| {
-        refused(format!(
-            "cannot connect as its database role to apply migrations: {e}"
-        ))
-    })?;
-    let result = async {
-        let tx = conn.client.transaction().await.map_err(|e| refused(pg(e)))?;
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext('assay-migrations:' || $1))", &[name])
-            .await
-            .map_err(|e| refused(pg(e)))?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS assay_migrations (
-                 version integer PRIMARY KEY CHECK (version > 0),
-                 description text NOT NULL,
-                 sha256 text NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .map_err(|e| refused(format!("cannot create its migration table: {}", pg(e))))?;
-        let applied: Vec<(i32, String)> = tx
-            .query("SELECT version, sha256 FROM assay_migrations", &[])
-            .await
-            .map_err(|e| refused(pg(e)))?
-            .iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect();
-        let mut migrations: Vec<_> = plugin.manifest.migrations.iter().collect();
-        migrations.sort_by_key(|m| m.version);
-        for migration in migrations {
-            let sha = loader::sha256_hex(migration.statement.as_bytes());
-            let version = i32::try_from(migration.version)
-                .map_err(|_| refused(format!("migration version {} is too large", migration.version)))?;
-            match applied.iter().find(|(v, _)| *v == version) {
-                Some((_, applied_sha)) if *applied_sha == sha => continue,
-                Some(_) => {
-                    return Err(refused(format!(
-                        "migration {version} ({}) differs from the one already applied; \
-                         never edit a released migration, add a new version instead",
-                        migration.description
-                    )));
-                }
-                None => {}
-            }
-            // Extended protocol: exactly one statement per migration step.
-            tx.execute(migration.statement.as_str(), &[]).await.map_err(|e| {
-                refused(format!("migration {version} ({}) failed: {}", migration.description, pg(e)))
-            })?;
-            tx.execute(
-                "INSERT INTO assay_migrations (version, description, sha256) VALUES ($1, $2, $3)",
-                &[&version, &migration.description, &sha],
-            )
-            .await
-            .map_err(|e| refused(pg(e)))?;
-            tracing::info!(plugin = %name, version, description = %migration.description, "applied plugin migration");
-        }
-        tx.commit().await.map_err(|e| refused(pg(e)))
-    }
-    .await;
-    if conn.client.batch_execute("DISCARD ALL").await.is_err() {
-        conn.poisoned = true;
-    }
-    result
 }

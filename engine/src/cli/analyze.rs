@@ -48,7 +48,14 @@ pub async fn run(config: &Config, args: AnalyzeArgs) -> anyhow::Result<Outcome> 
         );
     }
 
-    let engine = Engine::start(config).await?;
+    // Ctrl-C or SIGTERM, from here on: while starting (the engine is dropped,
+    // the embedded server stopped), or between runs (those stored are kept).
+    let stop = assay::service::shutdown_signal();
+    tokio::pin!(stop);
+    let engine = tokio::select! {
+        engine = Engine::start(config) => engine?,
+        () = &mut stop => bail!("interrupted while starting; nothing was analysed"),
+    };
     if engine.registry.plugins().is_empty() {
         engine.stop().await?;
         bail!(
@@ -91,7 +98,7 @@ pub async fn run(config: &Config, args: AnalyzeArgs) -> anyhow::Result<Outcome> 
                     }
                     None => break,
                 },
-                _ = tokio::signal::ctrl_c() => {
+                () = &mut stop => {
                     eprintln!("interrupted: runs already stored are kept, the rest were not started or are rolled back");
                     interrupted = true;
                     break;

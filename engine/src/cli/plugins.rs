@@ -148,13 +148,8 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
                 "source",
             ]);
             for v in versions {
-                let when = |t: std::time::SystemTime| {
-                    let secs = t
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
-                    format_utc(secs)
-                };
+                let when =
+                    |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
                 table.add_row([
                     if v.current {
                         "*".to_string()
@@ -178,13 +173,16 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
             let db = assay::db::Database::open(&config.database)
                 .await
                 .context("opening the database")?;
-            let done = assay::registry::history::rollback(
-                &db,
-                &config.plugins.dir,
-                &name,
-                hash.as_deref(),
-            )
-            .await;
+            // The directory as the registry names it: the file that serves
+            // the plugin is recorded by its resolved path.
+            let dir =
+                assay::registry::files::resolve_dir(&config.plugins.dir).with_context(|| {
+                    format!(
+                        "cannot open the plugin directory {} (plugins.dir)",
+                        config.plugins.dir.display()
+                    )
+                })?;
+            let done = assay::registry::history::rollback(&db, &dir, &name, hash.as_deref()).await;
             db.close().await?;
             let done = done.with_context(|| format!("rolling back plugin {name}"))?;
             println!(
@@ -215,37 +213,5 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
             }
             Ok(Outcome::Success)
         }
-    }
-}
-
-/// `YYYY-MM-DD HH:MM:SS` (UTC) for seconds since the Unix epoch.
-fn format_utc(secs: u64) -> String {
-    // Days to civil date (Howard Hinnant's algorithm), to avoid a date crate for one column.
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_formatting() {
-        assert_eq!(super::format_utc(0), "1970-01-01 00:00:00");
-        assert_eq!(super::format_utc(1_709_294_400), "2024-03-01 12:00:00");
-        assert_eq!(super::format_utc(951_782_400), "2000-02-29 00:00:00");
     }
 }

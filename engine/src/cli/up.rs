@@ -5,17 +5,74 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use assay::config::Config;
-use assay::db::Database;
+use assay::db::{Database, Supervisor};
 use assay::registry::PluginLoader;
 use assay::registry::live::LiveRegistry;
-use assay::registry::watch;
+use assay::registry::watch::{self, Watch};
 use assay::runtime::Runtime;
 use assay::service::{self, AppState};
 
 use crate::Outcome;
 
+/// The engine once it has started: everything `serve` needs and shutdown undoes.
+struct Started {
+    db: Arc<Database>,
+    supervisor: Option<Supervisor>,
+    runtime: Arc<Runtime>,
+    live: Arc<LiveRegistry>,
+    watching: Watch,
+    listener: tokio::net::TcpListener,
+}
+
 /// Runs the service until Ctrl-C or SIGTERM.
 pub async fn run(config: &Config) -> anyhow::Result<Outcome> {
+    // Signals count from the first moment, not from when serving begins: a
+    // SIGTERM while the engine starts (the database, the plugins and their
+    // migrations) stops it too, and its embedded server with it.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        service::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let started = tokio::select! {
+        started = start(config) => started?,
+        () = stopped(stopping.clone()) => {
+            // Dropping what had started closes the pools and stops the
+            // embedded server (this was its last user).
+            println!("assay stopped while starting");
+            return Ok(Outcome::Success);
+        }
+    };
+    let Started {
+        db,
+        supervisor,
+        runtime,
+        live,
+        watching,
+        listener,
+    } = started;
+    let state = AppState::new(runtime, live, Arc::clone(&db), config.clone());
+    service::serve(listener, state, stopped(stopping))
+        .await
+        .context("serving HTTP")?;
+    drop(watching);
+    if let Some(supervisor) = supervisor {
+        supervisor.stop().await;
+    }
+    // Requests still running past the grace were cut; whatever still holds
+    // the database, the embedded server stops now, not when the last handle
+    // happens to drop.
+    db.shutdown()
+        .await
+        .context("stopping the embedded PostgreSQL")?;
+    println!("assay stopped");
+    Ok(Outcome::Success)
+}
+
+async fn start(config: &Config) -> anyhow::Result<Started> {
     let db = Arc::new(
         Database::open(&config.database)
             .await
@@ -50,34 +107,14 @@ pub async fn run(config: &Config) -> anyhow::Result<Outcome> {
         snapshot.plugins().len(),
         snapshot.problems.len(),
         db.target,
-        config.plugins.dir.display()
+        live.plugin_dir().display()
     );
-    drop(snapshot);
-    let state = AppState::new(runtime, live, Arc::clone(&db), config.clone());
-    service::serve(listener, state, service::shutdown_signal())
-        .await
-        .context("serving HTTP")?;
-    drop(watching);
-    if let Some(supervisor) = supervisor {
-        supervisor.abort();
-    }
-    // Everything holding the database (pools in the registry, the state) is gone
-    // once `serve` returns; wait briefly for spawned tasks to let go.
-    let mut db = db;
-    for _ in 0..50 {
-        match Arc::try_unwrap(db) {
-            Ok(owned) => {
-                owned.close().await.context("closing the database")?;
-                println!("assay stopped");
-                return Ok(Outcome::Success);
-            }
-            Err(shared) => {
-                db = shared;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    // The embedded server is still stopped when the last handle drops.
-    println!("assay stopped");
-    Ok(Outcome::Success)
+    Ok(Started {
+        db,
+        supervisor,
+        runtime,
+        live,
+        watching,
+        listener,
+    })
 }

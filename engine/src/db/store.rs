@@ -34,29 +34,44 @@ pub const FINDING_COLUMNS: [Type; 8] = [
 ];
 use crate::pipeline::{DocumentInput, RunReport};
 
-/// Inserts the document, or finds it if the same content from the same source was
-/// seen before (then its kind, metadata and last-seen time are updated).
-pub async fn upsert_document(db: &Database, input: &DocumentInput) -> Result<Uuid, DbError> {
-    let sha = hex::encode(Sha256::digest(input.text.as_bytes()));
-    let metadata = serde_json::Value::Object(input.metadata.clone());
+/// Names the ids of documents first stored by this engine: derived from the
+/// document's identity (source and content hash), so that two runs storing the
+/// same new document at once agree on its id before either has stored it.
+const DOCUMENT_IDS: Uuid = Uuid::from_u128(0x6173_7361_7964_6f63_756d_656e_7473_0001);
+
+fn content_sha256(input: &DocumentInput) -> String {
+    hex::encode(Sha256::digest(input.text.as_bytes()))
+}
+
+/// The id the document has, or will have once its run is stored: the stored
+/// one if the same content from the same source was seen before, otherwise
+/// one derived from that identity. Reads only: the document is written with
+/// its run, in one transaction ([`store_run`]), so a run that cannot be stored
+/// leaves no document behind either.
+pub async fn document_id(db: &Database, input: &DocumentInput) -> Result<Uuid, DbError> {
+    let sha = content_sha256(input);
     let conn = db.connection().await?;
-    let row = conn
-        .query_one(
-            "INSERT INTO assay.documents (source, kind, metadata, text, content_sha256)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (source, content_sha256) DO UPDATE
-             SET kind = EXCLUDED.kind, metadata = EXCLUDED.metadata, last_seen_at = now()
-             RETURNING id",
-            &[&input.source, &input.kind, &metadata, &input.text, &sha],
+    let stored = conn
+        .query_opt(
+            "SELECT id FROM assay.documents WHERE source = $1 AND content_sha256 = $2",
+            &[&input.source, &sha],
         )
         .await
-        .map_err(DbError::query("storing the document"))?;
-    Ok(row.get(0))
+        .map_err(DbError::query("looking up the document"))?;
+    Ok(match stored {
+        Some(row) => row.get(0),
+        None => Uuid::new_v5(&DOCUMENT_IDS, format!("{}\0{sha}", input.source).as_bytes()),
+    })
 }
 
 /// Stores a run and everything in it, atomically; returns the run id.
+///
+/// The document goes in first, in the same transaction: inserted under
+/// `report.document_id`, or found if the same content from the same source is
+/// there already (then its kind, metadata and last-seen time are updated).
 pub async fn store_run(
     db: &Database,
+    input: &DocumentInput,
     report: &RunReport,
     started_at: SystemTime,
     finished_at: SystemTime,
@@ -66,12 +81,32 @@ pub async fn store_run(
         .transaction()
         .await
         .map_err(DbError::query("starting the run transaction"))?;
+    let metadata = serde_json::Value::Object(input.metadata.clone());
+    let document_id: Uuid = tx
+        .query_one(
+            "INSERT INTO assay.documents (id, source, kind, metadata, text, content_sha256)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (source, content_sha256) DO UPDATE
+             SET kind = EXCLUDED.kind, metadata = EXCLUDED.metadata, last_seen_at = now()
+             RETURNING id",
+            &[
+                &report.document_id,
+                &input.source,
+                &input.kind,
+                &metadata,
+                &input.text,
+                &content_sha256(input),
+            ],
+        )
+        .await
+        .map_err(DbError::query("storing the document"))?
+        .get(0);
     let run_id: Uuid = tx
         .query_one(
             "INSERT INTO assay.runs (document_id, started_at, finished_at, status, analyzed_text)
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
             &[
-                &report.document_id,
+                &document_id,
                 &started_at,
                 &finished_at,
                 &report.status,

@@ -12,6 +12,10 @@ use serde_json::{Map, Value};
 
 /// Largest document accepted, in bytes: plugins get a copy in their own memory.
 pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+/// Longest `source` accepted, in bytes. It is part of the document's identity
+/// and of a unique index, which PostgreSQL cannot build over arbitrarily long
+/// keys; a path or URL is far shorter.
+pub const MAX_SOURCE_BYTES: usize = 2048;
 /// Extensions picked up when walking a directory.
 pub const DOCUMENT_EXTENSIONS: &[&str] = &["txt", "md", "json"];
 
@@ -41,6 +45,70 @@ impl std::fmt::Display for InputProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.source, self.message)
     }
+}
+
+impl DocumentInput {
+    /// Checks everything PostgreSQL would refuse to store, so that a caller's
+    /// mistake is reported as such (HTTP 400, a skipped input) rather than as
+    /// a failed write. The message names the field and what to do.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.source.is_empty() {
+            return Err("source is empty; name where the document comes from".into());
+        }
+        if self.source.len() > MAX_SOURCE_BYTES {
+            return Err(format!(
+                "source is {} bytes; at most {MAX_SOURCE_BYTES} are accepted (it names where the document comes from)",
+                self.source.len()
+            ));
+        }
+        if self.source.contains('\0') {
+            return Err("source contains a NUL character".into());
+        }
+        if !valid_kind(&self.kind) {
+            return Err(format!(
+                "kind {:?} is not valid: use up to 64 letters, digits, `_`, `.`, `:` or `-`, starting with a letter or digit",
+                self.kind
+            ));
+        }
+        if self.text.trim().is_empty() {
+            return Err("text is empty; there is nothing to analyse".into());
+        }
+        if self.text.contains('\0') {
+            return Err(
+                "text contains NUL characters; it looks like binary data, not a document".into(),
+            );
+        }
+        if let Some(path) = nul_in_object(&self.metadata, "metadata") {
+            return Err(format!(
+                "{path} contains a NUL character (\\u0000), which PostgreSQL cannot store in JSON; remove it"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where in `value` a NUL character appears (in a key or a string), as a path
+/// like `metadata.tags[2]`, if anywhere.
+pub fn nul_in_json(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path.to_string()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in_json(item, &format!("{path}[{i}]"))),
+        Value::Object(map) => nul_in_object(map, path),
+        _ => None,
+    }
+}
+
+fn nul_in_object(map: &Map<String, Value>, path: &str) -> Option<String> {
+    map.iter().find_map(|(key, item)| {
+        if key.contains('\0') {
+            Some(format!("{path} (a key)"))
+        } else {
+            nul_in_json(item, &format!("{path}.{key}"))
+        }
+    })
 }
 
 /// Whether `kind` is acceptable (it is stored and matched against manifests).
@@ -77,12 +145,9 @@ pub fn collect(
     let mut results: Vec<(String, Result<DocumentInput, String>)> = Vec::new();
     for path in paths {
         if path.as_os_str() == "-" {
-            let mut bytes = Vec::new();
-            let result = std::io::stdin()
-                .lock()
-                .read_to_end(&mut bytes)
+            let result = read_bounded(std::io::stdin().lock())
                 .map_err(|e| format!("cannot read standard input: {e}"))
-                .and_then(|_| document("-", None, bytes, kind, meta));
+                .and_then(|bytes| document("-", None, bytes, kind, meta));
             results.push(("-".into(), result));
         } else if path.is_dir() {
             for file in walk(path, &mut problems) {
@@ -140,14 +205,27 @@ fn walk(dir: &Path, problems: &mut Vec<InputProblem>) -> Vec<PathBuf> {
     files
 }
 
+/// Reads at most one byte more than a document may have: whatever the input
+/// is (a pipe that never ends, `/dev/zero`, a huge file), no more than that is
+/// ever held. Too long is then refused by [`document`].
+fn read_bounded(input: impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    input
+        .take(MAX_DOCUMENT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-        std::io::ErrorKind::PermissionDenied => {
-            "permission denied; check the file's permissions".to_string()
-        }
-        _ => format!("cannot read: {e}"),
-    })
+    std::fs::File::open(path)
+        .and_then(read_bounded)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+            std::io::ErrorKind::PermissionDenied => {
+                "permission denied; check the file's permissions".to_string()
+            }
+            _ => format!("cannot read: {e}"),
+        })
 }
 
 fn document(
@@ -158,9 +236,9 @@ fn document(
     meta: &Map<String, Value>,
 ) -> Result<DocumentInput, String> {
     if bytes.len() > MAX_DOCUMENT_BYTES {
+        // Reading stopped there, so the real size is unknown.
         return Err(format!(
-            "is {} bytes; documents are limited to {MAX_DOCUMENT_BYTES} bytes, split it",
-            bytes.len()
+            "is larger than {MAX_DOCUMENT_BYTES} bytes, the most a document may have; split it"
         ));
     }
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -186,14 +264,9 @@ fn document(
     if doc.text.trim().is_empty() {
         return Err("is empty; there is nothing to analyse".into());
     }
-    if !valid_kind(&doc.kind) {
-        return Err(format!(
-            "kind {:?} is not valid: use up to 64 letters, digits, `_`, `.`, `:` or `-`, starting with a letter or digit",
-            doc.kind
-        ));
-    }
     doc.metadata
         .extend(meta.iter().map(|(k, v)| (k.clone(), v.clone())));
+    doc.validate()?;
     Ok(doc)
 }
 

@@ -55,27 +55,63 @@ pub async fn record_loaded(
     Ok(())
 }
 
-/// Records a refused component (once per source and content).
-pub async fn record_refused(
-    db: &Database,
-    source: &PluginSource,
-    bytes: &[u8],
-    error: &str,
-) -> Result<(), DbError> {
+/// Refusals kept in `assay.plugin_refusals`: the most recent ones. A plugin
+/// directory filled with junk must not grow the history without bound.
+pub const MAX_KEPT_REFUSALS: i64 = 1_000;
+
+/// A refused component, to be recorded.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    source: String,
+    sha256: String,
+    size: i64,
+    error: String,
+}
+
+impl Refusal {
+    /// A refusal of `bytes` (empty when the file could not be read) from `source`.
+    pub fn new(source: &PluginSource, bytes: &[u8], error: &str) -> Self {
+        Self {
+            source: source.to_string(),
+            sha256: sha256_hex(bytes),
+            size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+            error: error.to_string(),
+        }
+    }
+}
+
+/// Records refused components in one statement: the same file and content
+/// refused again counts up its row; only the newest [`MAX_KEPT_REFUSALS`]
+/// are kept.
+pub async fn record_refused(db: &Database, refusals: &[Refusal]) -> Result<(), DbError> {
+    // One row per (source, content): ON CONFLICT may touch a row once per statement.
+    let mut unique: std::collections::BTreeMap<(&str, &str), &Refusal> = Default::default();
+    for refusal in refusals {
+        unique.insert((&refusal.source, &refusal.sha256), refusal);
+    }
+    let rows: Vec<&Refusal> = unique.into_values().collect();
+    let sources: Vec<&str> = rows.iter().map(|r| r.source.as_str()).collect();
+    let hashes: Vec<&str> = rows.iter().map(|r| r.sha256.as_str()).collect();
+    let sizes: Vec<i64> = rows.iter().map(|r| r.size).collect();
+    let errors: Vec<&str> = rows.iter().map(|r| r.error.as_str()).collect();
     let conn = db.connection().await?;
-    let sha = sha256_hex(bytes);
-    let size = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
     conn.execute(
-        "INSERT INTO assay.plugin_loads (content_sha256, size, source, outcome, error)
-         SELECT $1, $2, $3, 'refused', $4
-         WHERE NOT EXISTS (
-             SELECT 1 FROM (SELECT content_sha256, outcome FROM assay.plugin_loads
-                            WHERE source = $3 ORDER BY id DESC LIMIT 1) last
-             WHERE last.content_sha256 = $1 AND last.outcome = 'refused')",
-        &[&sha, &size, &source.to_string(), &error],
+        "INSERT INTO assay.plugin_refusals (source, content_sha256, size, error)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[])
+         ON CONFLICT (source, content_sha256) DO UPDATE
+         SET error = EXCLUDED.error, last_at = now(), times = plugin_refusals.times + 1",
+        &[&sources, &hashes, &sizes, &errors],
     )
     .await
-    .map_err(DbError::query("recording the refusal"))?;
+    .map_err(DbError::query("recording refused plugin files"))?;
+    conn.execute(
+        "DELETE FROM assay.plugin_refusals WHERE (source, content_sha256) IN (
+             SELECT source, content_sha256 FROM assay.plugin_refusals
+             ORDER BY last_at DESC, source OFFSET $1)",
+        &[&MAX_KEPT_REFUSALS],
+    )
+    .await
+    .map_err(DbError::query("forgetting old refusals"))?;
     Ok(())
 }
 

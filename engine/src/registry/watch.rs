@@ -5,7 +5,10 @@
 //! debouncer waits until the directory has been quiet for
 //! `plugins.watch_debounce_ms`, then each changed path is loaded once, from what
 //! is on disk at that moment; an unchanged hash is skipped. So a burst ends in
-//! exactly one reload of the final content.
+//! exactly one reload of the final content. The directory watched is the
+//! resolved one (absolute, symlinks followed), which is also how the registry
+//! names its files, so the paths events carry match it whatever `plugins.dir`
+//! says.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -80,8 +83,7 @@ pub fn watch(
             while let Ok(more) = rx.try_recv() {
                 batch.extend(more);
             }
-            for path in batch {
-                let outcome = live.file_event(&path).await;
+            for (path, outcome) in live.files_changed(batch).await {
                 if outcome != ReloadOutcome::Ignored {
                     on_reload(&path, &outcome);
                 }

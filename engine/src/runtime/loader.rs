@@ -222,7 +222,9 @@ pub async fn load(
     })
 }
 
-fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+/// The cheap first check of any candidate: its header says it is a component
+/// (not garbage, not a core module). Nothing is compiled.
+pub fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(LoadError::NotWasm);
     }
@@ -276,6 +278,23 @@ pub fn validate_manifest(
     if manifest.version.trim().is_empty() {
         return bad(format!("plugin {name}: version is empty"));
     }
+    // These reach logs, tables and the API as they are: one line each.
+    for (field, value) in [
+        ("version", &manifest.version),
+        ("description", &manifest.description),
+    ] {
+        if value.chars().any(char::is_control) {
+            return bad(format!(
+                "plugin {name}: {field} contains control characters (newlines, escapes); keep it to one line of text"
+            ));
+        }
+    }
+    if manifest.version.len() > 64 {
+        return bad(format!(
+            "plugin {name}: version is {} bytes; keep it to 64 (e.g. 1.4.2)",
+            manifest.version.len()
+        ));
+    }
     if manifest.stage != expected_stage {
         return bad(format!(
             "plugin {name} declares stage `{}` but implements the world of stage `{}`",
@@ -285,6 +304,15 @@ pub fn validate_manifest(
     }
     if manifest.kinds.iter().any(|k| k.trim().is_empty()) {
         return bad(format!("plugin {name}: a kind is empty"));
+    }
+    if let Some(kind) = manifest
+        .kinds
+        .iter()
+        .find(|k| !crate::pipeline::input::valid_kind(k))
+    {
+        return bad(format!(
+            "plugin {name}: kind {kind:?} can never match a document: kinds are up to 64 letters, digits, `_`, `.`, `:` or `-`"
+        ));
     }
     let mut versions: Vec<u32> = manifest.migrations.iter().map(|m| m.version).collect();
     versions.sort_unstable();

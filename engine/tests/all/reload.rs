@@ -287,26 +287,27 @@ async fn a_bad_candidate_keeps_the_last_good_version_serving() {
         );
     }
     // A precompiled artifact is never loaded, whatever it claims to be.
+    let from = engine.event_count();
     std::fs::write(
         engine.dir.path().join("swapper.cwasm"),
         b"\x7fELF native code",
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(DEBOUNCE_MS * 4)).await;
-    let touched = engine
-        .events
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|(p, _)| p.ends_with("swapper.cwasm"));
-    assert!(!touched, "a .cwasm file is never loaded");
+    let outcome = engine
+        .wait_for(from, |o| matches!(o, ReloadOutcome::Refused(_)))
+        .await;
+    assert_eq!(
+        outcome,
+        ReloadOutcome::Refused(assay::registry::PRECOMPILED_REFUSED.to_string()),
+        "a .cwasm file is never loaded"
+    );
     assert_eq!(engine.answer().await.as_deref(), Some("swap:v1"));
 
-    // Refusals are in the load history too.
+    // Refusals are recorded too, one row per file and content.
     let client = engine.test_db.client().await;
     let refused: i64 = client
         .query_one(
-            "SELECT count(*) FROM assay.plugin_loads WHERE outcome = 'refused'",
+            "SELECT count(*) FROM assay.plugin_refusals WHERE source LIKE '%swapper.wasm'",
             &[],
         )
         .await
@@ -533,10 +534,19 @@ async fn http_analyze_plugins_and_health() {
         assert_eq!(status, 400);
         assert!(body["error"].as_str().unwrap().contains(words), "{body}");
     }
-    let (status, _) = engine
+    let (status, body) = engine
         .http("POST", "/v1/analyze", Some(json!({ "txt": "typo" })))
         .await;
     assert_eq!(status, 422, "an unknown field is refused");
+    assert!(body["error"].as_str().unwrap().contains("txt"), "{body}");
+    let (status, body) = engine
+        .http(
+            "POST",
+            "/v1/analyze",
+            Some(json!(["hello", null, null, null])),
+        )
+        .await;
+    assert_eq!(status, 422, "an array is not a document: {body}");
 
     let (status, health) = engine.http("GET", "/healthz", None).await;
     assert_eq!(status, 200);
@@ -583,17 +593,22 @@ fn assay_up_serves_and_stops_cleanly_on_sigterm() {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
-    let get = |path: &str| {
+    let get_as = |host: &str, path: &str| {
         let mut stream = std::net::TcpStream::connect(&addr).unwrap();
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nHost: assay\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         response
     };
+    // A name the engine does not answer to (DNS rebinding) is refused.
+    let foreign = get_as("assay", "/healthz");
+    assert!(foreign.starts_with("HTTP/1.1 403"), "{foreign}");
+    assert!(foreign.contains("server.allowed_hosts"), "{foreign}");
+    let get = |path: &str| get_as(&addr, path);
     let health = get("/healthz");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains("\"status\":\"ok\""), "{health}");

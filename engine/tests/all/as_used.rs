@@ -1,0 +1,489 @@
+//! The built `assay` binary, run the way the README tells a user to: from a
+//! working directory of its own, with the default configuration — so with the
+//! relative `.assay/postgres`, `.assay/plugins` and `.assay/cache`, and the
+//! embedded PostgreSQL — spoken to over HTTP with plain requests, and with
+//! plugin files replaced by copy, by rename and by an editor's
+//! truncate-and-write, and hostile files dropped beside them.
+//!
+//! The one setting changed is `server.addr` (to port 0), so that tests can
+//! run side by side; everything else is what a new user gets.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead as _, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{built_plugin, shared_tempdir, workspace};
+
+/// How long anything here may take before the test gives up on it (a
+/// liveness bound, far beyond what any step needs).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A user's working directory.
+pub(crate) struct Workdir {
+    dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub(crate) fn new() -> Self {
+        Self {
+            dir: shared_tempdir(),
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The default plugin directory, as the engine creates it.
+    pub(crate) fn plugins(&self) -> PathBuf {
+        self.path().join(".assay/plugins")
+    }
+
+    /// `assay ARGS` in this directory, with nothing of the test's environment
+    /// that could change its configuration.
+    pub(crate) fn assay(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_assay"));
+        cmd.current_dir(self.path()).env("NO_COLOR", "1");
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("ASSAY") || key == "DATABASE_URL" || key == "RUST_LOG" {
+                cmd.env_remove(key.as_ref());
+            }
+        }
+        cmd
+    }
+
+    /// Whether the embedded server of this directory is running.
+    pub(crate) fn server_running(&self) -> bool {
+        self.path()
+            .join(".assay/postgres/pgdata/postmaster.pid")
+            .exists()
+    }
+
+    /// `assay up`, serving on a free loopback port; waits until it listens.
+    pub(crate) fn up(&self) -> Up {
+        let mut child = self
+            .assay()
+            .arg("up")
+            .env("ASSAY__SERVER__ADDR", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| {
+                let mut stderr = String::new();
+                let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+                panic!("assay up did not start: {line:?}\n{stderr}")
+            })
+            .to_string();
+        Up {
+            child,
+            addr,
+            stdout,
+        }
+    }
+}
+
+/// A running `assay up`.
+pub(crate) struct Up {
+    child: Child,
+    pub(crate) addr: String,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Up {
+    /// One HTTP/1.1 request, as curl would send it; the status and JSON body.
+    pub(crate) fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut stream = TcpStream::connect(&self.addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let body = body.map(Value::to_string).unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+        let json = response
+            .split_once("\r\n\r\n")
+            .and_then(|(_, body)| serde_json::from_str(body).ok())
+            .unwrap_or(Value::Null);
+        (status, json)
+    }
+
+    /// The label the `swapper` test plugin answers an analysis with, if it is loaded.
+    pub(crate) fn swapper_answer(&self) -> Option<String> {
+        let (status, body) = self.request(
+            "POST",
+            "/v1/analyze",
+            Some(&serde_json::json!({ "text": "which version?", "kind": "swap" })),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["plugin"] == "swapper")
+            .map(|f| f["label"].as_str().unwrap().to_string())
+    }
+
+    /// Waits until `swapper` answers `want` (`None`: is not loaded).
+    pub(crate) fn wait_for_swapper(&self, want: Option<&str>) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let answer = self.swapper_answer();
+            if answer.as_deref() == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "swapper still answers {answer:?}, not {want:?}; plugins: {}",
+                self.request("GET", "/v1/plugins", None).1
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The status `GET /v1/plugins` gives the plugin file named `file`.
+    pub(crate) fn status_of(&self, file: &str) -> Option<Value> {
+        let (_, body) = self.request("GET", "/v1/plugins", None);
+        body["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["source"].as_str().is_some_and(|s| s.ends_with(file)))
+            .cloned()
+    }
+
+    /// Resident memory of the engine, in KiB.
+    pub(crate) fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns whether it was clean and
+    /// everything it printed afterwards.
+    pub(crate) fn stop(mut self) -> (bool, String) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "assay up did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).unwrap();
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        (status.success(), format!("{rest}{stderr}"))
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        // A failed test must not leave the engine (and its server) running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.unwrap();
+        let target = to.join(entry.path().strip_prefix(from).unwrap());
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn analyze_in_a_working_directory_with_the_default_configuration() {
+    let work = Workdir::new();
+    copy_dir(&workspace().join("examples"), &work.path().join("examples"));
+    let out = work
+        .assay()
+        .args(["analyze", "examples/"])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let table = text(&out.stdout);
+    for plugin in ["redact", "keywords", "sentiment", "history"] {
+        assert!(table.contains(plugin), "{plugin} missing from\n{table}");
+    }
+    assert!(stderr.contains("10 documents analysed"), "{stderr}");
+    assert!(
+        work.path()
+            .join(".assay/postgres/pgdata/PG_VERSION")
+            .exists(),
+        "the embedded cluster lives under .assay/postgres"
+    );
+    assert!(work.plugins().is_dir(), "the plugin directory was created");
+    assert!(!work.server_running(), "the server stops with the command");
+
+    // The same again, from the same directory: the cluster is reused, the
+    // plugins come from the compile cache, the documents are known.
+    let out = work
+        .assay()
+        .args(["analyze", "examples/chats", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 3);
+    let out = work.assay().args(["plugins", "list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("history"));
+    assert!(!work.server_running());
+}
+
+#[test]
+fn hot_reload_in_the_default_plugin_directory() {
+    let work = Workdir::new();
+    let up = work.up();
+    assert_eq!(up.swapper_answer(), None);
+    let file = work.plugins().join("swapper.wasm");
+    let (one, two) = (built_plugin("swap_one.wasm"), built_plugin("swap_two.wasm"));
+
+    // Installed by copy (`cp swap_one.wasm .assay/plugins/swapper.wasm`).
+    let staged = work.path().join("swap_one.wasm");
+    std::fs::write(&staged, &one).unwrap();
+    std::fs::copy(&staged, &file).unwrap();
+    up.wait_for_swapper(Some("swap:v1"));
+
+    // Replaced by rename, as deploy tools and many editors save.
+    let tmp = work.plugins().join(".swapper.wasm.new");
+    std::fs::write(&tmp, &two).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    up.wait_for_swapper(Some("swap:v2"));
+
+    // Replaced in place, truncate-and-write, in two pieces.
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&file)
+            .unwrap();
+        f.write_all(&one[..one.len() / 2]).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        f.write_all(&one[one.len() / 2..]).unwrap();
+    }
+    up.wait_for_swapper(Some("swap:v1"));
+    let status = up.status_of("swapper.wasm").unwrap();
+    assert_eq!(status["status"], "active", "{status}");
+    let loaded_at = status["loaded_at"].as_str().unwrap();
+    assert!(
+        humantime::parse_rfc3339(loaded_at).is_ok(),
+        "loaded_at is RFC 3339: {loaded_at}"
+    );
+
+    // The commands of the README, from the same directory while it serves.
+    let out = work
+        .assay()
+        .args(["plugins", "history", "swapper"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let history = text(&out.stdout);
+    assert!(
+        history.contains("1.0.0") && history.contains("2.0.0"),
+        "{history}"
+    );
+
+    // Removed: unloaded.
+    std::fs::remove_file(&file).unwrap();
+    up.wait_for_swapper(None);
+
+    // Rolled back from the kept bytes, with the relative plugin directory.
+    let out = work
+        .assay()
+        .args(["plugins", "rollback", "swapper"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(file.is_file(), "rollback writes into .assay/plugins");
+    up.wait_for_swapper(Some("swap:v2"));
+
+    let (clean, said) = up.stop();
+    assert!(clean, "{said}");
+    assert!(said.contains("assay stopped"), "{said}");
+    assert!(
+        !work.server_running(),
+        "the embedded server stopped with it"
+    );
+}
+
+#[test]
+fn hostile_files_in_the_plugin_directory_delay_nothing() {
+    let work = Workdir::new();
+    let plugins = work.plugins();
+    std::fs::create_dir_all(&plugins).unwrap();
+    let fifo = plugins.join("fifo.wasm");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    std::os::unix::fs::symlink(&fifo, plugins.join("to-fifo.wasm")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", plugins.join("zero.wasm")).unwrap();
+    std::os::unix::fs::symlink(work.path().join("nowhere"), plugins.join("dangling.wasm")).unwrap();
+    std::fs::create_dir(plugins.join("folder.wasm")).unwrap();
+    let sparse = std::fs::File::create(plugins.join("sparse.wasm")).unwrap();
+    sparse.set_len(8 << 30).unwrap();
+    drop(sparse);
+
+    // All of it is there at start-up: the engine starts, and refuses each.
+    let up = work.up();
+    for (file, words) in [
+        ("fifo.wasm", "a FIFO"),
+        ("to-fifo.wasm", "a FIFO"),
+        ("zero.wasm", "a character device"),
+        ("folder.wasm", "a directory"),
+        ("sparse.wasm", "plugins.max_component_bytes"),
+    ] {
+        let status = up
+            .status_of(file)
+            .unwrap_or_else(|| panic!("{file} is not listed"));
+        assert_eq!(status["status"], "refused", "{status}");
+        assert!(
+            status["last_error"].as_str().unwrap().contains(words),
+            "{file}: {status}"
+        );
+    }
+
+    // And a real plugin dropped in beside them loads.
+    std::fs::write(plugins.join("swapper.wasm"), built_plugin("swap_one.wasm")).unwrap();
+    up.wait_for_swapper(Some("swap:v1"));
+
+    // The same files arriving while it runs: refused as they come.
+    let late = plugins.join("late-fifo.wasm");
+    nix::unistd::mkfifo(&late, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", plugins.join("late-zero.wasm")).unwrap();
+    std::fs::write(plugins.join("swapper.wasm"), built_plugin("swap_two.wasm")).unwrap();
+    up.wait_for_swapper(Some("swap:v2"));
+    let late_status = up.status_of("late-fifo.wasm").unwrap();
+    assert_eq!(late_status["status"], "refused", "{late_status}");
+    assert!(
+        up.rss_kib() < 1024 * 1024,
+        "the engine read what it should not have: {} KiB resident",
+        up.rss_kib()
+    );
+
+    let (clean, said) = up.stop();
+    assert!(clean, "{said}");
+    assert!(
+        !work.server_running(),
+        "the embedded server stopped with it"
+    );
+}
+
+#[test]
+fn configuration_is_read_only_from_the_working_directory() {
+    let parent = Workdir::new();
+    // Whoever can write a parent directory must not configure the engine.
+    std::fs::write(
+        parent.path().join("assay.toml"),
+        "[sandbox]\nstatement_gate = false\nthis_key_is_wrong = 1\n",
+    )
+    .unwrap();
+    let below = parent.path().join("project");
+    std::fs::create_dir(&below).unwrap();
+    let out = parent
+        .assay()
+        .current_dir(&below)
+        .args(["analyze", "missing.txt"])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no documents to analyse"),
+        "the parent's assay.toml was read: {stderr}"
+    );
+    assert!(!stderr.contains("invalid configuration"), "{stderr}");
+}
+
+#[test]
+fn endless_and_huge_inputs_are_refused_unread() {
+    let work = Workdir::new();
+    // A device that never ends, given by path.
+    let out = work
+        .assay()
+        .args(["analyze", "/dev/zero"])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/dev/zero"), "{stderr}");
+    assert!(stderr.contains("16777216 bytes"), "{stderr}");
+
+    // Standard input past the limit, in a stream that never ends.
+    let mut child = work
+        .assay()
+        .args(["analyze", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let chunk = vec![b'a'; 1 << 20];
+        // Until the reader stops reading (a broken pipe ends it).
+        for _ in 0..1024 {
+            if stdin.write_all(&chunk).is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("-: is larger than"), "{stderr}");
+    assert!(feeder.join().unwrap(), "assay read the whole gigabyte");
+}

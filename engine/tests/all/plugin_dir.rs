@@ -1,0 +1,265 @@
+//! The plugin directory as an attacker (or a careless deploy) leaves it:
+//! FIFOs, devices, symlinks, huge sparse files, directories named `*.wasm`,
+//! thousands of junk files; and as operators change it: files renamed to other
+//! names, a second file with a plugin's name, the directory reached through a
+//! symlink. Real files, a real live registry, a real database.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use assay::config::Config;
+use assay::db::Database;
+use assay::registry::PluginLoader;
+use assay::registry::live::{LiveRegistry, ReloadOutcome};
+use assay::registry::watch::{self, Watch};
+use assay::runtime::Runtime;
+
+use crate::support::{TestDb, built_plugin, fresh_database, shared_tempdir};
+
+/// A live registry over `dir` (bundled plugins off), and its database.
+async fn start_live(test_db: &TestDb, dir: &Path) -> Arc<LiveRegistry> {
+    let mut config = Config::default();
+    config.plugins.dir = dir.to_path_buf();
+    config.plugins.bundled = false;
+    config.plugins.cache_dir = dir.join(".cache");
+    let db = Arc::new(
+        Database::open_with(test_db.config.clone(), &config.database)
+            .await
+            .unwrap(),
+    );
+    let runtime = Arc::new(Runtime::for_config(&config).unwrap());
+    let loader = PluginLoader::new(runtime, db, config).await.unwrap();
+    LiveRegistry::start(loader).await.unwrap()
+}
+
+fn swapper_version(live: &LiveRegistry) -> Option<String> {
+    live.snapshot()
+        .get("swapper")
+        .map(|p| p.loaded.identity.version.clone())
+}
+
+fn outcome_of<'a>(outcomes: &'a [(PathBuf, ReloadOutcome)], file: &str) -> &'a ReloadOutcome {
+    outcomes
+        .iter()
+        .find(|(p, _)| p.file_name().is_some_and(|n| n == file))
+        .map(|(_, o)| o)
+        .unwrap_or_else(|| panic!("no outcome for {file}: {outcomes:?}"))
+}
+
+fn refused_because(outcome: &ReloadOutcome, words: &str) {
+    match outcome {
+        ReloadOutcome::Refused(message) => assert!(message.contains(words), "{message}"),
+        other => panic!("expected a refusal ({words}), got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_files_are_refused_unread_and_the_rest_loads() {
+    let test_db = fresh_database().await;
+    let holder = shared_tempdir();
+    let dir = holder.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    let live = start_live(&test_db, &dir).await;
+
+    let fifo = dir.join("fifo.wasm");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::os::unix::fs::symlink(&fifo, dir.join("to-fifo.wasm")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.wasm")).unwrap();
+    std::os::unix::fs::symlink("/dev/null", dir.join("null.wasm")).unwrap();
+    std::fs::create_dir(dir.join("folder.wasm")).unwrap();
+    let sparse = std::fs::File::create(dir.join("sparse.wasm")).unwrap();
+    sparse.set_len(8 << 30).unwrap();
+    drop(sparse);
+    std::fs::write(dir.join(".hidden.wasm"), built_plugin("swap_two.wasm")).unwrap();
+    std::fs::write(dir.join("swapper.wasm"), built_plugin("swap_one.wasm")).unwrap();
+    let files = [
+        "fifo.wasm",
+        "to-fifo.wasm",
+        "zero.wasm",
+        "null.wasm",
+        "folder.wasm",
+        "sparse.wasm",
+        ".hidden.wasm",
+        "swapper.wasm",
+    ];
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(60),
+        live.files_changed(files.iter().map(|f| dir.join(f))),
+    )
+    .await
+    .expect("nothing in the directory can hang the registry");
+    refused_because(outcome_of(&outcomes, "fifo.wasm"), "a FIFO (named pipe)");
+    refused_because(outcome_of(&outcomes, "to-fifo.wasm"), "a FIFO (named pipe)");
+    refused_because(outcome_of(&outcomes, "zero.wasm"), "a character device");
+    refused_because(outcome_of(&outcomes, "null.wasm"), "a character device");
+    refused_because(outcome_of(&outcomes, "folder.wasm"), "a directory");
+    refused_because(
+        outcome_of(&outcomes, "sparse.wasm"),
+        "is 8589934592 bytes; plugin files are limited to 67108864 bytes (plugins.max_component_bytes)",
+    );
+    assert!(
+        outcomes.iter().all(|(p, _)| !p.ends_with(".hidden.wasm")),
+        "hidden files are editors' and deploy tools' temporaries: {outcomes:?}"
+    );
+    assert!(matches!(
+        outcome_of(&outcomes, "swapper.wasm"),
+        ReloadOutcome::Loaded { .. }
+    ));
+    assert_eq!(swapper_version(&live).as_deref(), Some("1.0.0"));
+
+    // A start-up with all of that in place does as well.
+    let restarted = tokio::time::timeout(Duration::from_secs(60), start_live(&test_db, &dir))
+        .await
+        .expect("start-up is not held up either");
+    assert_eq!(swapper_version(&restarted).as_deref(), Some("1.0.0"));
+    let problems = &restarted.snapshot().problems;
+    assert_eq!(problems.len(), 6, "{problems:?}");
+    // Refused twice, recorded once each.
+    let client = test_db.client().await;
+    let row = client
+        .query_one(
+            "SELECT count(*), min(times) FROM assay.plugin_refusals",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (6, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_junk_files_hold_up_no_real_plugin_nor_grow_the_history() {
+    let test_db = fresh_database().await;
+    let holder = shared_tempdir();
+    let dir = holder.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    let live = start_live(&test_db, &dir).await;
+    let events: Arc<Mutex<Vec<(PathBuf, ReloadOutcome)>>> = Arc::default();
+    let sink = Arc::clone(&events);
+    let _watch: Watch = watch::watch(
+        Arc::clone(&live),
+        Duration::from_millis(150),
+        move |p, o| {
+            sink.lock().unwrap().push((p.clone(), o.clone()));
+        },
+    )
+    .unwrap();
+
+    for i in 0..5_000 {
+        std::fs::write(
+            dir.join(format!("junk-{i:04}.wasm")),
+            format!("junk number {i}"),
+        )
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let staged = holder.path().join("swapper.wasm");
+    std::fs::write(&staged, built_plugin("swap_one.wasm")).unwrap();
+    std::fs::rename(&staged, dir.join("swapper.wasm")).unwrap();
+    // The real plugin serves within the same patience as any reload.
+    let mut served = false;
+    for _ in 0..200 {
+        if swapper_version(&live).is_some() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "the real plugin was held up behind the junk");
+
+    let client = test_db.client().await;
+    let count = async |sql: &str| -> i64 { client.query_one(sql, &[]).await.unwrap().get(0) };
+    let settled = async || {
+        for _ in 0..200 {
+            if count("SELECT count(*) FROM assay.plugin_refusals").await
+                >= assay::registry::history::MAX_KEPT_REFUSALS
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    settled().await;
+    let kept = count("SELECT count(*) FROM assay.plugin_refusals").await;
+    assert_eq!(kept, assay::registry::history::MAX_KEPT_REFUSALS, "bounded");
+    assert_eq!(
+        count("SELECT count(*) FROM assay.plugin_loads WHERE outcome = 'refused'").await,
+        0
+    );
+    // Refusing the same junk again (a restart, `assay plugins list`) adds nothing.
+    let restarted = start_live(&test_db, &dir).await;
+    assert!(swapper_version(&restarted).is_some());
+    assert_eq!(
+        count("SELECT count(*) FROM assay.plugin_refusals").await,
+        kept
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_one_file_however_the_directory_is_spelled() {
+    let test_db = fresh_database().await;
+    let holder = shared_tempdir();
+    let real = holder.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    // The configured directory is a symlink; events name the real one.
+    let link = holder.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    std::fs::write(real.join("b.wasm"), built_plugin("swap_one.wasm")).unwrap();
+    let live = start_live(&test_db, &link).await;
+    assert_eq!(swapper_version(&live).as_deref(), Some("1.0.0"));
+
+    // Replaced, as the watcher reports it (the real, absolute path).
+    std::fs::write(real.join("b.wasm"), built_plugin("swap_two.wasm")).unwrap();
+    let outcome = live.file_event(&real.join("b.wasm")).await;
+    assert!(
+        matches!(outcome, ReloadOutcome::Loaded { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(swapper_version(&live).as_deref(), Some("2.0.0"));
+
+    // Renamed to a name sorting before it: still loaded, from the new name.
+    std::fs::rename(real.join("b.wasm"), real.join("a.wasm")).unwrap();
+    let outcomes = live
+        .files_changed([link.join("a.wasm"), real.join("b.wasm")])
+        .await;
+    assert!(
+        matches!(outcome_of(&outcomes, "b.wasm"), ReloadOutcome::Unloaded(_)),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(
+            outcome_of(&outcomes, "a.wasm"),
+            ReloadOutcome::Loaded { .. }
+        ),
+        "{outcomes:?}"
+    );
+    let serving = live.snapshot().get("swapper").cloned().unwrap();
+    assert_eq!(
+        serving.source.to_string(),
+        std::fs::canonicalize(&real)
+            .unwrap()
+            .join("a.wasm")
+            .display()
+            .to_string()
+    );
+
+    // A second file with the same plugin name is refused, and takes over when
+    // the first goes.
+    std::fs::write(real.join("c.wasm"), built_plugin("swap_one.wasm")).unwrap();
+    refused_because(
+        &live.file_event(&real.join("c.wasm")).await,
+        "plugin name `swapper` is already used by",
+    );
+    std::fs::remove_file(real.join("a.wasm")).unwrap();
+    let outcomes = live.files_changed([real.join("a.wasm")]).await;
+    assert!(
+        matches!(
+            outcome_of(&outcomes, "c.wasm"),
+            ReloadOutcome::Loaded { .. }
+        ),
+        "{outcomes:?}"
+    );
+    assert_eq!(swapper_version(&live).as_deref(), Some("1.0.0"));
+}
