@@ -35,8 +35,29 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address to listen on; loopback by default (port 0 picks a free one).
     pub addr: String,
-    /// On Ctrl-C or SIGTERM, how long in-flight requests may take to finish.
+    /// On Ctrl-C or SIGTERM, how long in-flight requests may take to finish;
+    /// connections still busy after it are closed and `assay up` stops.
     pub shutdown_grace_ms: u64,
+    /// Open client connections at most. Each costs a file descriptor, so a
+    /// client opening connections without end would otherwise starve the
+    /// engine (no database connection, no plugin file, no `/healthz`). At the
+    /// limit the connection idle the longest is closed to make room; only if
+    /// every connection has a request in flight is the new one answered 503.
+    pub max_connections: usize,
+    /// A connection with no request in flight for this long is closed. This
+    /// ends idle keep-alive connections and clients that send their request
+    /// headers too slowly (a byte every few seconds), which would otherwise
+    /// hold a connection open for ever.
+    pub idle_timeout_ms: u64,
+    /// A request body must be received in full within this, else 408: a client
+    /// trickling its body cannot keep a request (and its connection) in flight.
+    pub request_body_timeout_ms: u64,
+    /// Further `Host` names the engine answers to, besides its bound address
+    /// (and `localhost`/`127.0.0.1`/`[::1]` on a loopback bind): `name` means
+    /// `name` at the bound port, `name:port` exactly that. Any other `Host` is
+    /// refused, so a web page under a foreign name that resolves to this
+    /// address (DNS rebinding) cannot use the API.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +65,10 @@ impl Default for ServerConfig {
         Self {
             addr: "127.0.0.1:7878".into(),
             shutdown_grace_ms: 30_000,
+            max_connections: 512,
+            idle_timeout_ms: 30_000,
+            request_body_timeout_ms: 30_000,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -119,6 +144,10 @@ pub struct PluginsConfig {
     /// How long the plugin directory must be quiet before changes are loaded
     /// (editors write in bursts; the last write wins).
     pub watch_debounce_ms: u64,
+    /// Largest plugin file read, in bytes. Only regular files are read, and
+    /// never more than this: a huge or endless file (a sparse file, a symlink
+    /// to `/dev/zero`) is refused without being read.
+    pub max_component_bytes: u64,
 }
 
 impl Default for PluginsConfig {
@@ -130,6 +159,7 @@ impl Default for PluginsConfig {
             cache_dir: PathBuf::from(".assay/cache"),
             load_timeout_ms: 30_000,
             watch_debounce_ms: 200,
+            max_component_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -289,9 +319,19 @@ pub struct ConfigError(#[from] Box<figment::Error>);
 
 impl Config {
     /// Reads `path` (if it exists), then `ASSAY__…` variables, then `DATABASE_URL`.
+    ///
+    /// Exactly `path` is read: a relative path is taken from the working
+    /// directory and never looked up in its parents (figment's `Toml::file`
+    /// would search every ancestor, so whoever can write one of them could
+    /// switch the statement gate off or point the engine at another database).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut config: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::file(path))
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        // A missing file is fine (every setting has a default); `file_exact`
+        // alone would call it an error.
+        if path.exists() {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let mut config: Config = figment
             .merge(Env::prefixed("ASSAY__").split("__"))
             .extract()
             .map_err(Box::new)?;
@@ -359,6 +399,23 @@ mod tests {
         assert!(config.plugins.grants.remove("history").is_some());
         assert!(config.limits.plugins.remove("history").is_some());
         assert_eq!(config, Config::default());
+    }
+
+    /// A configuration file in a parent directory is never read.
+    #[test]
+    fn parent_directories_are_not_searched() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("assay.toml", "[sandbox]\nstatement_gate = false\n")?;
+            std::fs::create_dir("below").map_err(|e| e.to_string())?;
+            std::env::set_current_dir("below").map_err(|e| e.to_string())?;
+            let config = Config::load(Path::new("assay.toml")).map_err(|e| e.to_string())?;
+            assert!(
+                config.sandbox.statement_gate,
+                "the parent's assay.toml must not be read"
+            );
+            Ok(())
+        });
     }
 
     #[test]

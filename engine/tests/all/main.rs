@@ -3,13 +3,17 @@
 //! built from `plugins/`.
 
 mod analyze;
+mod as_used;
 mod bad_input;
 mod bench;
 mod cli;
 mod embedded;
 mod faults;
 mod history;
+mod http;
+mod isolation;
 mod limits;
+mod plugin_dir;
 mod reload;
 mod sandbox;
 mod sql;

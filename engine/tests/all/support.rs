@@ -127,6 +127,7 @@ fn pg_config(server: &Server, db: &str) -> tokio_postgres::Config {
 }
 
 /// A database of one test.
+#[derive(Clone)]
 pub struct TestDb {
     /// URL for `DATABASE_URL`.
     pub url: String,
@@ -268,7 +269,9 @@ pub async fn service_state(
     )
 }
 
-/// One request through the HTTP routes: status, headers, JSON body (`null` if none).
+/// One request through the HTTP routes, sent as a real client sends it (with
+/// `Host` and `Content-Type: application/json`), to the routes as served on
+/// 127.0.0.1:7878: status, headers, JSON body (`null` if none).
 pub async fn http(
     state: &Arc<assay::service::AppState>,
     method: &str,
@@ -276,15 +279,17 @@ pub async fn http(
     body: Option<serde_json::Value>,
 ) -> (u16, axum::http::HeaderMap, serde_json::Value) {
     use tower::ServiceExt as _;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 7878));
     let request = axum::http::Request::builder()
         .method(method)
         .uri(uri)
+        .header("host", addr.to_string())
         .header("content-type", "application/json")
         .body(axum::body::Body::from(
             body.map(|b| b.to_string()).unwrap_or_default(),
         ))
         .unwrap();
-    let response = assay::service::router(Arc::clone(state))
+    let response = assay::service::router(Arc::clone(state), addr)
         .oneshot(request)
         .await
         .unwrap();
@@ -459,4 +464,34 @@ pub async fn slow_statements(client: &tokio_postgres::Client) -> Vec<i32> {
         .iter()
         .map(|row| row.get(0))
         .collect()
+}
+
+/// The `attacker` test plugin, built once, as a plugin named `name` with
+/// `migrations` (each one statement), by overwriting the slots its component
+/// keeps them in (see `plugins/testing/attacker`): any name and any migrations
+/// from one real build.
+pub fn attacker_as(name: &str, migrations: &[&str]) -> Vec<u8> {
+    let mut bytes = built_plugin("attacker.wasm");
+    let mut fill = |marker: &[u8], room: usize, value: &[u8]| {
+        assert!(
+            value.len() <= room,
+            "{} bytes do not fit the slot",
+            value.len()
+        );
+        let at = bytes
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .unwrap_or_else(|| panic!("no {} slot", String::from_utf8_lossy(marker)))
+            + marker.len();
+        let slot = &mut bytes[at..at + room];
+        slot.fill(0);
+        slot[..value.len()].copy_from_slice(value);
+    };
+    fill(b"@@assay-attacker-name@@", 51, name.as_bytes());
+    fill(
+        b"@@assay-attacker-migrations@@",
+        8192,
+        migrations.join("\n;;\n").as_bytes(),
+    );
+    bytes
 }
