@@ -330,6 +330,18 @@ async fn an_interrupted_run_is_stored_whole_or_not_at_all() {
         "no run was interrupted ({killed} connections killed)"
     );
     assert_runs_whole(&engine.test_db, &stored).await;
+    // "Nothing of it was kept" includes the document: it is stored with its run.
+    let client = engine.test_db.client().await;
+    let orphans: i64 = client
+        .query_one(
+            "SELECT count(*) FROM assay.documents d
+             WHERE NOT EXISTS (SELECT 1 FROM assay.runs r WHERE r.document_id = d.id)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orphans, 0, "documents of runs that were not stored were kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
