@@ -68,8 +68,22 @@ impl Workdir {
 
     /// `assay up`, serving on a free loopback port; waits until it listens.
     pub(crate) fn up(&self) -> Up {
-        let mut child = self
-            .assay()
+        Up::spawn(self.assay())
+    }
+}
+
+/// A running `assay up`.
+pub(crate) struct Up {
+    child: Child,
+    pub(crate) addr: String,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Up {
+    /// Runs `assay up` as `command` (plus a free loopback port) says; waits
+    /// until it listens.
+    pub(crate) fn spawn(mut command: Command) -> Up {
+        let mut child = command
             .arg("up")
             .env("ASSAY__SERVER__ADDR", "127.0.0.1:0")
             .stdout(Stdio::piped())
@@ -95,18 +109,20 @@ impl Workdir {
             stdout,
         }
     }
-}
 
-/// A running `assay up`.
-pub(crate) struct Up {
-    child: Child,
-    pub(crate) addr: String,
-    stdout: std::io::BufReader<std::process::ChildStdout>,
-}
-
-impl Up {
     /// One HTTP/1.1 request, as curl would send it; the status and JSON body.
     pub(crate) fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.request_as(&self.addr, method, path, body)
+    }
+
+    /// [`Self::request`] with `host` in the `Host` header.
+    pub(crate) fn request_as(
+        &self,
+        host: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let mut stream = TcpStream::connect(&self.addr).unwrap();
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let body = body.map(Value::to_string).unwrap_or_default();
@@ -114,7 +130,7 @@ impl Up {
             stream,
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.addr,
+            host,
             body.len()
         )
         .unwrap();

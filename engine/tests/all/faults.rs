@@ -341,7 +341,10 @@ async fn an_interrupted_run_is_stored_whole_or_not_at_all() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(orphans, 0, "documents of runs that were not stored were kept");
+    assert_eq!(
+        orphans, 0,
+        "documents of runs that were not stored were kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

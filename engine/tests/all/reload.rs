@@ -567,62 +567,41 @@ async fn http_analyze_plugins_and_health() {
 
 #[test]
 fn assay_up_serves_and_stops_cleanly_on_sigterm() {
-    use std::io::{BufRead as _, Read as _, Write as _};
     let dir = shared_tempdir();
     let db = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(fresh_database());
     std::fs::write(dir.path().join("swapper.wasm"), one()).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_assay"))
-        .arg("up")
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_assay"));
+    command
         .current_dir(dir.path())
         .env("DATABASE_URL", &db.url)
         .env("ASSAY_CONFIG", dir.path().join("none.toml"))
-        .env("ASSAY__PLUGINS__DIR", dir.path())
-        .env("ASSAY__SERVER__ADDR", "127.0.0.1:0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    let get_as = |host: &str, path: &str| {
-        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
-    };
+        .env("ASSAY__PLUGINS__DIR", dir.path());
+    let up = crate::as_used::Up::spawn(command);
     // A name the engine does not answer to (DNS rebinding) is refused.
-    let foreign = get_as("assay", "/healthz");
-    assert!(foreign.starts_with("HTTP/1.1 403"), "{foreign}");
-    assert!(foreign.contains("server.allowed_hosts"), "{foreign}");
-    let get = |path: &str| get_as(&addr, path);
-    let health = get("/healthz");
-    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    assert!(health.contains("\"status\":\"ok\""), "{health}");
-    let plugins = get("/v1/plugins");
-    assert!(plugins.contains("\"name\":\"swapper\""), "{plugins}");
-
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = child.wait().unwrap();
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest).unwrap();
-    assert!(status.success(), "exit {status:?}");
-    assert!(rest.contains("assay stopped"), "{rest}");
+    let (status, foreign) = up.request_as("assay", "GET", "/healthz", None);
+    assert_eq!(status, 403, "{foreign}");
+    assert!(
+        foreign["error"]
+            .as_str()
+            .unwrap()
+            .contains("server.allowed_hosts"),
+        "{foreign}"
+    );
+    let (status, health) = up.request("GET", "/healthz", None);
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "ok", "{health}");
+    let (_, plugins) = up.request("GET", "/v1/plugins", None);
+    assert!(
+        plugins["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "swapper"),
+        "{plugins}"
+    );
+    let (clean, said) = up.stop();
+    assert!(clean, "{said}");
+    assert!(said.contains("assay stopped"), "{said}");
 }
