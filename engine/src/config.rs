@@ -195,6 +195,11 @@ pub struct SandboxConfig {
     pub max_result_bytes: usize,
     /// Most statements one call may run.
     pub max_statements: u32,
+    /// Most temporary file space one plugin statement may use (sorts and
+    /// hashes spilled to disk), in MiB: the `temp_file_limit` of every plugin
+    /// role, which a plugin cannot raise. Needs a superuser engine (the
+    /// embedded server's is); with another, the server's own setting applies.
+    pub temp_file_limit_mib: u64,
 }
 
 impl Default for SandboxConfig {
@@ -207,6 +212,7 @@ impl Default for SandboxConfig {
             max_rows: 10_000,
             max_result_bytes: 16 * 1024 * 1024,
             max_statements: 1_000,
+            temp_file_limit_mib: 1024,
         }
     }
 }

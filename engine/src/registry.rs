@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::bundled;
+use crate::capability::log::printable;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -86,8 +87,15 @@ pub struct LoadProblem {
 }
 
 impl std::fmt::Display for LoadProblem {
+    /// One line, whatever the file is called or the database said: it is
+    /// printed to operators' terminals and logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "plugin {}: {}", self.source, self.message)
+        write!(
+            f,
+            "plugin {}: {}",
+            printable(&self.source),
+            printable(&self.message)
+        )
     }
 }
 
@@ -363,7 +371,7 @@ impl PluginLoader {
                 Ok(plugin) => match loaded.iter().position(|(_, p, _)| p.identity.name == plugin.identity.name) {
                     // A file in the plugin directory replaces a bundled plugin of the same name.
                     Some(i) if matches!(loaded[i].0, PluginSource::Bundled(_)) => {
-                        tracing::info!(plugin = %plugin.identity.name, file = %source, "replaces the bundled plugin");
+                        tracing::info!(plugin = %plugin.identity.name, file = %printable(&source.to_string()), "replaces the bundled plugin");
                         loaded[i] = (source, plugin, bytes);
                     }
                     Some(i) => registry.problems.push(LoadProblem {
@@ -376,7 +384,7 @@ impl PluginLoader {
                     None => loaded.push((source, plugin, bytes)),
                 },
                 Err(message) => {
-                    tracing::info!(plugin = %source, "refused: {message}");
+                    tracing::info!(plugin = %printable(&source.to_string()), "refused: {}", printable(&message));
                     refusals.push(history::Refusal::new(&source, &bytes, &message));
                     registry.problems.push(LoadProblem {
                         source: source.to_string(),
@@ -422,11 +430,12 @@ async fn register(
         .cloned()
         .unwrap_or_default();
     let mut conn = db.connection().await?;
-    let (version_id, login) = match provision_plugin(&mut conn, plugin, &grants).await {
-        Ok(done) => done,
-        Err(SandboxError::Db(e)) => return Err(e.into()),
-        Err(other) => return Err(RegisterError::Refused(other.to_string())),
-    };
+    let (version_id, login) =
+        match provision_plugin(&mut conn, plugin, &grants, &config.sandbox).await {
+            Ok(done) => done,
+            Err(SandboxError::Db(e)) => return Err(e.into()),
+            Err(other) => return Err(RegisterError::Refused(other.to_string())),
+        };
 
     let limits = CallLimits::for_plugin(&config.limits, name);
     let settings = PoolSettings {
@@ -459,7 +468,14 @@ async fn register(
         // Whatever the migrations did to the role (a role may change its own
         // password and session defaults), it is set back before any call.
         let tx = sandbox::begin_provisioning(&mut conn).await?;
-        sandbox::reassert_role(&tx, &login.role, &login.schema, &login.password).await?;
+        sandbox::reassert_role(
+            &tx,
+            &login.role,
+            &login.schema,
+            &login.password,
+            &config.sandbox,
+        )
+        .await?;
         tx.commit()
             .await
             .map_err(DbError::query("re-asserting the plugin role"))?;
@@ -473,6 +489,7 @@ async fn provision_plugin(
     conn: &mut crate::db::PgConnection,
     plugin: &LoadedPlugin,
     grants: &crate::config::PluginGrants,
+    sandbox_config: &crate::config::SandboxConfig,
 ) -> Result<(i64, sandbox::PluginLogin), SandboxError> {
     let manifest = &plugin.manifest;
     let name = &plugin.identity.name;
@@ -480,7 +497,7 @@ async fn provision_plugin(
     // The lock comes first: nothing is read before the other registrations
     // are done (see `sandbox::begin_provisioning`).
     let tx = sandbox::begin_provisioning(conn).await?;
-    let login = sandbox::provision(&tx, name, grants).await?;
+    let login = sandbox::provision(&tx, name, grants, sandbox_config).await?;
     let version_id: i64 = tx
         .query_one(
             "INSERT INTO assay.plugin_versions (name, version, content_sha256, stage) VALUES ($1, $2, $3, $4)

@@ -256,6 +256,7 @@ async fn rollback(
         .await
         .map_err(|e| match e {
             history::RollbackError::NoSuchVersion(m) => ApiError(StatusCode::NOT_FOUND, m),
+            history::RollbackError::Invalid(m) => ApiError(StatusCode::BAD_REQUEST, m),
             // The engine's fault, not the request's: try again later.
             history::RollbackError::Db(e) => ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -84,14 +84,29 @@ impl state::Host for CallState {
         Ok(async {
             check_name("scope", &scope)?;
             check_name("key", &key)?;
+            // Bounded here too, not only by the table's constraint: the plugin
+            // owns its schema, so it can drop the engine's table and put one
+            // of its own in its place.
             let statement = format!(
-                "SELECT value::text FROM {} WHERE scope = $1 AND key = $2",
+                "SELECT CASE WHEN octet_length(value::text) <= {MAX_VALUE_BYTES} THEN value::text END,
+                        octet_length(value::text)::int8
+                 FROM {} WHERE scope = $1 AND key = $2",
                 self.state_table()
             );
             let rows = self
                 .state_query(&statement, vec![Value::Text(scope), Value::Text(key)])
                 .await?;
-            Ok(rows.first().and_then(|row| row.first()).and_then(text))
+            match rows.first().map(Vec::as_slice) {
+                None => Ok(None),
+                Some([Value::Text(value), _]) => Ok(Some(value.clone())),
+                Some([_, Value::Int(size)]) => Err(StateError::Failed(format!(
+                    "the stored value is {size} bytes, more than the {MAX_VALUE_BYTES} a state value may have; \
+                     it was not written through the state interface"
+                ))),
+                Some(_) => Err(StateError::Failed(
+                    "the plugin's state table does not hold what the engine made it for".into(),
+                )),
+            }
         }
         .await)
     }

@@ -96,7 +96,7 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
     let watching = watch::watch(
         Arc::clone(&live),
         Duration::from_millis(config.plugins.watch_debounce_ms),
-        |path, outcome| tracing::debug!(file = %path.display(), ?outcome, "plugin file handled"),
+        |path, outcome| tracing::debug!(file = ?path, ?outcome, "plugin file handled"),
     )?;
     let listener = tokio::net::TcpListener::bind(&config.server.addr)
         .await

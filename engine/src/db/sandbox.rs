@@ -309,6 +309,7 @@ pub async fn provision(
     tx: &Transaction<'_>,
     plugin: &str,
     grants: &PluginGrants,
+    sandbox: &SandboxConfig,
 ) -> Result<PluginLogin, SandboxError> {
     let q = |context: &'static str| DbError::query(context);
     let schema = schema_name(plugin);
@@ -415,7 +416,7 @@ pub async fn provision(
         .await
         .map_err(q("creating the plugin role"))?;
     }
-    reassert_role(tx, &role, &schema, &password).await?;
+    reassert_role(tx, &role, &schema, &password, sandbox).await?;
 
     // No memberships: whatever granted the role membership elsewhere is undone.
     let memberships: Vec<String> = tx
@@ -482,6 +483,7 @@ pub async fn reassert_role(
     role: &str,
     schema: &str,
     password: &str,
+    sandbox: &SandboxConfig,
 ) -> Result<(), DbError> {
     let (qrole, qschema) = (quote_ident(role), quote_ident(schema));
     // SUPERUSER, REPLICATION and BYPASSRLS only a superuser can give, or even
@@ -509,7 +511,17 @@ pub async fn reassert_role(
         quote_ident(&current_database(tx).await?)
     ))
     .await
-    .map_err(DbError::query("setting the plugin role's attributes"))
+    .map_err(DbError::query("setting the plugin role's attributes"))?;
+    if superuser {
+        // A superuser-only setting: the plugin cannot raise it for itself.
+        tx.batch_execute(&format!(
+            "ALTER ROLE {qrole} SET temp_file_limit = '{}MB'",
+            sandbox.temp_file_limit_mib
+        ))
+        .await
+        .map_err(DbError::query("limiting the plugin role's temporary files"))?;
+    }
+    Ok(())
 }
 
 /// The tables the engine keeps in every plugin's schema: the plugin's state
@@ -742,8 +754,11 @@ async fn drop_locked(
     plugin: &str,
     purge: bool,
 ) -> Result<bool, SandboxError> {
-    let tx = begin_provisioning(conn).await?;
     let q = |context: &'static str| DbError::query(context);
+    // First, committed on its own: the plugin can no longer log in and has no
+    // grants, and its open sessions (a running engine's pool) are ended, so
+    // the drop takes effect at once and holds even if the purge below fails.
+    let tx = begin_provisioning(conn).await?;
     let Some(recorded) = tx
         .query_opt(
             "SELECT role_name, schema_name FROM assay.plugin_roles WHERE plugin = $1",
@@ -765,7 +780,29 @@ async fn drop_locked(
         let own = schema.clone().unwrap_or_default();
         apply_grants(&tx, plugin, &role, &own, &PluginGrants::default()).await?;
     }
-    if purge && role_present {
+    tx.execute(
+        "UPDATE assay.plugin_roles SET dropped_at = now() WHERE plugin = $1",
+        &[&plugin],
+    )
+    .await
+    .map_err(q("recording the drop"))?;
+    tx.commit().await.map_err(q("committing the drop"))?;
+    if role_present {
+        // A non-superuser engine may: it is a member of the plugin role.
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE usename = $1 AND pid <> pg_backend_pid()",
+            &[&role],
+        )
+        .await
+        .map_err(q("ending the plugin's sessions"))?;
+    }
+    if !purge {
+        return Ok(true);
+    }
+
+    let tx = begin_provisioning(conn).await?;
+    if role_present {
         // DROP OWNED below drops everything the role owns: refuse if that
         // would include a schema that is not recorded as this plugin's.
         let others: Vec<String> = tx
@@ -788,43 +825,38 @@ async fn drop_locked(
             });
         }
     }
-    if purge {
-        if let Some(schema) = &schema {
-            tx.batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {} CASCADE",
-                quote_ident(schema)
-            ))
-            .await
-            .map_err(q("removing the plugin's schema"))?;
-        }
-        if role_present {
-            tx.batch_execute(&format!(
-                "REVOKE ALL ON assay.plugin_state FROM {qrole}; REVOKE ALL ON SCHEMA assay FROM {qrole};
-                 DROP OWNED BY {qrole}; DROP ROLE {qrole}"
-            ))
-            .await
-            .map_err(q("removing the plugin's role"))?;
-        }
-        tx.execute(
-            "DELETE FROM assay.plugin_state WHERE plugin = $1",
-            &[&plugin],
-        )
+    if let Some(schema) = &schema {
+        tx.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            quote_ident(schema)
+        ))
         .await
-        .map_err(q("removing the plugin's state"))?;
-        tx.execute(
-            "DELETE FROM assay.plugin_roles WHERE plugin = $1",
-            &[&plugin],
-        )
-        .await
-        .map_err(q("forgetting the plugin role"))?;
-    } else {
-        tx.execute(
-            "UPDATE assay.plugin_roles SET dropped_at = now() WHERE plugin = $1",
-            &[&plugin],
-        )
-        .await
-        .map_err(q("recording the drop"))?;
+        .map_err(q(
+            "removing the plugin's schema (the plugin is already disabled; if the server \
+             ran out of locks, raise max_locks_per_transaction or drop its tables in \
+             smaller steps, then purge again)",
+        ))?;
     }
+    if role_present {
+        tx.batch_execute(&format!(
+            "REVOKE ALL ON assay.plugin_state FROM {qrole}; REVOKE ALL ON SCHEMA assay FROM {qrole};
+             DROP OWNED BY {qrole}; DROP ROLE {qrole}"
+        ))
+        .await
+        .map_err(q("removing the plugin's role"))?;
+    }
+    tx.execute(
+        "DELETE FROM assay.plugin_state WHERE plugin = $1",
+        &[&plugin],
+    )
+    .await
+    .map_err(q("removing the plugin's state"))?;
+    tx.execute(
+        "DELETE FROM assay.plugin_roles WHERE plugin = $1",
+        &[&plugin],
+    )
+    .await
+    .map_err(q("forgetting the plugin role"))?;
     match tx.commit().await {
         Ok(()) => Ok(true),
         Err(e) if e.code() == Some(&SqlState::DEPENDENT_OBJECTS_STILL_EXIST) => Err(DbError::Query {

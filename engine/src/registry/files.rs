@@ -130,6 +130,34 @@ pub async fn read_component_async(path: &Path, max: u64) -> Result<Vec<u8>, Read
     }
 }
 
+/// Puts `bytes` at `target` (in the plugin directory `dir`) atomically: written
+/// to a new file of a random name there, then renamed over `target`. The
+/// scratch file is created exclusively and never through a symlink, so
+/// nothing planted in the directory (a symlink to a file elsewhere, a FIFO
+/// under a name the engine would use) can redirect or stall the write; the
+/// rename replaces whatever `target` is (a symlink itself, not what it points
+/// to). Blocking.
+pub fn write_into(dir: &Path, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let token: u64 = rand::random();
+    let scratch = dir.join(format!(".assay-write-{token:016x}"));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&scratch)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&scratch, target));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&scratch);
+    }
+    written
+}
+
 /// Whether a directory entry named `name` is a plugin file to look at: a
 /// `.wasm` component, or a `.cwasm` (listed so that it can be refused).
 /// Hidden files are skipped: editors and deploy tools write their temporary

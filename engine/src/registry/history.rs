@@ -187,6 +187,9 @@ pub async fn versions(db: &Database, name: &str) -> Result<Vec<VersionRecord>, D
         .collect())
 }
 
+/// Fewest hex digits of a hash that name a version (fewer could name any).
+pub const MIN_HASH_PREFIX: usize = 4;
+
 /// Why a rollback cannot be done.
 #[derive(Debug, thiserror::Error)]
 pub enum RollbackError {
@@ -196,6 +199,9 @@ pub enum RollbackError {
     /// No version matches.
     #[error("{0}")]
     NoSuchVersion(String),
+    /// The name or hash asked for cannot be one (the caller's mistake).
+    #[error("{0}")]
+    Invalid(String),
     /// Writing the component into the plugin directory failed.
     #[error("cannot write {path}: {cause}")]
     Write {
@@ -228,6 +234,21 @@ pub async fn rollback(
     name: &str,
     hash: Option<&str>,
 ) -> Result<Rollback, RollbackError> {
+    if !crate::runtime::loader::valid_name(name) {
+        return Err(RollbackError::Invalid(format!(
+            "{name:?} is not a plugin name (1–50 lowercase letters, digits, `-` and `_`, starting with a letter)"
+        )));
+    }
+    if let Some(prefix) = hash
+        && (!(MIN_HASH_PREFIX..=64).contains(&prefix.len())
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    {
+        return Err(RollbackError::Invalid(format!(
+            "{prefix:?} is not a version: give {MIN_HASH_PREFIX} to 64 lowercase hex digits of its SHA-256 (`assay plugins history {name}` lists them)"
+        )));
+    }
     let versions = versions(db, name).await?;
     if versions.is_empty() {
         return Err(RollbackError::NoSuchVersion(format!(
@@ -274,14 +295,16 @@ pub async fn rollback(
         .map(|v| PathBuf::from(&v.source))
         .filter(|p| p.parent() == Some(plugin_dir) && p.extension().is_some_and(|e| e == "wasm"));
     let path = current_file.unwrap_or_else(|| plugin_dir.join(format!("{name}.wasm")));
-    let scratch = plugin_dir.join(format!(".{name}.rollback-{}", std::process::id()));
     let write_err = |cause| RollbackError::Write {
         path: path.display().to_string(),
         cause,
     };
-    std::fs::create_dir_all(plugin_dir).map_err(write_err)?;
-    std::fs::write(&scratch, &bytes).map_err(write_err)?;
-    std::fs::rename(&scratch, &path).map_err(write_err)?;
+    // Blocking file work, off the async runtime.
+    let (dir, dest) = (plugin_dir.to_path_buf(), path.clone());
+    tokio::task::spawn_blocking(move || super::files::write_into(&dir, &dest, &bytes))
+        .await
+        .map_err(|e| write_err(std::io::Error::other(e.to_string())))?
+        .map_err(write_err)?;
     Ok(Rollback {
         sha256: target.sha256.clone(),
         version: target.version.clone(),

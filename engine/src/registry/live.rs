@@ -29,6 +29,7 @@ use super::{
     LoadProblem, PluginLoader, PluginSource, RegisterError, RegisteredPlugin, Registry,
     RegistryError, history,
 };
+use crate::capability::log::printable;
 use crate::runtime::loader::{self, sha256_hex, stage_name};
 
 /// Components of one batch compiled at the same time (compiling is CPU-bound;
@@ -279,6 +280,26 @@ impl LiveRegistry {
         outcomes
     }
 
+    /// Every file there is or was: what the directory holds now, and every
+    /// file the registry knows of (serving or refused), so that gone ones
+    /// unload. After the directory itself was replaced.
+    pub async fn rescan(&self) -> Vec<(PathBuf, ReloadOutcome)> {
+        let mut paths: BTreeSet<PathBuf> = super::files::plugin_files(self.loader.plugin_dir())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let current = self.snapshot();
+        for plugin in current.plugins() {
+            if let PluginSource::File(path) = &plugin.source {
+                paths.insert(path.clone());
+            }
+        }
+        for problem in &current.problems {
+            paths.insert(PathBuf::from(&problem.source));
+        }
+        self.files_changed(paths).await
+    }
+
     /// Reads a file of the batch and sorts it: a component, junk, or gone.
     async fn read(&self, path: &Path) -> Read {
         match self.loader.read(path).await {
@@ -421,7 +442,11 @@ impl LiveRegistry {
         let mut outcomes = Vec::with_capacity(refused.len());
         for (path, bytes, message) in refused {
             let source = PluginSource::File(path.clone());
-            tracing::error!(plugin = %source, "refused, the previous version keeps serving: {message}");
+            tracing::error!(
+                plugin = %printable(&source.to_string()),
+                "refused, the previous version keeps serving: {}",
+                printable(&message)
+            );
             if !bytes.is_empty()
                 && let Ok(mut tried) = self.last_tried.lock()
             {

@@ -29,16 +29,96 @@ pub struct WatchError {
     cause: String,
 }
 
+/// How often the watched directory itself is looked at: replaced (moved away
+/// and made again, as some deploys do), removed, or its configured path
+/// (a symlink) now leading elsewhere.
+pub const DIRECTORY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+type Debouncer = notify_debouncer_full::Debouncer<
+    notify_debouncer_full::notify::RecommendedWatcher,
+    notify_debouncer_full::RecommendedCache,
+>;
+
 /// Keeps the watch running; dropping it stops watching.
 pub struct Watch {
-    // Behind a mutex only so that `Watch` is `Sync`; it is never locked.
-    _debouncer: std::sync::Mutex<Box<dyn std::any::Any + Send>>,
+    _debouncer: Arc<std::sync::Mutex<Debouncer>>,
     task: tokio::task::JoinHandle<()>,
+    guard: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
         self.task.abort();
+        self.guard.abort();
+    }
+}
+
+/// What identifies a directory on disk (device and inode).
+fn identity(dir: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Watches the directory itself. Replaced at the same path: watched again
+/// and rescanned, so hot reload goes on. Gone, or the configured path now
+/// resolving to another directory: said loudly, once, since this engine keeps
+/// naming its plugin files by the directory it resolved at start.
+async fn guard_directory(live: Arc<LiveRegistry>, debouncer: Arc<std::sync::Mutex<Debouncer>>) {
+    let dir = live.plugin_dir();
+    let configured = live.loader().config().plugins.dir.clone();
+    let mut watched = identity(&dir);
+    let mut warned = false;
+    loop {
+        tokio::time::sleep(DIRECTORY_CHECK_INTERVAL).await;
+        let now = identity(&dir);
+        let leads_to = std::fs::canonicalize(&configured).ok();
+        if leads_to.as_ref().is_some_and(|p| *p != dir) {
+            if !warned {
+                tracing::error!(
+                    "plugins.dir ({}) now leads to {}, not to {}, which this engine watches; restart it to follow the change",
+                    configured.display(),
+                    leads_to
+                        .as_ref()
+                        .map_or_else(String::new, |p| p.display().to_string()),
+                    dir.display()
+                );
+                warned = true;
+            }
+            continue;
+        }
+        if now == watched {
+            continue;
+        }
+        match now {
+            None => {
+                if !warned {
+                    tracing::error!(
+                        "the plugin directory {} is gone; plugins keep serving, and hot reload resumes when it is back",
+                        dir.display()
+                    );
+                    warned = true;
+                }
+            }
+            Some(_) => {
+                tracing::warn!(
+                    "the plugin directory {} was replaced; watching the new one",
+                    dir.display()
+                );
+                let rewatched = debouncer.lock().map_err(|_| ()).map(|mut d| {
+                    let _ = d.unwatch(&dir);
+                    d.watch(&dir, RecursiveMode::NonRecursive)
+                });
+                match rewatched {
+                    Ok(Ok(())) => {
+                        watched = now;
+                        warned = false;
+                        live.rescan().await;
+                    }
+                    Ok(Err(e)) => tracing::error!("cannot watch {}: {e}", dir.display()),
+                    Err(_) => return,
+                }
+            }
+        }
     }
 }
 
@@ -67,7 +147,10 @@ pub fn watch(
                 }
                 Err(errors) => {
                     for e in errors {
-                        tracing::warn!("plugin directory watch error: {e}");
+                        tracing::warn!(
+                            "plugin directory watch error: {}",
+                            crate::capability::log::printable(&e.to_string())
+                        );
                     }
                 }
             },
@@ -76,6 +159,8 @@ pub fn watch(
     debouncer
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(|e| err(e.to_string()))?;
+    let debouncer = Arc::new(std::sync::Mutex::new(debouncer));
+    let guard = tokio::spawn(guard_directory(Arc::clone(&live), Arc::clone(&debouncer)));
     let task = tokio::spawn(async move {
         while let Some(paths) = rx.recv().await {
             // One pass per path, however many events the burst produced.
@@ -91,7 +176,8 @@ pub fn watch(
         }
     });
     Ok(Watch {
-        _debouncer: std::sync::Mutex::new(Box::new(debouncer)),
+        _debouncer: debouncer,
         task,
+        guard,
     })
 }

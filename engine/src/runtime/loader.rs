@@ -258,6 +258,16 @@ fn check_wit_version(runtime: &Runtime, component: &Component) -> Result<(), Loa
     Ok(())
 }
 
+/// Whether `name` can be a plugin's name: 1–50 lowercase letters, digits, `-`
+/// and `_`, starting with a letter (it becomes part of database names).
+pub fn valid_name(name: &str) -> bool {
+    name.len() <= MAX_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
 /// Checks a manifest and compiles its triggers.
 pub fn validate_manifest(
     manifest: &Manifest,
@@ -265,12 +275,7 @@ pub fn validate_manifest(
 ) -> Result<Option<RegexSet>, LoadError> {
     let bad = |m: String| Err(LoadError::Manifest(m));
     let name = &manifest.name;
-    let name_ok = name.len() <= MAX_NAME_LEN
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if !name_ok {
+    if !valid_name(name) {
         return bad(format!(
             "name {name:?} must be 1–50 characters of lowercase letters, digits, `-` and `_`, starting with a letter"
         ));
@@ -314,6 +319,15 @@ pub fn validate_manifest(
             "plugin {name}: kind {kind:?} can never match a document: kinds are up to 64 letters, digits, `_`, `.`, `:` or `-`"
         ));
     }
+    if manifest
+        .migrations
+        .iter()
+        .any(|m| m.description.chars().any(char::is_control))
+    {
+        return bad(format!(
+            "plugin {name}: a migration's description contains control characters (newlines, escapes); keep it to one line of text"
+        ));
+    }
     let mut versions: Vec<u32> = manifest.migrations.iter().map(|m| m.version).collect();
     versions.sort_unstable();
     if versions.first() == Some(&0) || versions.windows(2).any(|w| w[0] == w[1]) {
@@ -334,6 +348,7 @@ pub fn validate_manifest(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::bindings::types::Migration;
 
     fn manifest(name: &str) -> Manifest {
         Manifest {
@@ -375,6 +390,16 @@ mod tests {
             validate_manifest(&manifest("k"), Stage::Prompt).is_err(),
             "stage must match the world"
         );
+        let mut m = manifest("k");
+        m.version = "1\n2026-12-01T00:00:00Z ERROR forged".into();
+        assert!(validate_manifest(&m, Stage::Analysis).is_err(), "one line");
+        let mut m = manifest("k");
+        m.migrations = vec![Migration {
+            version: 1,
+            description: "m\nFORGED".into(),
+            statement: "CREATE TABLE t (a int)".into(),
+        }];
+        assert!(validate_manifest(&m, Stage::Analysis).is_err(), "one line");
         let mut m = manifest("k");
         m.triggers = vec!["(unclosed".into()];
         let err = validate_manifest(&m, Stage::Analysis).expect_err("bad regex");

@@ -624,7 +624,11 @@ async fn what_a_migration_does_to_its_role_is_undone() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(settings, ["search_path=plugin_resetter"], "{settings:?}");
+    assert_eq!(
+        settings,
+        ["search_path=plugin_resetter", "temp_file_limit=1024MB"],
+        "{settings:?}"
+    );
     // The password the migration chose no longer logs in.
     let mut direct = engine.test_db.config.clone();
     direct.user(&role).password("known-password-1234");
@@ -669,4 +673,40 @@ async fn what_a_migration_does_to_its_role_is_undone() {
         .await
         .unwrap();
     assert_eq!(report.findings[0].data["rows"], json!([["4MB", "1s"]]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_state_table_still_hands_back_no_more_than_the_limit() {
+    // Gate on: a schema's owner may drop what is in it.
+    let sandbox = Sandbox::with(|_| {}).await;
+    let (_, steps) = sandbox
+        .run(
+            "exec DROP TABLE assay_state\n\
+             exec CREATE TABLE assay_state (scope text, key text, value jsonb, updated_at timestamptz DEFAULT now(), PRIMARY KEY (scope, key))\n\
+             exec INSERT INTO assay_state (scope, key, value) VALUES ('s', 'big', to_jsonb(repeat('x', 5000000)))\n\
+             state-get s big",
+        )
+        .await;
+    assert!(steps[..3].iter().all(|s| s.ok), "{steps:?}");
+    assert!(
+        !steps[3].ok && steps[3].message.contains("more than the 1048576"),
+        "{:?}",
+        steps[3]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_plugin_ends_its_running_sessions() {
+    let sandbox = Sandbox::with(|_| {}).await;
+    let (report, _) = sandbox.run("query SELECT 1").await;
+    assert_eq!(crate::support::outcome(&report, "attacker").outcome, "ok");
+    // The engine keeps serving while an operator drops the plugin.
+    assert!(
+        assay::db::sandbox::drop_plugin(&sandbox.engine.db, "attacker", false)
+            .await
+            .unwrap()
+    );
+    let (report, _) = sandbox.run("query SELECT 1").await;
+    let attacker = crate::support::outcome(&report, "attacker");
+    assert_eq!(attacker.error_kind, Some("database"), "{attacker:?}");
 }

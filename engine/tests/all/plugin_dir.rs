@@ -263,3 +263,105 @@ async fn files_are_one_file_however_the_directory_is_spelled() {
     );
     assert_eq!(swapper_version(&live).as_deref(), Some("1.0.0"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_directory_is_watched_again() {
+    let test_db = fresh_database().await;
+    let holder = shared_tempdir();
+    let dir = holder.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("swapper.wasm"), built_plugin("swap_one.wasm")).unwrap();
+    let live = start_live(&test_db, &dir).await;
+    let _watch = watch::watch(Arc::clone(&live), Duration::from_millis(150), |_, _| {}).unwrap();
+    assert_eq!(swapper_version(&live).as_deref(), Some("1.0.0"));
+
+    // A deploy that moves the old directory away and makes a new one.
+    std::fs::rename(&dir, holder.path().join("plugins.old")).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("swapper.wasm"), built_plugin("swap_two.wasm")).unwrap();
+    let mut version = None;
+    for _ in 0..600 {
+        version = swapper_version(&live);
+        if version.as_deref() == Some("2.0.0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(version.as_deref(), Some("2.0.0"), "hot reload stopped");
+    // And it goes on watching the new one.
+    std::fs::remove_file(dir.join("swapper.wasm")).unwrap();
+    for _ in 0..600 {
+        version = swapper_version(&live);
+        if version.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(version, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_writes_through_nothing_planted_in_the_directory() {
+    let test_db = fresh_database().await;
+    let holder = shared_tempdir();
+    let dir = holder.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    let file = dir.join("swapper.wasm");
+    std::fs::write(&file, built_plugin("swap_one.wasm")).unwrap();
+    let live = start_live(&test_db, &dir).await;
+    std::fs::write(&file, built_plugin("swap_two.wasm")).unwrap();
+    live.file_event(&file).await;
+    assert_eq!(swapper_version(&live).as_deref(), Some("2.0.0"));
+
+    // Whoever can write the directory plants, at every name the engine could
+    // use: symlinks to a file elsewhere, and a FIFO (whose open blocks).
+    let victim = holder.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let resolved = live.plugin_dir();
+    std::os::unix::fs::symlink(
+        &victim,
+        resolved.join(format!(".swapper.rollback-{}", std::process::id())),
+    )
+    .unwrap();
+    nix::unistd::mkfifo(
+        &resolved.join(format!(".swapper.wasm.rollback-{}", std::process::id())),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    // And the plugin's own file is made a symlink to the victim.
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink(&victim, &file).unwrap();
+    let db = live.loader().db();
+    let done = tokio::time::timeout(
+        Duration::from_secs(30),
+        assay::registry::history::rollback(db, &resolved, "swapper", None),
+    )
+    .await
+    .expect("nothing planted can stall a rollback")
+    .unwrap();
+    assert_eq!(done.version, "1.0.0");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(
+        !std::fs::symlink_metadata(&file)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the symlink itself was replaced, not what it points to"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), built_plugin("swap_one.wasm"));
+
+    // What cannot name a plugin or a version is the caller's mistake.
+    for (name, hash) in [
+        ("a\u{0}b", None),
+        ("swapper", Some("")),
+        ("swapper", Some("XYZ1")),
+    ] {
+        let refused = assay::registry::history::rollback(db, &resolved, name, hash)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(refused, assay::registry::history::RollbackError::Invalid(_)),
+            "{name:?} {hash:?}: {refused}"
+        );
+    }
+}

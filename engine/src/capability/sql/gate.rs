@@ -125,6 +125,11 @@ const DENIED_STATEMENTS: &[(&[&str], &str)] = &[
         "extensions belong to the operator",
     ),
     (&["create", "language"], "languages belong to the operator"),
+    (&["create", "trusted"], "languages belong to the operator"),
+    (
+        &["create", "procedural"],
+        "languages belong to the operator",
+    ),
     (
         &["create", "temp"],
         "temporary objects would outlive the call on a pooled connection",
@@ -325,6 +330,10 @@ const DENIED_FUNCTIONS: &[(&str, &str)] = &[
         "connections to other databases are not available to plugins",
     ),
     ("pg_notify", "notifications are not available to plugins"),
+    (
+        "pg_logical_emit_message",
+        "writing to the server's log of changes is not available to plugins",
+    ),
     (
         "pg_terminate_backend",
         "other sessions are not the plugin's business",
@@ -852,6 +861,12 @@ mod tests {
             ("SAVEPOINT a", "SAVEPOINT"),
             ("PREPARE TRANSACTION 'x'", "PREPARE"),
             ("COPY t TO PROGRAM 'id'", "COPY"),
+            ("CREATE TRUSTED LANGUAGE x HANDLER h", "CREATE TRUSTED"),
+            ("create procedural language x", "CREATE PROCEDURAL"),
+            (
+                "SELECT pg_logical_emit_message(false, 'p', 'x')",
+                "pg_logical_emit_message",
+            ),
             ("copy t from '/etc/passwd'", "COPY"),
             ("LISTEN assay", "LISTEN"),
             ("NOTIFY assay, 'x'", "NOTIFY"),
