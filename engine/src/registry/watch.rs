@@ -63,10 +63,16 @@ fn identity(dir: &std::path::Path) -> Option<(u64, u64)> {
 /// and rescanned, so hot reload goes on. Gone, or the configured path now
 /// resolving to another directory: said loudly, once, since this engine keeps
 /// naming its plugin files by the directory it resolved at start.
-async fn guard_directory(live: Arc<LiveRegistry>, debouncer: Arc<std::sync::Mutex<Debouncer>>) {
+///
+/// `watched` is the directory's identity when the watch began (taken then,
+/// not when this task first runs, which may be after a replacement).
+async fn guard_directory(
+    live: Arc<LiveRegistry>,
+    debouncer: Arc<std::sync::Mutex<Debouncer>>,
+    mut watched: Option<(u64, u64)>,
+) {
     let dir = live.plugin_dir();
     let configured = live.loader().config().plugins.dir.clone();
-    let mut watched = identity(&dir);
     let mut warned = false;
     loop {
         tokio::time::sleep(DIRECTORY_CHECK_INTERVAL).await;
@@ -156,11 +162,18 @@ pub fn watch(
             },
         )
         .map_err(|e| err(e.to_string()))?;
+    // Taken before the watch begins: a replacement in between is then seen
+    // as one (and costs a rescan), never missed.
+    let watched = identity(&dir);
     debouncer
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(|e| err(e.to_string()))?;
     let debouncer = Arc::new(std::sync::Mutex::new(debouncer));
-    let guard = tokio::spawn(guard_directory(Arc::clone(&live), Arc::clone(&debouncer)));
+    let guard = tokio::spawn(guard_directory(
+        Arc::clone(&live),
+        Arc::clone(&debouncer),
+        watched,
+    ));
     let task = tokio::spawn(async move {
         while let Some(paths) = rx.recv().await {
             // One pass per path, however many events the burst produced.
