@@ -69,6 +69,9 @@ pub async fn document_id(db: &Database, input: &DocumentInput) -> Result<Uuid, D
 /// The document goes in first, in the same transaction: inserted under
 /// `report.document_id`, or found if the same content from the same source is
 /// there already (then its kind, metadata and last-seen time are updated).
+/// [`document_id`] gives one document one id (the stored one, or the one
+/// derived from its identity), so two runs storing the same new document at
+/// once agree on it; the second finds the first's row.
 pub async fn store_run(
     db: &Database,
     input: &DocumentInput,
@@ -82,12 +85,15 @@ pub async fn store_run(
         .await
         .map_err(DbError::query("starting the run transaction"))?;
     let metadata = serde_json::Value::Object(input.metadata.clone());
-    let document_id: Uuid = tx
-        .query_one(
+    let sha = content_sha256(input);
+    // DO NOTHING with no target: a concurrent run storing the same new
+    // document conflicts on the primary key and on (source, content_sha256)
+    // at once, and an arbitrated DO UPDATE would still fail on the other index.
+    let inserted = tx
+        .query_opt(
             "INSERT INTO assay.documents (id, source, kind, metadata, text, content_sha256)
              VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (source, content_sha256) DO UPDATE
-             SET kind = EXCLUDED.kind, metadata = EXCLUDED.metadata, last_seen_at = now()
+             ON CONFLICT DO NOTHING
              RETURNING id",
             &[
                 &report.document_id,
@@ -95,12 +101,25 @@ pub async fn store_run(
                 &input.kind,
                 &metadata,
                 &input.text,
-                &content_sha256(input),
+                &sha,
             ],
         )
         .await
-        .map_err(DbError::query("storing the document"))?
-        .get(0);
+        .map_err(DbError::query("storing the document"))?;
+    let document_id: Uuid = match inserted {
+        Some(row) => row.get(0),
+        // Known already (perhaps stored a moment ago by a concurrent run,
+        // which this statement's fresh snapshot sees).
+        None => tx
+            .query_one(
+                "UPDATE assay.documents SET kind = $3, metadata = $4, last_seen_at = now()
+                 WHERE source = $1 AND content_sha256 = $2 RETURNING id",
+                &[&input.source, &sha, &input.kind, &metadata],
+            )
+            .await
+            .map_err(DbError::query("updating the document"))?
+            .get(0),
+    };
     let run_id: Uuid = tx
         .query_one(
             "INSERT INTO assay.runs (document_id, started_at, finished_at, status, analyzed_text)

@@ -231,3 +231,41 @@ async fn concurrent_documents_sharing_terms_are_all_counted() {
         .get(0);
     assert_eq!(documents, 16, "every document counted once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_new_document_analysed_many_times_at_once_is_one_document() {
+    let dir = crate::support::shared_tempdir();
+    // No plugins: the runs race straight to storing the one document.
+    let engine = crate::support::engine_with(dir.path(), |c| {
+        c.plugins.bundled = false;
+        c.database.pool_size = 16;
+    })
+    .await;
+    let runs = (0..32).map(|_| {
+        let pipeline = engine.pipeline.clone();
+        tokio::spawn(async move {
+            pipeline
+                .run(crate::support::doc(
+                    "same.txt",
+                    "transcript",
+                    "The same words, analysed by many callers at once.",
+                ))
+                .await
+        })
+    });
+    let mut ids = std::collections::BTreeSet::new();
+    for run in runs.collect::<Vec<_>>() {
+        let report = run.await.unwrap().expect("every run is stored");
+        ids.insert(report.document_id);
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let client = engine.test_db.client().await;
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM assay.documents), (SELECT count(*) FROM assay.runs)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1, 32));
+}
