@@ -37,8 +37,9 @@ enum Expect {
     Harmless,
     /// Cut off by a host cap.
     TooLarge,
-    /// Cut off by a host cap, or by the statement timeout if the server is too
-    /// slow to even produce it (both bound what the host holds).
+    /// Cut off by a host cap, or by the statement timeout (or the call's
+    /// deadline) if the server is too slow to even produce it (all bound what
+    /// the host holds).
     Bounded,
 }
 
@@ -604,13 +605,20 @@ async fn attack_suite(gate: bool) {
             attack.without_gate
         };
         let (report, steps) = sandbox.run(&attack.script).await;
-        let last = steps
-            .last()
-            .unwrap_or_else(|| panic!("{}: no steps reported: {:?}", attack.name, report.plugins));
-        for setup in &steps[..steps.len() - 1] {
-            assert!(setup.ok || gate, "{}: setup failed: {setup:?}", attack.name);
+        // A bounded attack may also be cut by the call's own deadline, on a
+        // machine busy enough that the server is slow to even build the value.
+        let cut_at_deadline = matches!(expect, Expect::Bounded)
+            && steps.is_empty()
+            && crate::support::outcome(&report, "attacker").error_kind == Some("timeout");
+        if !cut_at_deadline {
+            let last = steps.last().unwrap_or_else(|| {
+                panic!("{}: no steps reported: {:?}", attack.name, report.plugins)
+            });
+            for setup in &steps[..steps.len() - 1] {
+                assert!(setup.ok || gate, "{}: setup failed: {setup:?}", attack.name);
+            }
+            check(&attack, expect, last);
         }
-        check(&attack, expect, last);
         if let Some((probe, expected)) = &attack.after {
             assert_eq!(
                 &sandbox.probe(probe).await,
