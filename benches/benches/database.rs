@@ -19,7 +19,8 @@ use std::time::SystemTime;
 
 use assay::bench::query::{DEFAULT_QUERY, QueryPaths};
 use assay::config::Config;
-use assay::db::{Database, store};
+use assay::db::Database;
+use assay::pipeline::store;
 use assay::pipeline::{DocumentInput, FindingRecord, Pipeline, RunReport};
 use assay::registry::Registry;
 use assay::runtime::Runtime;
@@ -182,7 +183,7 @@ async fn insert_run(tx: &tokio_postgres::Transaction<'_>, report: &RunReport) ->
                 &report.document_id,
                 &now,
                 &now,
-                &report.status,
+                &report.status.as_str(),
                 &report.analyzed_text,
             ],
         )

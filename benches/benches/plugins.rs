@@ -15,12 +15,11 @@
 
 use std::sync::Arc;
 
-use assay::capability::sql::{SqlCaps, SqlSession};
+use assay::capability::{self, HostLinker, HostState, Plugin};
 use assay::config::Config;
 use assay::runtime::Runtime;
-use assay::runtime::bindings::types::Document;
-use assay::runtime::call::{CallLimits, CallState, PluginIdentity, invoke};
-use assay::runtime::loader::{self, LoadedPlugin, PluginCode};
+use assay::runtime::call::{CallCore, CallLimits};
+use assay::runtime::plugin::{Document, PluginIdentity};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn document_of(bytes: usize) -> String {
@@ -45,30 +44,37 @@ fn host_document(text: &str) -> Document {
 struct Bench {
     rt: tokio::runtime::Runtime,
     runtime: Arc<Runtime>,
+    linker: HostLinker,
     limits: CallLimits,
 }
 
 impl Bench {
     fn new() -> Self {
         let config = Config::default();
+        let runtime = Arc::new(Runtime::with_limits(&config).expect("wasmtime runtime"));
         Self {
             rt: tokio::runtime::Runtime::new().expect("tokio runtime"),
-            runtime: Arc::new(Runtime::with_limits(&config).expect("wasmtime runtime")),
+            linker: capability::linker(&runtime).expect("link"),
+            runtime,
             limits: CallLimits::from_config(&config.limits),
         }
     }
 
-    fn load(&self, file: &str) -> LoadedPlugin {
+    fn load(&self, file: &str) -> Plugin {
         self.rt
-            .block_on(loader::load(&self.runtime, component(file), &self.limits))
+            .block_on(capability::load(
+                &self.runtime,
+                &self.linker,
+                component(file),
+                &self.limits,
+            ))
             .expect("load plugin")
     }
 
     /// One call as the engine makes it (these plugins make no SQL calls, so no
     /// database is involved or measured).
-    async fn call(&self, plugin: &LoadedPlugin, doc: &Document) {
-        let session = SqlSession::new(None, SqlCaps::default());
-        invoke(&self.runtime, plugin, session, &self.limits, doc.clone())
+    async fn call(&self, plugin: &Plugin, doc: &Document) {
+        capability::call_detached(&self.runtime, plugin, &self.limits, doc.clone())
             .await
             .expect("the call succeeds");
     }
@@ -96,16 +102,9 @@ fn call_overhead(c: &mut Criterion) {
                 version: String::new(),
                 sha256: String::new(),
             });
-            let session = SqlSession::new(None, SqlCaps::default());
-            let mut store = CallState::new_store(&bench.runtime, identity, session, &bench.limits);
-            let PluginCode::Analyzer(pre) = &plugin.code else {
-                unreachable!("trivial is an analyzer")
-            };
-            let instance = pre
-                .instantiate_async(&mut store)
-                .await
-                .expect("instantiate");
-            instance.call_describe(&mut store).await.expect("describe")
+            let core = CallCore::new(&bench.runtime, identity, &bench.limits);
+            let mut store = bench.runtime.new_store(HostState::detached(core));
+            plugin.code.describe(&mut store).await.expect("describe")
         })
     });
     group.bench_function("analyze/native", |b| {
@@ -177,19 +176,26 @@ fn load(c: &mut Criterion) {
     let cache = tempfile::tempdir().expect("cache dir");
     let cached = Arc::new(Runtime::with_compile_cache(cache.path()).expect("runtime"));
     let bytes = component("keywords.wasm");
+    let cold_linker = capability::linker(&cold).expect("link");
+    let cached_linker = capability::linker(&cached).expect("link");
     // Fill the cache once.
-    rt.block_on(loader::load(&cached, bytes.clone(), &limits))
-        .expect("load");
+    rt.block_on(capability::load(
+        &cached,
+        &cached_linker,
+        bytes.clone(),
+        &limits,
+    ))
+    .expect("load");
 
     let mut group = c.benchmark_group("load");
     group.sample_size(10);
     group.bench_function("keywords/compile_cold", |b| {
         b.to_async(&rt)
-            .iter(|| loader::load(&cold, bytes.clone(), &limits))
+            .iter(|| capability::load(&cold, &cold_linker, bytes.clone(), &limits))
     });
     group.bench_function("keywords/compile_cache", |b| {
         b.to_async(&rt)
-            .iter(|| loader::load(&cached, bytes.clone(), &limits))
+            .iter(|| capability::load(&cached, &cached_linker, bytes.clone(), &limits))
     });
     group.finish();
 }

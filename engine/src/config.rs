@@ -144,6 +144,11 @@ pub struct PluginsConfig {
     /// How long the plugin directory must be quiet before changes are loaded
     /// (editors write in bursts; the last write wins).
     pub watch_debounce_ms: u64,
+    /// How often the plugin directory is compared with what the watcher
+    /// last saw (each file's size, modification time and inode), so that a
+    /// change whose event was lost (an overflowing event queue, a network
+    /// file system) is still loaded; 0 turns it off.
+    pub rescan_interval_ms: u64,
     /// Largest plugin file read, in bytes. Only regular files are read, and
     /// never more than this: a huge or endless file (a sparse file, a symlink
     /// to `/dev/zero`) is refused without being read.
@@ -159,6 +164,7 @@ impl Default for PluginsConfig {
             cache_dir: PathBuf::from(".assay/cache"),
             load_timeout_ms: 30_000,
             watch_debounce_ms: 200,
+            rescan_interval_ms: 10_000,
             max_component_bytes: 64 * 1024 * 1024,
         }
     }

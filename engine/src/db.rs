@@ -3,8 +3,6 @@
 
 pub mod embedded;
 pub mod migrate;
-pub mod sandbox;
-pub mod store;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -458,6 +456,34 @@ fn describe(config: &tokio_postgres::Config) -> String {
         config.get_user().unwrap_or(""),
         config.get_dbname().unwrap_or("")
     )
+}
+
+/// Where in `value` a NUL character appears (in a key or a string), as a path
+/// like `metadata.tags[2]`, if anywhere.
+pub fn nul_in_json(value: &serde_json::Value, path: &str) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Some(path.to_string()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in_json(item, &format!("{path}[{i}]"))),
+        serde_json::Value::Object(map) => nul_in_object(map, path),
+        _ => None,
+    }
+}
+
+/// Where in `map` a NUL character appears, as [`nul_in_json`] says.
+pub fn nul_in_object(
+    map: &serde_json::Map<String, serde_json::Value>,
+    path: &str,
+) -> Option<String> {
+    map.iter().find_map(|(key, item)| {
+        if key.contains('\0') {
+            Some(format!("{path} (a key)"))
+        } else {
+            nul_in_json(item, &format!("{path}.{key}"))
+        }
+    })
 }
 
 #[cfg(test)]

@@ -1,22 +1,28 @@
 //! assay: a WebAssembly-extensible analysis engine.
 //!
-//! Plugins are WebAssembly components implementing the contract in `wit/v0.1`.
-//! The engine loads them ([`registry`]), runs them over documents in two stages
-//! ([`pipeline`]) inside a sandboxed runtime ([`runtime`]) that offers them a few
-//! host capabilities ([`capability`]: SQL, state, log), and stores every run in
-//! PostgreSQL ([`db`]) — an external server or a private embedded one.
+//! Plugins are WebAssembly components implementing the contract in `wit/`.
+//! The layers, each importing only from those before it:
+//!
+//! 1. settings, in [`config`];
+//! 2. the engine's database, in [`db`] (pool, embedded server, migrations);
+//! 3. [`runtime`] (wasmtime, contract versions, loading and calling plugins,
+//!    limits; it names no capability) and [`capability`] (what plugins are
+//!    offered: SQL, state, log — one folder each);
+//! 4. the loaded plugins, versions and hot reload, in [`registry`];
+//! 5. staged runs over documents and the run store, in [`pipeline`];
+//! 6. [`engine`] (one assembly of all of the above), [`service`] (HTTP) and
+//!    [`bench`].
+//!
+//! ARCHITECTURE.md in the repository has where a new capability or contract
+//! version goes, and the path of one document through the code.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use std::sync::Arc;
-//! use assay::{config::Config, db::Database, pipeline::{DocumentInput, Pipeline}, registry::Registry, runtime::Runtime};
+//! use assay::{config::Config, engine::Engine, pipeline::DocumentInput};
 //!
-//! let config = Config::load("assay.toml".as_ref())?;
-//! let db = Arc::new(Database::open(&config.database).await?);
-//! let runtime = Arc::new(Runtime::new()?);
-//! let registry = Arc::new(Registry::load(&runtime, &config, &db).await?);
-//! let pipeline = Pipeline::new(runtime, registry, db, &config);
-//! let report = pipeline
+//! let engine = Engine::builder(Config::load("assay.toml".as_ref())?).build().await?;
+//! let report = engine
+//!     .pipeline()
 //!     .run(DocumentInput {
 //!         source: "inline".into(),
 //!         kind: "chat".into(),
@@ -35,6 +41,7 @@ pub mod bundled;
 pub mod capability;
 pub mod config;
 pub mod db;
+pub mod engine;
 pub mod pipeline;
 pub mod registry;
 pub mod runtime;

@@ -13,6 +13,7 @@
 pub mod admission;
 pub mod failures;
 pub mod input;
+pub mod store;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,15 +21,15 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::capability::sql::{SqlCaps, SqlSession};
-use crate::db::{Database, DbError, store};
+use crate::db::{Database, DbError};
 use arc_swap::ArcSwap;
 
 use crate::registry::{RegisteredPlugin, Registry};
 use crate::runtime::Runtime;
-use crate::runtime::bindings::types::{Document, Finding, Stage};
-use crate::runtime::call::{CallFailure, CallLimits, CallOutput, PluginIdentity, invoke};
+use crate::runtime::call::{CallFailure, CallLimits};
+use crate::runtime::failure::FailureKind;
 use crate::runtime::loader::stage_name;
+use crate::runtime::plugin::{CallOutput, Document, Finding, PluginIdentity, Stage};
 
 pub use input::DocumentInput;
 
@@ -66,6 +67,74 @@ pub struct FindingRecord {
     pub ordinal: i32,
 }
 
+/// What became of one plugin in a run (`assay.run_plugins.outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// It ran and its result was kept.
+    Ok,
+    /// It ran and failed (see its failure kind).
+    Failed,
+    /// It did not run (its kinds or triggers did not match, or an earlier
+    /// prompt plugin failed).
+    Skipped,
+}
+
+impl Outcome {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+impl PartialEq<&str> for Outcome {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a run went as a whole (`assay.runs.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// No plugin failed.
+    Ok,
+    /// Some plugin failed; what the others found is kept.
+    Partial,
+}
+
+impl RunStatus {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Ok => "ok",
+            RunStatus::Partial => "partial",
+        }
+    }
+}
+
+impl PartialEq<&str> for RunStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What happened to one plugin in a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginOutcome {
@@ -76,9 +145,9 @@ pub struct PluginOutcome {
     /// `prompt` or `analysis`.
     pub stage: &'static str,
     /// `ok`, `failed` or `skipped`.
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     /// Failure kind (`trap`, `timeout`, …) when failed.
-    pub error_kind: Option<&'static str>,
+    pub error_kind: Option<FailureKind>,
     /// What went wrong, or why it was skipped.
     pub message: Option<String>,
     /// Findings it produced.
@@ -102,7 +171,7 @@ pub struct RunReport {
     /// Document kind.
     pub kind: String,
     /// `ok`, or `partial` when some plugin failed.
-    pub status: &'static str,
+    pub status: RunStatus,
     /// Every finding, prompt stage first.
     pub findings: Vec<FindingRecord>,
     /// Every plugin's outcome.
@@ -115,7 +184,7 @@ pub struct RunReport {
 impl RunReport {
     /// Plugins that failed on this document.
     pub fn failures(&self) -> impl Iterator<Item = &PluginOutcome> {
-        self.plugins.iter().filter(|p| p.outcome == "failed")
+        self.plugins.iter().filter(|p| p.outcome == Outcome::Failed)
     }
 }
 
@@ -142,7 +211,6 @@ pub struct Pipeline {
     registry: Arc<ArcSwap<Registry>>,
     db: Arc<Database>,
     limits: Arc<crate::config::LimitsConfig>,
-    caps: SqlCaps,
     admission: Arc<admission::Admission>,
     failures: Arc<failures::FailureLog>,
     write_timeout: Duration,
@@ -171,10 +239,6 @@ impl Pipeline {
             registry,
             db,
             limits: Arc::new(config.limits.clone()),
-            caps: SqlCaps::from_config(
-                &config.sandbox,
-                Duration::from_millis(config.limits.statement_timeout_ms),
-            ),
             admission: Arc::new(admission::Admission::new(config)),
             failures: Arc::default(),
             write_timeout: Duration::from_millis(config.database.write_timeout_ms),
@@ -320,17 +384,17 @@ impl Pipeline {
             }
         }
 
-        for failure in outcomes.iter().filter(|o| o.outcome == "failed") {
+        for failure in outcomes.iter().filter(|o| o.outcome == Outcome::Failed) {
             self.failures.record(
                 &failure.plugin,
-                failure.error_kind.unwrap_or("failed"),
+                failure.error_kind.unwrap_or(FailureKind::Failed).as_str(),
                 failure.message.as_deref().unwrap_or(""),
             );
         }
-        let status = if outcomes.iter().any(|o| o.outcome == "failed") {
-            "partial"
+        let status = if outcomes.iter().any(|o| o.outcome == Outcome::Failed) {
+            RunStatus::Partial
         } else {
-            "ok"
+            RunStatus::Ok
         };
         let mut report = RunReport {
             run_id: Uuid::nil(),
@@ -386,12 +450,7 @@ impl Pipeline {
             .call(plugin.name(), limits)
             .await
             .map_err(CallFailure::Overloaded)?;
-        let caps = SqlCaps {
-            statement_timeout: limits.statement_timeout,
-            ..self.caps.clone()
-        };
-        let session = SqlSession::new(Some(plugin.pool.clone()), caps);
-        invoke(&self.runtime, &plugin.loaded, session, limits, doc).await
+        plugin.call(&self.runtime, limits, doc).await
     }
 }
 
@@ -423,7 +482,7 @@ fn ran(plugin: &RegisteredPlugin, findings: usize, elapsed: Duration) -> PluginO
         plugin: id.name.clone(),
         plugin_version: id.version.clone(),
         stage,
-        outcome: "ok",
+        outcome: Outcome::Ok,
         error_kind: None,
         message: None,
         findings,
@@ -441,8 +500,8 @@ fn failed(plugin: &RegisteredPlugin, failure: &CallFailure, elapsed: Duration) -
         crate::capability::log::printable(&failure.to_string())
     );
     PluginOutcome {
-        outcome: "failed",
-        error_kind: Some(failure.kind()),
+        outcome: Outcome::Failed,
+        error_kind: Some(failure.failure_kind()),
         message: Some(failure.to_string()),
         findings: 0,
         ..ran(plugin, 0, elapsed)
@@ -451,7 +510,7 @@ fn failed(plugin: &RegisteredPlugin, failure: &CallFailure, elapsed: Duration) -
 
 fn skipped(plugin: &RegisteredPlugin, why: &str) -> PluginOutcome {
     PluginOutcome {
-        outcome: "skipped",
+        outcome: Outcome::Skipped,
         message: Some(why.to_string()),
         ..ran(plugin, 0, Duration::ZERO)
     }

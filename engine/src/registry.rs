@@ -15,18 +15,13 @@ use crate::bundled;
 use crate::capability::log::printable;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-
-use crate::capability::sql::migrations;
-use crate::capability::sql::pool::{PoolSettings, build_pool};
-use crate::capability::sql::{SandboxPool, SqlCaps, SqlSession};
+pub use crate::capability::RegisterError;
+use crate::capability::{Host, Plugin, PluginCapabilities, Registration, StartError};
 use crate::config::Config;
-use crate::db::sandbox::{self, SandboxError};
 use crate::db::{Database, DbError};
 use crate::runtime::Runtime;
-use crate::runtime::bindings::types::Stage;
-use crate::runtime::call::CallLimits;
-use crate::runtime::loader::{self, LoadedPlugin, stage_name};
+use crate::runtime::call::{CallCore, CallFailure, CallLimits, invoke};
+use crate::runtime::plugin::{CallOutput, Document, Stage};
 
 /// Where a plugin came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,14 +41,17 @@ impl std::fmt::Display for PluginSource {
     }
 }
 
-/// A loaded plugin with its database identity.
+/// A loaded plugin with its database identity and what every capability
+/// resolved for it.
 pub struct RegisteredPlugin {
     /// The compiled plugin.
-    pub loaded: LoadedPlugin,
+    pub loaded: Plugin,
     /// `assay.plugin_versions.id`.
     pub version_id: i64,
-    /// Connections as the plugin's own database role.
-    pub pool: SandboxPool,
+    /// Each capability's state for this version (its SQL pool and caps, …).
+    pub capabilities: PluginCapabilities,
+    /// The host it was registered with.
+    host: Arc<Host>,
     /// When this version was loaded.
     pub loaded_at: std::time::SystemTime,
     /// Where it came from.
@@ -74,6 +72,24 @@ impl RegisteredPlugin {
     /// The manifest name.
     pub fn name(&self) -> &str {
         &self.loaded.identity.name
+    }
+
+    /// Calls the plugin once on `doc` under `limits`: the one place a call's
+    /// store is made, from the runtime's part and each capability's.
+    pub async fn call(
+        &self,
+        runtime: &Runtime,
+        limits: &CallLimits,
+        doc: Document,
+    ) -> Result<CallOutput, CallFailure> {
+        let core = CallCore::new(runtime, Arc::clone(&self.loaded.identity), limits);
+        let data = self.host.call_state(&self.capabilities, core);
+        invoke(runtime, &self.loaded, data, doc).await
+    }
+
+    /// What each capability reports of this plugin, by capability name.
+    pub fn health(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.host.capabilities().health(&self.capabilities)
     }
 }
 
@@ -113,9 +129,10 @@ pub enum RegistryError {
     /// Registering plugin versions failed.
     #[error(transparent)]
     Db(#[from] DbError),
-    /// The sandbox cannot be set up (e.g. the connection budget does not fit the server).
+    /// A capability cannot be set up (e.g. the SQL connection budget does not
+    /// fit the server).
     #[error(transparent)]
-    Sandbox(#[from] SandboxError),
+    Capability(#[from] StartError),
 }
 
 /// The loaded plugins, in pipeline order: one immutable snapshot. Hot reload
@@ -186,30 +203,6 @@ impl Registry {
     }
 }
 
-/// Why a loaded component could not be registered.
-#[derive(Debug)]
-pub enum RegisterError {
-    /// The database failed (fatal at start-up).
-    Db(DbError),
-    /// The plugin's sandbox or migrations failed: the plugin is refused, the engine goes on.
-    Refused(String),
-}
-
-impl std::fmt::Display for RegisterError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RegisterError::Db(e) => write!(f, "{e}"),
-            RegisterError::Refused(m) => write!(f, "{m}"),
-        }
-    }
-}
-
-impl From<DbError> for RegisterError {
-    fn from(e: DbError) -> Self {
-        RegisterError::Db(e)
-    }
-}
-
 /// A component to load: where it is from, and its bytes (or why they could not be read).
 pub type Candidate = (PluginSource, Result<Vec<u8>, String>);
 
@@ -219,15 +212,16 @@ pub struct PluginLoader {
     runtime: Arc<Runtime>,
     db: Arc<Database>,
     config: Config,
+    host: Arc<Host>,
     /// `plugins.dir`, resolved (see [`files::resolve_dir`]).
     plugin_dir: PathBuf,
-    budget: Arc<Semaphore>,
     limits: CallLimits,
     warnings: Vec<String>,
 }
 
 impl PluginLoader {
-    /// Checks the sandbox budget and hardens the database (once per process).
+    /// Sets up the host's capabilities (for SQL: checks the connection budget
+    /// and hardens the database), once per process.
     pub async fn new(
         runtime: Arc<Runtime>,
         db: Arc<Database>,
@@ -238,16 +232,14 @@ impl PluginLoader {
                 path: config.plugins.dir.display().to_string(),
                 cause,
             })?;
-        let warnings = sandbox::harden(&db, &config.sandbox, config.database.pool_size).await?;
-        for warning in &warnings {
-            tracing::warn!("{warning}");
-        }
+        let host = Arc::new(Host::start(&runtime, &db, &config).await?);
+        let warnings = host.capabilities().warnings();
         Ok(Self {
-            budget: Arc::new(Semaphore::new(config.sandbox.connection_budget as usize)),
             limits: CallLimits::from_config(&config.limits),
             runtime,
             db,
             config,
+            host,
             plugin_dir,
             warnings,
         })
@@ -298,14 +290,19 @@ impl PluginLoader {
     }
 
     /// Validates and compiles component bytes (within `plugins.load_timeout_ms`).
-    pub async fn compile(&self, bytes: &[u8]) -> Result<LoadedPlugin, String> {
+    pub async fn compile(&self, bytes: &[u8]) -> Result<Plugin, String> {
         if bytes.is_empty() {
             return Err("the file is empty".to_string());
         }
         let timeout = Duration::from_millis(self.config.plugins.load_timeout_ms);
         match tokio::time::timeout(
             timeout,
-            loader::load(&self.runtime, bytes.to_vec(), &self.limits),
+            crate::capability::load(
+                &self.runtime,
+                self.host.linker_for_plugins(),
+                bytes.to_vec(),
+                &self.limits,
+            ),
         )
         .await
         {
@@ -317,20 +314,32 @@ impl PluginLoader {
         }
     }
 
-    /// Registers a compiled plugin (version row, sandbox, pool, migrations), keeps
-    /// its bytes for rollback and records the load.
+    /// Registers a compiled plugin: every capability resolves what it keeps
+    /// for it (for SQL: sandbox, pool, migrations), then its version row is
+    /// recorded, its bytes kept for rollback and the load recorded.
     pub async fn register(
         &self,
         source: PluginSource,
-        plugin: LoadedPlugin,
+        plugin: Plugin,
         bytes: &[u8],
     ) -> Result<Arc<RegisteredPlugin>, RegisterError> {
-        let (version_id, pool) = register(&self.db, &self.config, &self.budget, &plugin).await?;
+        let limits = CallLimits::for_plugin(&self.config.limits, &plugin.identity.name);
+        let capabilities = self
+            .host
+            .capabilities()
+            .register(&Registration {
+                identity: &plugin.identity,
+                manifest: &plugin.manifest,
+                limits: &limits,
+            })
+            .await?;
+        let version_id = record_version(&self.db, &plugin).await?;
         history::record_loaded(&self.db, &plugin, &source, bytes).await?;
         Ok(Arc::new(RegisteredPlugin {
             loaded: plugin,
             version_id,
-            pool,
+            capabilities,
+            host: Arc::clone(&self.host),
             source,
             loaded_at: std::time::SystemTime::now(),
         }))
@@ -353,7 +362,7 @@ impl PluginLoader {
             warnings: self.warnings.clone(),
             ..Registry::default()
         };
-        let mut loaded: Vec<(PluginSource, LoadedPlugin, Vec<u8>)> = Vec::new();
+        let mut loaded: Vec<(PluginSource, Plugin, Vec<u8>)> = Vec::new();
         let mut refusals = Vec::new();
         for (source, bytes) in self.candidates().await? {
             let bytes = match bytes {
@@ -412,104 +421,22 @@ impl PluginLoader {
 
 pub use files::PRECOMPILED_REFUSED;
 
-/// Records the plugin version and gives the plugin its sandbox (role, schema,
-/// grants) in one transaction; then builds its pool and applies its migrations
-/// under its own role, within the limits of its calls.
-async fn register(
-    db: &Database,
-    config: &Config,
-    budget: &Arc<Semaphore>,
-    plugin: &LoadedPlugin,
-) -> Result<(i64, SandboxPool), RegisterError> {
-    let manifest = &plugin.manifest;
-    let name = &plugin.identity.name;
-    let grants = config
-        .plugins
-        .grants
-        .get(name.as_str())
-        .cloned()
-        .unwrap_or_default();
-    let mut conn = db.connection().await?;
-    let (version_id, login) =
-        match provision_plugin(&mut conn, plugin, &grants, &config.sandbox).await {
-            Ok(done) => done,
-            Err(SandboxError::Db(e)) => return Err(e.into()),
-            Err(other) => return Err(RegisterError::Refused(other.to_string())),
-        };
-
-    let limits = CallLimits::for_plugin(&config.limits, name);
-    let settings = PoolSettings {
-        max_connections: config.sandbox.connections_per_plugin,
-        connect_timeout: Duration::from_millis(config.database.connect_timeout_ms),
-        idle_timeout: Duration::from_millis(config.sandbox.idle_timeout_ms),
-        statement_timeout: limits.statement_timeout,
-        search_path: login.schema.clone(),
-    };
-    let pool = build_pool(
-        db.pg_config(),
-        &login.role,
-        &login.password,
-        budget,
-        config.sandbox.connection_budget,
-        &settings,
-    );
-    if !manifest.migrations.is_empty() {
-        let caps = SqlCaps::from_config(&config.sandbox, limits.statement_timeout);
-        let mut session = SqlSession::new(Some(pool.clone()), caps);
-        let migrated = migrations::apply(
-            &mut session,
-            name,
-            &login.schema,
-            &manifest.migrations,
-            limits.timeout,
-        )
-        .await;
-        drop(session);
-        // Whatever the migrations did to the role (a role may change its own
-        // password and session defaults), it is set back before any call.
-        let tx = sandbox::begin_provisioning(&mut conn).await?;
-        sandbox::reassert_role(
-            &tx,
-            &login.role,
-            &login.schema,
-            &login.password,
-            &config.sandbox,
-        )
-        .await?;
-        tx.commit()
-            .await
-            .map_err(DbError::query("re-asserting the plugin role"))?;
-        migrated.map_err(|m| RegisterError::Refused(format!("plugin {name}: {m}")))?;
-    }
-    Ok((version_id, pool))
-}
-
-/// The registration transaction: version row and sandbox, committed together.
-async fn provision_plugin(
-    conn: &mut crate::db::PgConnection,
-    plugin: &LoadedPlugin,
-    grants: &crate::config::PluginGrants,
-    sandbox_config: &crate::config::SandboxConfig,
-) -> Result<(i64, sandbox::PluginLogin), SandboxError> {
-    let manifest = &plugin.manifest;
-    let name = &plugin.identity.name;
-    let stage = stage_name(manifest.stage);
-    // The lock comes first: nothing is read before the other registrations
-    // are done (see `sandbox::begin_provisioning`).
-    let tx = sandbox::begin_provisioning(conn).await?;
-    let login = sandbox::provision(&tx, name, grants, sandbox_config).await?;
-    let version_id: i64 = tx
+/// The plugin version's row, made once per name and content.
+async fn record_version(db: &Database, plugin: &Plugin) -> Result<i64, DbError> {
+    let conn = db.connection().await?;
+    let row = conn
         .query_one(
             "INSERT INTO assay.plugin_versions (name, version, content_sha256, stage) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name, content_sha256) DO UPDATE SET version = EXCLUDED.version
              RETURNING id",
-            &[name, &manifest.version, &plugin.identity.sha256, &stage],
+            &[
+                &plugin.identity.name,
+                &plugin.manifest.version,
+                &plugin.identity.sha256,
+                &plugin.manifest.stage.as_str(),
+            ],
         )
         .await
-        .map_err(DbError::query("registering the plugin version"))?
-        .get(0);
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing plugin registration"))?;
-    Ok((version_id, login))
+        .map_err(DbError::query("registering the plugin version"))?;
+    Ok(row.get(0))
 }

@@ -1,24 +1,28 @@
-//! The WebAssembly runtime: one wasmtime [`Engine`] per process, the linker with
-//! every host capability, and per-call stores.
+//! The WebAssembly runtime: one wasmtime [`Engine`] per process, the contract
+//! versions it links ([`wit`]), loading ([`loader`]) and calling ([`call`])
+//! plugins, and the limits of every call ([`limits`]).
 //!
 //! A plugin version is compiled once and kept pre-instantiated; every call gets a
 //! fresh [`Store`](wasmtime::Store) and instance, dropped when the call ends, so no
 //! memory carries over from one call to the next (the `state` interface is the one
 //! sanctioned memory).
+//!
+//! The runtime knows no host capability. What a call's store holds besides
+//! the runtime's own [`call::CallCore`], and the linker that gives plugins
+//! their imports, are composed by `crate::capability`.
 
-pub mod bindings;
 pub mod cache;
 pub mod call;
+pub mod failure;
 pub mod limits;
 pub mod loader;
+pub mod plugin;
+pub mod wasi;
+pub mod wit;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine};
-
-use call::CallState;
 
 /// How often the epoch advances. Deadlines are checked at this granularity, and a
 /// running plugin yields to the async runtime this often, so a busy plugin never
@@ -30,10 +34,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 #[error("cannot set up the WebAssembly runtime: {0:#}")]
 pub struct RuntimeError(#[from] wasmtime::Error);
 
-/// The process-wide engine and linker.
+/// The process-wide engine.
 pub struct Runtime {
     engine: Engine,
-    linker: Arc<Linker<CallState>>,
     cache: Option<cache::CompileCache>,
     wasm_stack_kib: u64,
 }
@@ -63,7 +66,7 @@ impl Runtime {
 
     /// Creates the engine — pooling instance allocator sized by `[limits]`,
     /// copy-on-write memory images, epoch interruption — starts its epoch
-    /// ticker and links WASI plus the assay interfaces.
+    /// ticker.
     pub fn with_limits(settings: &crate::config::Config) -> Result<Self, RuntimeError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
@@ -92,16 +95,8 @@ impl Runtime {
             })
             .map_err(wasmtime::Error::from)?;
 
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        // Both worlds import the same interfaces; linking them once serves both.
-        bindings::analyzer::Analyzer::add_to_linker::<CallState, HasSelf<CallState>>(
-            &mut linker,
-            |state| state,
-        )?;
         Ok(Self {
             engine,
-            linker: Arc::new(linker),
             cache: None,
             wasm_stack_kib: (stack / 1024) as u64,
         })
@@ -127,10 +122,5 @@ impl Runtime {
     /// The wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
-    }
-
-    /// The linker holding every host capability.
-    pub fn linker(&self) -> &Linker<CallState> {
-        &self.linker
     }
 }

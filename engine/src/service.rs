@@ -11,39 +11,44 @@
 //!   answer), PostgreSQL version and address, pool sizes, and each plugin's
 //!   recent failures by kind.
 //!
+//! The routes live by plane: [`data`] (analyze), [`admin`] (plugins,
+//! rollback; its own router, so an authentication layer can sit in front
+//! of it alone) and [`health`].
+//!
 //! Every error is `{"error": "..."}` with a status saying whose fault it is
 //! (4xx: the request; 503: the engine or its database). In front of every
 //! route is [`guard`] (Host, Origin, Content-Type); [`serve`] runs its own
 //! accept loop to bound connections ([`connections`]) and shutdown.
 
+pub mod admin;
 mod body;
 pub mod connections;
+pub mod data;
 pub mod guard;
+pub mod health;
+
+pub use admin::RollbackRequest;
+pub use data::AnalyzeRequest;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, ServerConfig};
 use crate::db::Database;
+use crate::pipeline::Pipeline;
 use crate::pipeline::input::MAX_DOCUMENT_BYTES;
-use crate::pipeline::{DocumentInput, Pipeline, PipelineError};
-use crate::registry::history;
 use crate::registry::live::LiveRegistry;
 use crate::runtime::Runtime;
 
@@ -62,6 +67,19 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state of an engine built live ([`crate::engine::EngineBuilder::live`]);
+    /// `None` for a fixed plugin set, which the service cannot swap (rollback).
+    pub fn for_engine(engine: &crate::engine::Engine) -> Option<Arc<Self>> {
+        let live = engine.live()?;
+        Some(Arc::new(Self {
+            live: Arc::clone(live),
+            pipeline: engine.pipeline().clone(),
+            db: Arc::clone(engine.db()),
+            config: engine.config().clone(),
+            started: SystemTime::now(),
+        }))
+    }
+
     /// Wires a pipeline to the live registry.
     pub fn new(
         runtime: Arc<Runtime>,
@@ -92,10 +110,9 @@ pub fn router(state: Arc<AppState>, local_addr: SocketAddr) -> Router {
         &state.config.server.allowed_hosts,
     ));
     Router::new()
-        .route("/v1/analyze", post(analyze))
-        .route("/v1/plugins", get(plugins))
-        .route("/v1/plugins/{name}/rollback", post(rollback))
-        .route("/healthz", get(healthz))
+        .merge(data::routes())
+        .merge(admin::routes())
+        .merge(health::routes())
         // After the routes: it applies to those added before it.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
@@ -140,212 +157,6 @@ fn body_limits(server: &ServerConfig) -> body::BodyLimits {
         max_bytes: MAX_BODY_BYTES,
         timeout: Duration::from_millis(server.request_body_timeout_ms),
     }
-}
-
-/// The body of `POST /v1/analyze`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AnalyzeRequest {
-    /// The document text.
-    pub text: String,
-    /// Its kind (default `transcript`).
-    #[serde(default)]
-    pub kind: Option<String>,
-    /// Metadata (a JSON object).
-    #[serde(default)]
-    pub metadata: Option<Map<String, Value>>,
-    /// Where it comes from (default `http`).
-    #[serde(default)]
-    pub source: Option<String>,
-}
-
-const ANALYZE_SHAPE: &str =
-    r#"{"text": "...", "kind": "...", "metadata": {...}, "source": "..."} (only text is required)"#;
-
-async fn analyze(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let bytes = body::read(
-        &headers,
-        request.into_body(),
-        body_limits(&state.config.server),
-    )
-    .await?;
-    if body::is_blank(&bytes) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("the request body is empty; send a JSON object like {ANALYZE_SHAPE}"),
-        ));
-    }
-    let request: AnalyzeRequest = body::parse_object(&bytes, ANALYZE_SHAPE)?;
-    // Everything else about the document (kind, text, NULs, sizes) is checked
-    // by the pipeline, which answers `Rejected` for it.
-    let input = DocumentInput {
-        source: request
-            .source
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "http".into()),
-        kind: request.kind.unwrap_or_else(|| "transcript".into()),
-        metadata: request.metadata.unwrap_or_default(),
-        text: request.text,
-    };
-    match state.pipeline.run(input).await {
-        Ok(report) => Ok(Json(report).into_response()),
-        Err(PipelineError::Rejected(m)) => Err(ApiError(StatusCode::BAD_REQUEST, m)),
-        Err(PipelineError::Db(e)) => Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the run could not be stored, nothing of it was kept: {e}"),
-        )),
-        Err(PipelineError::Overloaded(m)) => Ok((
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(
-                header::RETRY_AFTER,
-                state.pipeline.retry_after_s().to_string(),
-            )],
-            Json(json!({ "error": format!("overloaded, nothing was stored: {m}"), "overloaded": true })),
-        )
-            .into_response()),
-    }
-}
-
-async fn plugins(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({ "plugins": state.live.statuses() }))
-}
-
-/// The body of `POST /v1/plugins/{name}/rollback`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RollbackRequest {
-    /// Hash (or a unique prefix) of the version; default: the previous one.
-    #[serde(default)]
-    pub sha256: Option<String>,
-}
-
-const ROLLBACK_SHAPE: &str =
-    r#"{"sha256": "<hash or prefix>"}, or {} or nothing for the previous version"#;
-
-async fn rollback(
-    State(state): State<Arc<AppState>>,
-    name: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    request: Request,
-) -> Result<Json<Value>, ApiError> {
-    let Path(name) = name.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("the plugin name in the path is not usable: {e}"),
-        )
-    })?;
-    let bytes = body::read(
-        &headers,
-        request.into_body(),
-        body_limits(&state.config.server),
-    )
-    .await?;
-    // The body is optional: empty means "the previous version".
-    let request: RollbackRequest = if body::is_blank(&bytes) {
-        RollbackRequest::default()
-    } else {
-        body::parse_object(&bytes, ROLLBACK_SHAPE)?
-    };
-    let hash = request.sha256;
-    // The resolved directory: the registry names its files by it.
-    let done = history::rollback(&state.db, &state.live.plugin_dir(), &name, hash.as_deref())
-        .await
-        .map_err(|e| match e {
-            history::RollbackError::NoSuchVersion(m) => ApiError(StatusCode::NOT_FOUND, m),
-            history::RollbackError::Invalid(m) => ApiError(StatusCode::BAD_REQUEST, m),
-            // The engine's fault, not the request's: try again later.
-            history::RollbackError::Db(e) => ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the version history could not be read: {e}"),
-            ),
-            other => ApiError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
-        })?;
-    // Load it now rather than waiting for the watcher (which will then see an
-    // unchanged hash and do nothing).
-    let outcome = state.live.file_event(&done.path).await;
-    Ok(Json(json!({
-        "plugin": name,
-        "sha256": done.sha256,
-        "version": done.version,
-        "path": done.path.display().to_string(),
-        "outcome": format!("{outcome:?}"),
-    })))
-}
-
-#[derive(Serialize)]
-struct PoolState {
-    connections: u32,
-    idle: u32,
-}
-
-/// How long `/healthz` waits for the database to answer.
-const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(2);
-
-async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let registry = state.live.snapshot();
-    // The engine keeps serving while the database is away; say so.
-    let database = match tokio::time::timeout(HEALTH_DB_TIMEOUT, async {
-        let conn = state.db.connection().await.map_err(|e| e.to_string())?;
-        conn.simple_query("").await.map_err(|e| e.to_string())
-    })
-    .await
-    {
-        Ok(Ok(_)) => json!({ "status": "ok" }),
-        Ok(Err(e)) => json!({ "status": "unavailable", "error": e }),
-        Err(_) => {
-            json!({ "status": "unavailable", "error": format!("no answer within {} ms", HEALTH_DB_TIMEOUT.as_millis()) })
-        }
-    };
-    let failures = state.pipeline.failures().summary();
-    let engine_pool = state.db.pool.state();
-    let plugin_pools: Map<String, Value> = registry
-        .plugins()
-        .iter()
-        .map(|p| {
-            let s = p.pool.state();
-            (
-                p.name().to_string(),
-                json!(PoolState {
-                    connections: s.connections,
-                    idle: s.idle_connections
-                }),
-            )
-        })
-        .collect();
-    let cfg = state.db.pg_config();
-    let host = cfg.get_hosts().first().map(|h| match h {
-        tokio_postgres::config::Host::Tcp(h) => h.clone(),
-        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-    });
-    let status = if database["status"] == "ok" {
-        "ok"
-    } else {
-        "degraded"
-    };
-    Json(json!({
-        "status": status,
-        "uptime_s": state.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
-        "failures": {
-            "window_s": crate::pipeline::failures::RECENT_WINDOW.as_secs(),
-            "by_plugin": failures,
-        },
-        "postgres": {
-            "status": database,
-            "version": state.db.server_version,
-            "host": host,
-            "port": cfg.get_ports().first(),
-            "embedded": state.db.is_embedded(),
-        },
-        "pools": {
-            "engine": PoolState { connections: engine_pool.connections, idle: engine_pool.idle_connections },
-            "plugins": plugin_pools,
-        },
-        "plugins": { "loaded": registry.plugins().len(), "refused": registry.problems.len() },
-    }))
 }
 
 /// At most this many connections turned away at once are answered 503 (the

@@ -23,13 +23,12 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::{Latency, Span};
-use crate::capability::sql::{SqlCaps, SqlSession};
 use crate::config::Config;
 use crate::db::Database;
 use crate::registry::{PluginLoader, PluginSource, RegisteredPlugin};
 use crate::runtime::Runtime;
-use crate::runtime::bindings::types::Document;
-use crate::runtime::call::{CallLimits, CallOutput, invoke};
+use crate::runtime::call::CallLimits;
+use crate::runtime::plugin::{CallOutput, Document};
 
 /// The default statement; `{table}` is replaced by the seeded table.
 pub const DEFAULT_QUERY: &str = "SELECT payload FROM {table} WHERE id = $1";
@@ -245,7 +244,6 @@ impl QueryPaths {
         self.plugin = Arc::new(PluginTarget {
             runtime,
             plugin,
-            caps: SqlCaps::from_config(&config.sandbox, limits.statement_timeout),
             limits,
             query: self.query.clone(),
         });
@@ -291,7 +289,7 @@ async fn seed(db: &Database, schema: &str, rows: u64) -> anyhow::Result<()> {
 }
 
 async fn clean_up(db: &Database, schema: &str) -> anyhow::Result<()> {
-    crate::db::sandbox::drop_plugin(db, PLUGIN, true)
+    crate::capability::sql::sandbox::drop_plugin(db, PLUGIN, true)
         .await
         .context("removing the bench-query plugin's database access")?;
     let conn = db.connection().await?;
@@ -355,7 +353,6 @@ trait Target: Send + Sync + 'static {
 struct PluginTarget {
     runtime: Arc<Runtime>,
     plugin: Arc<RegisteredPlugin>,
-    caps: SqlCaps,
     limits: CallLimits,
     query: String,
 }
@@ -363,22 +360,13 @@ struct PluginTarget {
 impl Target for PluginTarget {
     fn call(&self, key: i64) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let session = SqlSession::new(Some(self.plugin.pool.clone()), self.caps.clone());
             let doc = Document {
                 id: "00000000-0000-0000-0000-000000000000".into(),
                 kind: "bench-query".into(),
                 text: format!("{}\n{key}", self.query),
                 metadata: "{}".into(),
             };
-            match invoke(
-                &self.runtime,
-                &self.plugin.loaded,
-                session,
-                &self.limits,
-                doc,
-            )
-            .await
-            {
+            match self.plugin.call(&self.runtime, &self.limits, doc).await {
                 Ok(CallOutput::Findings(_)) => Ok(()),
                 Ok(CallOutput::Processed(..)) => Err("bench-query returned a document".into()),
                 Err(failure) => Err(failure.to_string()),
@@ -387,7 +375,7 @@ impl Target for PluginTarget {
     }
 
     fn pool_statistics(&self) -> bb8::Statistics {
-        self.plugin.pool.state().statistics
+        self.plugin.capabilities.sql.pool().state().statistics
     }
 }
 

@@ -1,8 +1,14 @@
 //! The `log` interface: plugin log lines go to `tracing`, tagged with the plugin's
 //! name and version.
 
-use crate::runtime::bindings::log::{self, Level};
-use crate::runtime::call::CallState;
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{Capability, HostState, RegisterError, Registration, Start, StartError};
+use crate::runtime::call::{CallCore, CallEnd, CallFailure};
+use crate::runtime::plugin::PluginIdentity;
+use crate::runtime::wit::since_v0_1::log as v0_1;
 
 /// Longest message kept; longer ones are cut (a plugin cannot flood the log with one line).
 pub const MAX_MESSAGE_BYTES: usize = 4096;
@@ -37,18 +43,94 @@ pub fn printable(message: &str) -> String {
     out
 }
 
-impl log::Host for CallState {
-    async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        self.log_lines = self.log_lines.saturating_add(1);
-        if self.log_lines > MAX_LINES_PER_CALL {
-            if self.log_lines == MAX_LINES_PER_CALL + 1 {
+/// A log line's level (the capability's own; each contract version converts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Trace.
+    Trace,
+    /// Debug.
+    Debug,
+    /// Info.
+    Info,
+    /// Warn.
+    Warn,
+    /// Error.
+    Error,
+}
+
+/// The log capability, set up for the engine: nothing to set up.
+pub struct Log;
+
+/// One call's log: whose lines they are, and how many it has logged.
+pub struct LogCall {
+    plugin: Arc<PluginIdentity>,
+    lines: u32,
+}
+
+impl CallEnd for LogCall {
+    async fn abandon(&mut self) {}
+
+    async fn finish(&mut self, _keep: bool) -> Result<(), CallFailure> {
+        // Lines are written as they come; there is nothing to keep or undo.
+        Ok(())
+    }
+}
+
+impl Capability for Log {
+    type Plugin = ();
+    type Call = LogCall;
+
+    async fn start(_start: &Start<'_>) -> Result<Self, StartError> {
+        Ok(Log)
+    }
+
+    async fn register(&self, _plugin: &Registration<'_>) -> Result<(), RegisterError> {
+        Ok(())
+    }
+
+    fn call(&self, _plugin: &(), call: &CallCore) -> LogCall {
+        Self::detached(call)
+    }
+
+    fn detached(call: &CallCore) -> LogCall {
+        LogCall {
+            plugin: Arc::clone(call.plugin()),
+            lines: 0,
+        }
+    }
+
+    fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        v0_1::add_to_linker::<HostState, HasSelf<LogCall>>(linker, |state| &mut state.caps.log)
+    }
+}
+
+impl v0_1::Host for LogCall {
+    async fn log(&mut self, level: v0_1::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            v0_1::Level::Trace => Level::Trace,
+            v0_1::Level::Debug => Level::Debug,
+            v0_1::Level::Info => Level::Info,
+            v0_1::Level::Warn => Level::Warn,
+            v0_1::Level::Error => Level::Error,
+        };
+        self.log(level, message);
+        Ok(())
+    }
+}
+
+impl LogCall {
+    /// Logs one line of the plugin's (escaped, cut, counted).
+    pub fn log(&mut self, level: Level, message: String) {
+        self.lines = self.lines.saturating_add(1);
+        if self.lines > MAX_LINES_PER_CALL {
+            if self.lines == MAX_LINES_PER_CALL + 1 {
                 tracing::warn!(
                     target: "assay::plugin",
                     plugin = %self.plugin.name,
                     "more than {MAX_LINES_PER_CALL} log lines in one call; the rest of this call's lines are dropped"
                 );
             }
-            return Ok(());
+            return;
         }
         let mut message = printable(&message);
         if message.len() > MAX_MESSAGE_BYTES {
@@ -74,7 +156,6 @@ impl log::Host for CallState {
                 tracing::error!(target: "assay::plugin", %plugin, %version, "{message}")
             }
         }
-        Ok(())
     }
 }
 

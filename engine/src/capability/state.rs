@@ -1,16 +1,108 @@
 //! The `state` interface: per-plugin JSON values by (scope, key), stored in the
 //! plugin's own schema (`plugin_<name>.assay_state`, created and owned by the
-//! engine, see `db::sandbox`) and written inside the call's transaction, so
+//! engine, see `capability::sql::sandbox`) and written inside the call's transaction, so
 //! they roll back with it. Each plugin has a table of its own: no plugin can
 //! see, lock, fill or slow down another's state, even with SQL of its own.
 //! Values are bounded by the table's own constraint (which the plugin, not
 //! owning the table, cannot drop) and read through the same capped result
 //! path as plugin queries.
 
-use crate::db::sandbox::{MAX_STATE_VALUE_BYTES, STATE_TABLE, quote_ident, schema_name};
-use crate::runtime::bindings::sql::{SqlError, Value};
-use crate::runtime::bindings::state::{self, StateError};
-use crate::runtime::call::CallState;
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker};
+
+use super::sql::SqlCall;
+use super::sql::sandbox::{MAX_STATE_VALUE_BYTES, STATE_TABLE, quote_ident, schema_name};
+use super::sql::types::{SqlError, Value};
+use super::{Capability, HostState, RegisterError, Registration, Start, StartError};
+use crate::runtime::call::{CallCore, CallEnd};
+use crate::runtime::wit::since_v0_1::state as v0_1;
+
+/// Why a state operation failed (the capability's own; each contract
+/// version converts it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateError {
+    /// The scope, key or value is not acceptable.
+    Invalid(String),
+    /// The database is unavailable.
+    Unavailable(String),
+    /// It failed otherwise.
+    Failed(String),
+}
+
+/// The state capability, set up for the engine. It keeps nothing of its own
+/// between calls: values live in the plugin's schema and go through the
+/// call's SQL transaction.
+pub struct State;
+
+/// What state keeps for one plugin: its table, as SQL.
+pub struct StatePlugin {
+    table: Arc<str>,
+}
+
+/// One call's state: the plugin's table (its statements run in the call's
+/// SQL session).
+pub struct StateCall {
+    table: Option<Arc<str>>,
+}
+
+impl CallEnd for StateCall {
+    async fn abandon(&mut self) {}
+
+    async fn finish(&mut self, _keep: bool) -> Result<(), crate::runtime::call::CallFailure> {
+        // Written in the SQL capability's transaction, which ends first.
+        Ok(())
+    }
+}
+
+impl Capability for State {
+    type Plugin = StatePlugin;
+    type Call = StateCall;
+
+    async fn start(_start: &Start<'_>) -> Result<Self, StartError> {
+        Ok(State)
+    }
+
+    async fn register(&self, plugin: &Registration<'_>) -> Result<StatePlugin, RegisterError> {
+        // The table itself is made with the plugin's schema (see `sql::sandbox`).
+        Ok(StatePlugin {
+            table: format!(
+                "{}.{STATE_TABLE}",
+                quote_ident(&schema_name(&plugin.identity.name))
+            )
+            .into(),
+        })
+    }
+
+    fn call(&self, plugin: &StatePlugin, _call: &CallCore) -> StateCall {
+        StateCall {
+            table: Some(Arc::clone(&plugin.table)),
+        }
+    }
+
+    fn detached(_call: &CallCore) -> StateCall {
+        StateCall { table: None }
+    }
+
+    fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        v0_1::add_to_linker::<HostState, StateData>(linker, |state| StateView {
+            sql: &mut state.caps.sql,
+            table: state.caps.state.table.clone(),
+        })
+    }
+}
+
+/// What a state call works with: the plugin's table and the call's SQL.
+pub struct StateView<'a> {
+    sql: &'a mut SqlCall,
+    table: Option<Arc<str>>,
+}
+
+struct StateData;
+
+impl HasData for StateData {
+    type Data<'a> = StateView<'a>;
+}
 
 /// Longest scope or key accepted (matches the CHECK constraints of the table).
 pub const MAX_NAME_CHARS: usize = 256;
@@ -51,13 +143,13 @@ fn text(value: &Value) -> Option<String> {
     }
 }
 
-impl CallState {
+impl StateView<'_> {
     /// The plugin's state table, as SQL.
-    fn state_table(&self) -> String {
-        format!(
-            "{}.{STATE_TABLE}",
-            quote_ident(&schema_name(&self.plugin.name))
-        )
+    fn state_table(&self) -> Result<&str, StateError> {
+        self.table.as_deref().ok_or_else(|| {
+            // As the SQL session says when a call may not use the database.
+            StateError::Failed("the database is not available in this call".into())
+        })
     }
 
     /// One of the state interface's own statements, in the call's
@@ -68,20 +160,17 @@ impl CallState {
         params: Vec<Value>,
     ) -> Result<Vec<Vec<Value>>, StateError> {
         let result = self
+            .sql
             .within_deadline(async |sql| sql.host_query(statement, params).await)
             .await;
-        self.sql.note(&result);
+        self.sql.session().note(&result);
         result.map(|set| set.rows).map_err(to_state_error)
     }
 }
 
-impl state::Host for CallState {
-    async fn get(
-        &mut self,
-        scope: String,
-        key: String,
-    ) -> wasmtime::Result<Result<Option<String>, StateError>> {
-        Ok(async {
+impl StateView<'_> {
+    async fn get(&mut self, scope: String, key: String) -> Result<Option<String>, StateError> {
+        {
             check_name("scope", &scope)?;
             check_name("key", &key)?;
             // Bounded here too, not only by the table's constraint: the plugin
@@ -91,7 +180,7 @@ impl state::Host for CallState {
                 "SELECT CASE WHEN octet_length(value::text) <= {MAX_VALUE_BYTES} THEN value::text END,
                         octet_length(value::text)::int8
                  FROM {} WHERE scope = $1 AND key = $2",
-                self.state_table()
+                self.state_table()?
             );
             let rows = self
                 .state_query(&statement, vec![Value::Text(scope), Value::Text(key)])
@@ -108,16 +197,10 @@ impl state::Host for CallState {
                 )),
             }
         }
-        .await)
     }
 
-    async fn set(
-        &mut self,
-        scope: String,
-        key: String,
-        value: String,
-    ) -> wasmtime::Result<Result<(), StateError>> {
-        Ok(async {
+    async fn set(&mut self, scope: String, key: String, value: String) -> Result<(), StateError> {
+        {
             check_name("scope", &scope)?;
             check_name("key", &key)?;
             if value.len() > MAX_VALUE_BYTES {
@@ -128,7 +211,7 @@ impl state::Host for CallState {
             }
             let json: serde_json::Value = serde_json::from_str(&value)
                 .map_err(|e| StateError::Invalid(format!("value is not valid JSON: {e}")))?;
-            if crate::pipeline::input::nul_in_json(&json, "value").is_some() {
+            if crate::db::nul_in_json(&json, "value").is_some() {
                 return Err(StateError::Invalid(
                     "value contains a NUL character (\\u0000), which PostgreSQL cannot store in JSON"
                         .into(),
@@ -137,49 +220,47 @@ impl state::Host for CallState {
             let statement = format!(
                 "INSERT INTO {} (scope, key, value) VALUES ($1, $2, $3) \
                  ON CONFLICT (scope, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-                self.state_table()
+                self.state_table()?
             );
             self.state_query(
                 &statement,
-                vec![Value::Text(scope), Value::Text(key), Value::Json(json.to_string())],
+                vec![
+                    Value::Text(scope),
+                    Value::Text(key),
+                    Value::Json(json.to_string()),
+                ],
             )
             .await?;
             Ok(())
         }
-        .await)
     }
 
-    async fn delete(
-        &mut self,
-        scope: String,
-        key: String,
-    ) -> wasmtime::Result<Result<bool, StateError>> {
-        Ok(async {
+    async fn delete(&mut self, scope: String, key: String) -> Result<bool, StateError> {
+        {
             check_name("scope", &scope)?;
             check_name("key", &key)?;
             let statement = format!(
                 "DELETE FROM {} WHERE scope = $1 AND key = $2 RETURNING 1",
-                self.state_table()
+                self.state_table()?
             );
             let rows = self
                 .state_query(&statement, vec![Value::Text(scope), Value::Text(key)])
                 .await?;
             Ok(!rows.is_empty())
         }
-        .await)
     }
 
     async fn list_keys(
         &mut self,
         scope: String,
         prefix: String,
-    ) -> wasmtime::Result<Result<Vec<String>, StateError>> {
-        Ok(async {
+    ) -> Result<Vec<String>, StateError> {
+        {
             check_name("scope", &scope)?;
             // starts_with instead of LIKE: a prefix containing % or _ means itself.
             let statement = format!(
                 "SELECT key FROM {} WHERE scope = $1 AND starts_with(key, $2) ORDER BY key LIMIT {MAX_LISTED_KEYS}",
-                self.state_table()
+                self.state_table()?
             );
             let rows = self
                 .state_query(&statement, vec![Value::Text(scope), Value::Text(prefix)])
@@ -189,6 +270,56 @@ impl state::Host for CallState {
                 .filter_map(|row| row.first().and_then(text))
                 .collect())
         }
-        .await)
+    }
+}
+
+impl v0_1::Host for StateView<'_> {
+    async fn get(
+        &mut self,
+        scope: String,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<String>, v0_1::StateError>> {
+        Ok(StateView::get(self, scope, key).await.map_err(Into::into))
+    }
+
+    async fn set(
+        &mut self,
+        scope: String,
+        key: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), v0_1::StateError>> {
+        Ok(StateView::set(self, scope, key, value)
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn delete(
+        &mut self,
+        scope: String,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, v0_1::StateError>> {
+        Ok(StateView::delete(self, scope, key)
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn list_keys(
+        &mut self,
+        scope: String,
+        prefix: String,
+    ) -> wasmtime::Result<Result<Vec<String>, v0_1::StateError>> {
+        Ok(StateView::list_keys(self, scope, prefix)
+            .await
+            .map_err(Into::into))
+    }
+}
+
+impl From<StateError> for v0_1::StateError {
+    fn from(e: StateError) -> Self {
+        match e {
+            StateError::Invalid(m) => v0_1::StateError::Invalid(m),
+            StateError::Unavailable(m) => v0_1::StateError::Unavailable(m),
+            StateError::Failed(m) => v0_1::StateError::Failed(m),
+        }
     }
 }

@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use assay::config::Config;
-use assay::pipeline::{self, Pipeline, RunReport, input};
+use assay::pipeline::{self, RunReport, input};
 use comfy_table::{ContentArrangement, Table, presets};
 use futures::StreamExt as _;
 
-use super::Engine;
+use super::{start_engine, stop_engine};
 use crate::Outcome;
 
 /// Arguments of `assay analyze`.
@@ -53,22 +53,17 @@ pub async fn run(config: &Config, args: AnalyzeArgs) -> anyhow::Result<Outcome> 
     let stop = assay::service::shutdown_signal();
     tokio::pin!(stop);
     let engine = tokio::select! {
-        engine = Engine::start(config) => engine?,
+        engine = start_engine(config) => engine?,
         () = &mut stop => bail!("interrupted while starting; nothing was analysed"),
     };
-    if engine.registry.plugins().is_empty() {
-        engine.stop().await?;
+    if engine.registry().plugins().is_empty() {
+        stop_engine(engine).await?;
         bail!(
             "no plugins are loaded: put plugin components (*.wasm) in {} or enable `plugins.bundled`",
             config.plugins.dir.display()
         );
     }
-    let pipeline = Pipeline::new(
-        engine.runtime.clone(),
-        engine.registry.clone(),
-        engine.db.clone(),
-        config,
-    );
+    let pipeline = engine.pipeline().clone();
 
     let mut reports: Vec<RunReport> = Vec::new();
     let mut document_errors = Vec::new();
@@ -127,7 +122,7 @@ pub async fn run(config: &Config, args: AnalyzeArgs) -> anyhow::Result<Outcome> 
     eprintln!(
         "{} documents analysed, {findings} findings stored in {}",
         reports.len(),
-        engine.db.target
+        engine.db().target
     );
     if !failures.is_empty() {
         eprintln!(
@@ -138,8 +133,8 @@ pub async fn run(config: &Config, args: AnalyzeArgs) -> anyhow::Result<Outcome> 
             eprintln!("  {source}: plugin {plugin} {message}");
         }
     }
-    let engine_problems = engine.registry.problems.len();
-    engine.stop().await?;
+    let engine_problems = engine.registry().problems.len();
+    stop_engine(engine).await?;
     if interrupted || (reports.is_empty() && !document_errors.is_empty()) {
         bail!(
             "no complete result: {} documents could not be stored",

@@ -13,7 +13,6 @@ use assay::db::Database;
 use comfy_table::{ContentArrangement, Table, presets};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::Engine;
 use crate::Outcome;
 
 /// Sub-commands of `assay bench`.
@@ -248,20 +247,20 @@ async fn pipeline(config: &Config, args: PipelineArgs) -> anyhow::Result<Outcome
         concurrency: args.concurrency.unwrap_or(config.pipeline.concurrency),
         keep: args.keep,
     };
-    let engine = Engine::start(config).await?;
+    let engine = super::start_engine(config).await?;
     let bar = progress(args.json, Some(args.count as u64));
     bar.set_message("bench pipeline");
     let report = assay::bench::pipeline::run(
-        &engine.db,
-        &engine.runtime,
-        Arc::clone(&engine.registry),
+        engine.db(),
+        engine.runtime(),
+        engine.registry(),
         config,
         &settings,
         &bar,
     )
     .await;
     bar.finish_and_clear();
-    engine.stop().await?;
+    super::stop_engine(engine).await?;
     let report = report?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -5,7 +5,7 @@ use assay::config::Config;
 use assay::runtime::loader::stage_name;
 use comfy_table::{ContentArrangement, Table, presets};
 
-use super::Engine;
+use super::{start_engine, stop_engine};
 use crate::Outcome;
 
 /// How far back `assay plugins list` counts failures.
@@ -47,9 +47,11 @@ pub enum PluginsCommand {
 pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Outcome> {
     match command {
         PluginsCommand::List => {
-            let engine = Engine::start(config).await?;
+            let engine = start_engine(config).await?;
+            let registry = engine.registry();
             let failures =
-                assay::db::store::recent_failures(&engine.db, RECENT_FAILURES_WINDOW).await?;
+                assay::pipeline::store::recent_failures(engine.db(), RECENT_FAILURES_WINDOW)
+                    .await?;
             let mut table = Table::new();
             table
                 .load_preset(presets::UTF8_FULL_CONDENSED)
@@ -66,7 +68,7 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
                     "triggers",
                     "failures (last hour)",
                 ]);
-            for plugin in engine.registry.plugins() {
+            for plugin in registry.plugins() {
                 let m = &plugin.loaded.manifest;
                 let id = &plugin.loaded.identity;
                 let list = |items: &[String]| {
@@ -98,7 +100,7 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
                     ),
                 ]);
             }
-            for problem in &engine.registry.problems {
+            for problem in &registry.problems {
                 let file = std::path::Path::new(&problem.source)
                     .file_name()
                     .map_or_else(
@@ -119,8 +121,9 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
                 ]);
             }
             println!("{table}");
-            let problems = engine.registry.problems.len();
-            engine.stop().await?;
+            let problems = registry.problems.len();
+            drop(registry);
+            stop_engine(engine).await?;
             Ok(if problems == 0 {
                 Outcome::Success
             } else {
@@ -197,7 +200,7 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
             let db = assay::db::Database::open(&config.database)
                 .await
                 .context("opening the database")?;
-            let dropped = assay::db::sandbox::drop_plugin(&db, &name, purge)
+            let dropped = assay::capability::sql::sandbox::drop_plugin(&db, &name, purge)
                 .await
                 .with_context(|| format!("dropping plugin {name}"))?;
             db.close().await?;

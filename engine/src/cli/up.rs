@@ -1,26 +1,15 @@
 //! `assay up`
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use anyhow::Context as _;
 use assay::config::Config;
-use assay::db::{Database, Supervisor};
-use assay::registry::PluginLoader;
-use assay::registry::live::LiveRegistry;
-use assay::registry::watch::{self, Watch};
-use assay::runtime::Runtime;
+use assay::engine::Engine;
 use assay::service::{self, AppState};
 
 use crate::Outcome;
 
 /// The engine once it has started: everything `serve` needs and shutdown undoes.
 struct Started {
-    db: Arc<Database>,
-    supervisor: Option<Supervisor>,
-    runtime: Arc<Runtime>,
-    live: Arc<LiveRegistry>,
-    watching: Watch,
+    engine: Engine,
     listener: tokio::net::TcpListener,
 }
 
@@ -46,26 +35,17 @@ pub async fn run(config: &Config) -> anyhow::Result<Outcome> {
             return Ok(Outcome::Success);
         }
     };
-    let Started {
-        db,
-        supervisor,
-        runtime,
-        live,
-        watching,
-        listener,
-    } = started;
-    let state = AppState::new(runtime, live, Arc::clone(&db), config.clone());
+    let Started { engine, listener } = started;
+    let state =
+        AppState::for_engine(&engine).context("the engine was built without a live plugin set")?;
     service::serve(listener, state, stopped(stopping))
         .await
         .context("serving HTTP")?;
-    drop(watching);
-    if let Some(supervisor) = supervisor {
-        supervisor.stop().await;
-    }
     // Requests still running past the grace were cut; whatever still holds
     // the database, the embedded server stops now, not when the last handle
     // happens to drop.
-    db.shutdown()
+    engine
+        .shutdown()
         .await
         .context("stopping the embedded PostgreSQL")?;
     println!("assay stopped");
@@ -73,48 +53,31 @@ pub async fn run(config: &Config) -> anyhow::Result<Outcome> {
 }
 
 async fn start(config: &Config) -> anyhow::Result<Started> {
-    let db = Arc::new(
-        Database::open(&config.database)
-            .await
-            .context("opening the database")?,
-    );
-    let supervisor = db.supervise_embedded();
-    let runtime = Arc::new(Runtime::for_config(config)?);
-    let loader = PluginLoader::new(Arc::clone(&runtime), Arc::clone(&db), config.clone())
-        .await
-        .context("setting up the plugin sandbox")?;
-    let live = LiveRegistry::start(loader)
-        .await
-        .context("loading plugins")?;
-    let snapshot = live.snapshot();
+    let engine = Engine::builder(config.clone())
+        .watch()
+        .supervise()
+        .build()
+        .await?;
+    let snapshot = engine.registry();
     for problem in &snapshot.problems {
         eprintln!("warning: {problem}");
     }
     for warning in &snapshot.warnings {
         eprintln!("warning: {warning}");
     }
-    let watching = watch::watch(
-        Arc::clone(&live),
-        Duration::from_millis(config.plugins.watch_debounce_ms),
-        |path, outcome| tracing::debug!(file = ?path, ?outcome, "plugin file handled"),
-    )?;
     let listener = tokio::net::TcpListener::bind(&config.server.addr)
         .await
         .with_context(|| format!("cannot listen on {} (server.addr)", config.server.addr))?;
     let addr = listener.local_addr()?;
+    let watching = engine
+        .live()
+        .map(|live| live.plugin_dir().display().to_string())
+        .unwrap_or_default();
     println!(
-        "assay listening on http://{addr} ({} plugins loaded, {} refused; database: {}; watching {})",
+        "assay listening on http://{addr} ({} plugins loaded, {} refused; database: {}; watching {watching})",
         snapshot.plugins().len(),
         snapshot.problems.len(),
-        db.target,
-        live.plugin_dir().display()
+        engine.db().target,
     );
-    Ok(Started {
-        db,
-        supervisor,
-        runtime,
-        live,
-        watching,
-        listener,
-    })
+    Ok(Started { engine, listener })
 }

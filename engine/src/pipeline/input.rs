@@ -78,7 +78,7 @@ impl DocumentInput {
                 "text contains NUL characters; it looks like binary data, not a document".into(),
             );
         }
-        if let Some(path) = nul_in_object(&self.metadata, "metadata") {
+        if let Some(path) = crate::db::nul_in_object(&self.metadata, "metadata") {
             return Err(format!(
                 "{path} contains a NUL character (\\u0000), which PostgreSQL cannot store in JSON; remove it"
             ));
@@ -87,37 +87,8 @@ impl DocumentInput {
     }
 }
 
-/// Where in `value` a NUL character appears (in a key or a string), as a path
-/// like `metadata.tags[2]`, if anywhere.
-pub fn nul_in_json(value: &Value, path: &str) -> Option<String> {
-    match value {
-        Value::String(s) if s.contains('\0') => Some(path.to_string()),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| nul_in_json(item, &format!("{path}[{i}]"))),
-        Value::Object(map) => nul_in_object(map, path),
-        _ => None,
-    }
-}
-
-fn nul_in_object(map: &Map<String, Value>, path: &str) -> Option<String> {
-    map.iter().find_map(|(key, item)| {
-        if key.contains('\0') {
-            Some(format!("{path} (a key)"))
-        } else {
-            nul_in_json(item, &format!("{path}.{key}"))
-        }
-    })
-}
-
-/// Whether `kind` is acceptable (it is stored and matched against manifests).
-pub fn valid_kind(kind: &str) -> bool {
-    let mut chars = kind.chars();
-    kind.len() <= 64
-        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
-}
+pub use crate::db::nul_in_json;
+pub use crate::runtime::plugin::valid_kind;
 
 /// Parses `key=value` pairs into a metadata object.
 pub fn parse_meta(pairs: &[String]) -> Result<Map<String, Value>, String> {

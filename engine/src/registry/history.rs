@@ -5,14 +5,15 @@
 use std::path::{Path, PathBuf};
 
 use super::PluginSource;
+use crate::capability::Plugin;
 use crate::db::{Database, DbError};
-use crate::runtime::loader::{LoadedPlugin, sha256_hex};
+use crate::runtime::loader::sha256_hex;
 
 /// Records that `plugin` is now the active version of its name (unless it
 /// already was), keeping its bytes.
 pub async fn record_loaded(
     db: &Database,
-    plugin: &LoadedPlugin,
+    plugin: &Plugin,
     source: &PluginSource,
     bytes: &[u8],
 ) -> Result<(), DbError> {

@@ -114,7 +114,7 @@ enum Prepared {
     /// It went away meanwhile.
     Gone,
     /// Compiled and validated.
-    Compiled(Vec<u8>, Box<loader::LoadedPlugin>),
+    Compiled(Vec<u8>, Box<crate::capability::Plugin>),
     /// Refused: its bytes and why.
     Refused(Vec<u8>, String),
 }
@@ -365,7 +365,7 @@ impl LiveRegistry {
         &self,
         path: &Path,
         bytes: &[u8],
-        plugin: loader::LoadedPlugin,
+        plugin: crate::capability::Plugin,
     ) -> Result<ReloadOutcome, String> {
         let source = PluginSource::File(path.to_path_buf());
         let sha = plugin.identity.sha256.clone();

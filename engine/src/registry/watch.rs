@@ -9,9 +9,15 @@
 //! resolved one (absolute, symlinks followed), which is also how the registry
 //! names its files, so the paths events carry match it whatever `plugins.dir`
 //! says.
+//!
+//! Events can be lost (an event queue overflows, some file systems send
+//! none), so every `plugins.rescan_interval_ms` the directory is also compared
+//! with what was last seen — each plugin file's size, modification time and
+//! inode, read without opening anything — and what differs is handled as if
+//! its event had come.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,12 +50,118 @@ pub struct Watch {
     _debouncer: Arc<std::sync::Mutex<Debouncer>>,
     task: tokio::task::JoinHandle<()>,
     guard: tokio::task::JoinHandle<()>,
+    rescan: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
         self.task.abort();
         self.guard.abort();
+        if let Some(rescan) = &self.rescan {
+            rescan.abort();
+        }
+    }
+}
+
+/// Who hears what each handled file became.
+type OnReload = Arc<dyn Fn(&PathBuf, &ReloadOutcome) + Send + Sync>;
+
+/// What tells one version of a file from another without reading it.
+type Fingerprint = (u64, i64, i64, u64, u64);
+
+/// The fingerprint of each plugin file as last handled (by an event or a rescan).
+type Seen = Arc<std::sync::Mutex<BTreeMap<PathBuf, Fingerprint>>>;
+
+/// `path`'s fingerprint now, if it is there.
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path)
+        .or_else(|_| std::fs::symlink_metadata(path))
+        .ok()?;
+    Some((
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ino(),
+        meta.dev(),
+    ))
+}
+
+/// Each plugin file of `dir` and its fingerprint (`stat` only: a FIFO or a
+/// device is never opened here).
+fn fingerprints(dir: &Path) -> BTreeMap<PathBuf, Fingerprint> {
+    super::files::plugin_files(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|path| fingerprint(&path).map(|print| (path, print)))
+        .collect()
+}
+
+/// The paths whose fingerprint differs between `before` and `now` (changed,
+/// added or gone).
+fn differing(
+    before: &BTreeMap<PathBuf, Fingerprint>,
+    now: &BTreeMap<PathBuf, Fingerprint>,
+) -> BTreeSet<PathBuf> {
+    let mut changed: BTreeSet<PathBuf> = now
+        .iter()
+        .filter(|(path, print)| before.get(*path) != Some(*print))
+        .map(|(path, _)| path.clone())
+        .collect();
+    changed.extend(before.keys().filter(|p| !now.contains_key(*p)).cloned());
+    changed
+}
+
+/// Every `interval`, handles the files that changed since they were last
+/// handled, once they have stayed the same for a whole interval (a file being
+/// written is left until it is quiet, as the debouncer does) — changes whose
+/// event was lost. Most often the event did come and this finds the content
+/// already serving.
+async fn rescan_missed(
+    live: Arc<LiveRegistry>,
+    interval: Duration,
+    seen: Seen,
+    on_reload: OnReload,
+) {
+    let dir = live.plugin_dir();
+    // Changed at the last look: path → its fingerprint then (`None`: gone).
+    let mut settling: BTreeMap<PathBuf, Option<Fingerprint>> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(interval).await;
+        let scan_dir = dir.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || fingerprints(&scan_dir)).await else {
+            continue;
+        };
+        let mut quiet = BTreeSet::new();
+        let mut still_settling = BTreeMap::new();
+        {
+            let Ok(mut seen) = seen.lock() else { return };
+            for path in differing(&seen, &now) {
+                let print = now.get(&path).copied();
+                match settling.get(&path) {
+                    Some(before) if *before == print => {
+                        quiet.insert(path.clone());
+                        match print {
+                            Some(print) => seen.insert(path, print),
+                            None => seen.remove(&path),
+                        };
+                    }
+                    _ => {
+                        still_settling.insert(path, print);
+                    }
+                }
+            }
+        }
+        settling = still_settling;
+        if quiet.is_empty() {
+            continue;
+        }
+        tracing::debug!(files = quiet.len(), "plugin files changed without an event");
+        for (path, outcome) in live.files_changed(quiet).await {
+            if !matches!(outcome, ReloadOutcome::Ignored | ReloadOutcome::Unchanged) {
+                on_reload(&path, &outcome);
+            }
+        }
     }
 }
 
@@ -136,6 +248,8 @@ pub fn watch(
     on_reload: impl Fn(&PathBuf, &ReloadOutcome) + Send + Sync + 'static,
 ) -> Result<Watch, WatchError> {
     let dir = live.plugin_dir();
+    let rescan_interval = Duration::from_millis(live.loader().config().plugins.rescan_interval_ms);
+    let on_reload: OnReload = Arc::new(on_reload);
     let err = |cause: String| WatchError {
         dir: dir.display().to_string(),
         cause,
@@ -165,6 +279,7 @@ pub fn watch(
     // Taken before the watch begins: a replacement in between is then seen
     // as one (and costs a rescan), never missed.
     let watched = identity(&dir);
+    let seen: Seen = Arc::new(std::sync::Mutex::new(fingerprints(&dir)));
     debouncer
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(|e| err(e.to_string()))?;
@@ -174,6 +289,14 @@ pub fn watch(
         Arc::clone(&debouncer),
         watched,
     ));
+    let rescan = (!rescan_interval.is_zero()).then(|| {
+        tokio::spawn(rescan_missed(
+            Arc::clone(&live),
+            rescan_interval,
+            Arc::clone(&seen),
+            Arc::clone(&on_reload),
+        ))
+    });
     let task = tokio::spawn(async move {
         while let Some(paths) = rx.recv().await {
             // One pass per path, however many events the burst produced.
@@ -181,9 +304,22 @@ pub fn watch(
             while let Ok(more) = rx.try_recv() {
                 batch.extend(more);
             }
+            let handled: Vec<(PathBuf, Option<Fingerprint>)> = batch
+                .iter()
+                .map(|path| (path.clone(), fingerprint(path)))
+                .collect();
             for (path, outcome) in live.files_changed(batch).await {
                 if outcome != ReloadOutcome::Ignored {
                     on_reload(&path, &outcome);
+                }
+            }
+            // What the events handled, the rescan need not find again.
+            if let Ok(mut seen) = seen.lock() {
+                for (path, print) in handled {
+                    match print {
+                        Some(print) => seen.insert(path, print),
+                        None => seen.remove(&path),
+                    };
                 }
             }
         }
@@ -192,5 +328,6 @@ pub fn watch(
         _debouncer: debouncer,
         task,
         guard,
+        rescan,
     })
 }

@@ -6,16 +6,13 @@ use std::sync::Arc;
 
 use regex::{RegexSet, RegexSetBuilder};
 use sha2::{Digest as _, Sha256};
-use wasmtime::component::{Component, InstancePre};
+use wasmtime::component::{Component, InstancePre, Linker};
 
 use super::Runtime;
-use super::bindings::analyzer::AnalyzerPre;
-use super::bindings::prompt_processor::PromptProcessorPre;
-use super::bindings::types::{Manifest, Stage};
-use super::bindings::{WIT_PACKAGE, WIT_VERSION};
 use super::cache::Compiled;
-use super::call::{CallFailure, CallLimits, CallState, PluginIdentity};
-use crate::capability::sql::{SqlCaps, SqlSession};
+use super::call::{CallCore, CallData, CallFailure, CallLimits};
+use super::plugin::{Manifest, PluginIdentity, Stage};
+use super::wit::{self, PluginCode, WIT_PACKAGE, WitVersion};
 
 /// Largest compiled size of the trigger patterns of one plugin; a pathological
 /// pattern is refused at load instead of costing memory on every document.
@@ -43,28 +40,32 @@ pub enum LoadError {
     Compile(String),
     /// Built against a WIT package version this host does not link.
     #[error(
-        "built against {package}@{found}, but this assay supports {package}@{supported}; rebuild the plugin against wit/v0.1"
+        "built against {package}@{found}, but this assay supports {supported}; rebuild the plugin against {latest}"
     )]
     UnsupportedVersion {
         /// `assay:plugin`.
         package: &'static str,
         /// What the plugin imports.
         found: String,
-        /// What this host supports.
-        supported: &'static str,
+        /// What this host supports, e.g. `assay:plugin@0.1.0`.
+        supported: String,
+        /// The folder of the newest supported version, e.g. `wit/v0.1`.
+        latest: String,
     },
-    /// It needs imports the host does not provide (e.g. sockets or HTTP).
+    /// It needs imports the host does not provide (e.g. HTTP).
     #[error("imports something assay does not provide: {0}")]
     Imports(String),
     /// Exports neither plugin world.
     #[error(
-        "exports neither the `analyzer` nor the `prompt-processor` world of {package}@{version} (it exports: {exports}); implement one of them (see wit/v0.1/plugin.wit)"
+        "exports neither the `analyzer` nor the `prompt-processor` world of {package}@{version} (it exports: {exports}); implement one of them (see {folder}/plugin.wit)"
     )]
     WrongWorld {
         /// `assay:plugin`.
         package: &'static str,
-        /// Supported version.
-        version: &'static str,
+        /// The version it was checked against.
+        version: String,
+        /// That version's folder.
+        folder: String,
         /// What it does export.
         exports: String,
     },
@@ -76,23 +77,14 @@ pub enum LoadError {
     Manifest(String),
 }
 
-/// The compiled, pre-linked entry points of a plugin, by world.
-#[derive(Clone)]
-pub enum PluginCode {
-    /// Implements the `analyzer` world.
-    Analyzer(AnalyzerPre<CallState>),
-    /// Implements the `prompt-processor` world.
-    Prompt(PromptProcessorPre<CallState>),
-}
-
-/// A plugin ready to be called.
-pub struct LoadedPlugin {
+/// A plugin ready to be called, whose calls' stores hold a `T`.
+pub struct LoadedPlugin<T: 'static> {
     /// Name, version and content hash.
     pub identity: Arc<PluginIdentity>,
     /// What the plugin said about itself.
     pub manifest: Manifest,
-    /// Compiled code.
-    pub code: PluginCode,
+    /// Compiled code, by contract version and world.
+    pub code: PluginCode<T>,
     /// Compiled `manifest.triggers`; `None` when the plugin always runs.
     pub triggers: Option<RegexSet>,
     /// Size of the component in bytes.
@@ -101,24 +93,21 @@ pub struct LoadedPlugin {
     pub compiled: Compiled,
 }
 
-impl std::fmt::Debug for LoadedPlugin {
+impl<T: 'static> std::fmt::Debug for LoadedPlugin<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedPlugin")
             .field("identity", &self.identity)
-            .field("stage", &stage_name(self.manifest.stage))
+            .field("stage", &self.manifest.stage.as_str())
             .finish_non_exhaustive()
     }
 }
 
 /// `prompt` or `analysis`.
 pub fn stage_name(stage: Stage) -> &'static str {
-    match stage {
-        Stage::Prompt => "prompt",
-        Stage::Analysis => "analysis",
-    }
+    stage.as_str()
 }
 
-impl LoadedPlugin {
+impl<T: 'static> LoadedPlugin<T> {
     /// Whether this plugin runs on a document of `kind` with `text`.
     pub fn applies_to(&self, kind: &str, text: &str) -> bool {
         let kind_ok =
@@ -132,12 +121,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Loads a plugin from component bytes. Compilation runs on a blocking thread.
-pub async fn load(
+/// Loads a plugin from component bytes, linking it with `linker`.
+/// Compilation runs on a blocking thread. `describe` runs like any call,
+/// in a store holding what `detached` makes of a fresh [`CallCore`]: the
+/// host's capabilities as they are before a plugin is registered.
+pub async fn load<T: CallData>(
     runtime: &Arc<Runtime>,
+    linker: &Linker<T>,
     bytes: Vec<u8>,
     limits: &CallLimits,
-) -> Result<LoadedPlugin, LoadError> {
+    detached: impl FnOnce(CallCore) -> T,
+) -> Result<LoadedPlugin<T>, LoadError> {
     check_header(&bytes)?;
     let sha256 = sha256_hex(&bytes);
     let size = bytes.len();
@@ -152,62 +146,31 @@ pub async fn load(
     .map_err(|e| LoadError::Compile(e.to_string()))?
     .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
 
-    check_wit_version(runtime, &component)?;
-    let pre: InstancePre<CallState> = runtime
-        .linker()
+    let version = contract_version(runtime, &component)?;
+    let pre: InstancePre<T> = linker
         .instantiate_pre(&component)
         .map_err(|e| LoadError::Imports(format!("{e:#}")))?;
-    let code = match AnalyzerPre::new(pre.clone()) {
-        Ok(analyzer) => PluginCode::Analyzer(analyzer),
-        Err(_) => match PromptProcessorPre::new(pre) {
-            Ok(prompt) => PluginCode::Prompt(prompt),
-            Err(_) => {
-                let exports: Vec<String> = component
-                    .component_type()
-                    .exports(runtime.engine())
-                    .map(|(name, _)| name.to_string())
-                    .collect();
-                return Err(LoadError::WrongWorld {
-                    package: WIT_PACKAGE,
-                    version: WIT_VERSION,
-                    exports: if exports.is_empty() {
-                        "nothing".into()
-                    } else {
-                        exports.join(", ")
-                    },
-                });
-            }
-        },
-    };
+    let code = PluginCode::new(version, pre).map_err(|wit::WrongWorld| LoadError::WrongWorld {
+        package: WIT_PACKAGE,
+        version: version.to_string(),
+        folder: version.folder(),
+        exports: wit::export_names(runtime.engine(), &component),
+    })?;
 
-    // `describe` runs like any call: fresh instance, deadline, memory limit. It
-    // has no business with the database, so its SQL session is never opened.
+    // `describe` has no business with the database or anything else a
+    // registered plugin is given.
     let provisional = Arc::new(PluginIdentity {
         name: "(loading)".into(),
         version: String::new(),
         sha256: sha256.clone(),
     });
-    let session = SqlSession::new(None, SqlCaps::default());
-    let mut store = CallState::new_store(runtime, provisional, session, limits);
-    let described = match &code {
-        PluginCode::Analyzer(pre) => match pre.instantiate_async(&mut store).await {
-            Ok(instance) => instance.call_describe(&mut store).await,
-            Err(e) => Err(e),
-        },
-        PluginCode::Prompt(pre) => match pre.instantiate_async(&mut store).await {
-            Ok(instance) => instance.call_describe(&mut store).await,
-            Err(e) => Err(e),
-        },
-    };
-    let manifest =
-        described.map_err(|e| LoadError::Describe(CallFailure::from_wasmtime(&e, store.data())))?;
+    let mut store = runtime.new_store(detached(CallCore::new(runtime, provisional, limits)));
+    let described = code.describe(&mut store).await;
+    let manifest = described
+        .map_err(|e| LoadError::Describe(CallFailure::from_wasmtime(&e, store.data().core())))?;
     drop(store);
 
-    let expected_stage = match code {
-        PluginCode::Analyzer(_) => Stage::Analysis,
-        PluginCode::Prompt(_) => Stage::Prompt,
-    };
-    let triggers = validate_manifest(&manifest, expected_stage)?;
+    let triggers = validate_manifest(&manifest, code.stage())?;
     Ok(LoadedPlugin {
         identity: Arc::new(PluginIdentity {
             name: manifest.name.clone(),
@@ -239,23 +202,39 @@ pub fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
     }
 }
 
-/// A plugin names the contract version in its imports (`assay:plugin/types@0.1.0`);
-/// refuse other versions with a message naming both.
-fn check_wit_version(runtime: &Runtime, component: &Component) -> Result<(), LoadError> {
+/// The contract version a component was built against, from the versions in
+/// its imports (`assay:plugin/types@0.1.0`); one this host does not link is
+/// refused with a message naming both. A component importing none of the
+/// contract's interfaces is checked against the newest version.
+fn contract_version(runtime: &Runtime, component: &Component) -> Result<WitVersion, LoadError> {
     let prefix = format!("{WIT_PACKAGE}/");
+    let mut found: Option<String> = None;
     for (name, _) in component.component_type().imports(runtime.engine()) {
         if let Some(rest) = name.strip_prefix(&prefix)
             && let Some((_, version)) = rest.split_once('@')
-            && version != WIT_VERSION
         {
-            return Err(LoadError::UnsupportedVersion {
-                package: WIT_PACKAGE,
-                found: version.to_string(),
-                supported: WIT_VERSION,
-            });
+            match &found {
+                Some(seen) if seen != version => {
+                    return Err(LoadError::Imports(format!(
+                        "interfaces of two versions of {WIT_PACKAGE} ({seen} and {version}); build against one"
+                    )));
+                }
+                _ => found = Some(version.to_string()),
+            }
         }
     }
-    Ok(())
+    let Some(found) = found else {
+        return Ok(wit::latest());
+    };
+    match WitVersion::parse(&found) {
+        Some(version) if wit::is_supported(version) => Ok(version),
+        _ => Err(LoadError::UnsupportedVersion {
+            package: WIT_PACKAGE,
+            found,
+            supported: wit::supported_list(),
+            latest: wit::latest().folder(),
+        }),
+    }
 }
 
 /// Whether `name` can be a plugin's name: 1–50 lowercase letters, digits, `-`
@@ -313,7 +292,7 @@ pub fn validate_manifest(
     if let Some(kind) = manifest
         .kinds
         .iter()
-        .find(|k| !crate::pipeline::input::valid_kind(k))
+        .find(|k| !super::plugin::valid_kind(k))
     {
         return bad(format!(
             "plugin {name}: kind {kind:?} can never match a document: kinds are up to 64 letters, digits, `_`, `.`, `:` or `-`"
@@ -348,7 +327,7 @@ pub fn validate_manifest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::bindings::types::Migration;
+    use crate::runtime::plugin::Migration;
 
     fn manifest(name: &str) -> Manifest {
         Manifest {

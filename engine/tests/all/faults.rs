@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use assay::capability::sql::{SqlCaps, SqlSession};
 use assay::config::PluginLimitsOverride;
 use assay::db::DbError;
 use assay::pipeline::{Pipeline, PipelineError, RunReport};
-use assay::runtime::bindings::types::Document;
-use assay::runtime::call::{CallFailure, CallLimits, invoke};
+use assay::runtime::call::{CallFailure, CallLimits};
+use assay::runtime::plugin::Document;
 
 use crate::support::{
     PrivateServer, TestDb, TestEngine, built_plugin, doc, engine_on, faulty_engine, outcome,
@@ -107,14 +106,14 @@ fn load(
 async fn faulty_sql_call(engine: &TestEngine) -> Result<(), CallFailure> {
     let plugin = engine.registry.get("faulty").unwrap();
     let limits = CallLimits::from_config(&engine.config.limits);
-    let session = SqlSession::new(Some(plugin.pool.clone()), SqlCaps::default());
     let document = Document {
         id: uuid::Uuid::new_v4().to_string(),
         kind: "transcript".into(),
         text: "#fault:sql-ok".into(),
         metadata: "{}".into(),
     };
-    invoke(&engine.runtime, &plugin.loaded, session, &limits, document)
+    plugin
+        .call(&engine.runtime, &limits, document)
         .await
         .map(|_| ())
 }
@@ -253,7 +252,11 @@ async fn a_killed_backend_fails_only_its_call() {
         .unwrap();
     let report = victim.await.unwrap();
     let faulty = outcome(&report, "faulty");
-    assert_eq!(faulty.error_kind, Some("database"), "{faulty:?}");
+    assert_eq!(
+        faulty.error_kind.map(|k| k.as_str()),
+        Some("database"),
+        "{faulty:?}"
+    );
     assert_eq!(outcome(&report, "history").outcome, "ok");
 
     // The pool replaced the connection.
@@ -400,7 +403,7 @@ async fn one_plugin_holding_all_its_connections_starves_no_other() {
     for hog in hogs {
         let report = hog.await.unwrap();
         let faulty = outcome(&report, "faulty");
-        if faulty.error_kind == Some("database") {
+        if faulty.error_kind.map(|k| k.as_str()) == Some("database") {
             let message = faulty.message.as_deref().unwrap();
             assert!(
                 message.contains("all 2 connections")

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use assay::config::{Config, EmbeddedConfig};
 use assay::db::Database;
 use assay::db::embedded::EmbeddedPostgres;
+use assay::engine::Engine;
 use assay::pipeline::{DocumentInput, Pipeline};
 use assay::registry::Registry;
 use assay::runtime::Runtime;
@@ -172,13 +173,13 @@ pub async fn engine_with(plugin_dir: &Path, adjust: impl FnOnce(&mut Config)) ->
     engine_on(fresh_database().await, plugin_dir, adjust).await
 }
 
-/// The configuration (defaults, `plugin_dir`, then `adjust`), the database
-/// and the runtime of a test engine.
-async fn configured(
+/// A test engine's builder: the configuration (defaults, `plugin_dir`, then
+/// `adjust`), over `test_db`, writing no compile cache.
+async fn builder(
     test_db: &TestDb,
     plugin_dir: &Path,
     adjust: impl FnOnce(&mut Config),
-) -> (Config, Arc<Database>, Arc<Runtime>) {
+) -> assay::engine::EngineBuilder {
     let mut config = Config::default();
     config.plugins.dir = plugin_dir.to_path_buf();
     adjust(&mut config);
@@ -187,8 +188,7 @@ async fn configured(
             .await
             .unwrap(),
     );
-    let runtime = Arc::new(Runtime::with_limits(&config).unwrap());
-    (config, db, runtime)
+    Engine::builder(config).database(db).compile_cache(false)
 }
 
 /// An engine over `test_db`, with the bundled plugins plus what `plugin_dir` holds.
@@ -197,16 +197,18 @@ pub async fn engine_on(
     plugin_dir: &Path,
     adjust: impl FnOnce(&mut Config),
 ) -> TestEngine {
-    let (config, db, runtime) = configured(&test_db, plugin_dir, adjust).await;
-    let registry = Arc::new(Registry::load(&runtime, &config, &db).await.unwrap());
-    let pipeline = Pipeline::new(Arc::clone(&runtime), registry.clone(), db.clone(), &config);
+    let engine = builder(&test_db, plugin_dir, adjust)
+        .await
+        .build()
+        .await
+        .unwrap();
     TestEngine {
-        db,
-        runtime,
-        registry,
-        pipeline,
+        db: Arc::clone(engine.db()),
+        runtime: Arc::clone(engine.runtime()),
+        registry: engine.registry(),
+        pipeline: engine.pipeline().clone(),
         test_db,
-        config,
+        config: engine.config().clone(),
     }
 }
 
@@ -255,16 +257,14 @@ pub async fn service_state(
     adjust: impl FnOnce(&mut Config),
 ) -> (Arc<assay::service::AppState>, TestDb) {
     let test_db = fresh_database().await;
-    let (config, db, runtime) = configured(&test_db, plugin_dir, adjust).await;
-    let loader =
-        assay::registry::PluginLoader::new(Arc::clone(&runtime), Arc::clone(&db), config.clone())
-            .await
-            .unwrap();
-    let live = assay::registry::live::LiveRegistry::start(loader)
+    let engine = builder(&test_db, plugin_dir, adjust)
+        .await
+        .live()
+        .build()
         .await
         .unwrap();
     (
-        assay::service::AppState::new(runtime, live, db, config),
+        assay::service::AppState::for_engine(&engine).unwrap(),
         test_db,
     )
 }

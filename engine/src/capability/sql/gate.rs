@@ -1,7 +1,7 @@
 //! The statement gate: an early, clear `denied` for SQL no plugin needs.
 //!
 //! It is defense in depth, not the wall. The wall is PostgreSQL's privilege
-//! system (each plugin logs in as its own role, see `db::sandbox`); the gate
+//! system (each plugin logs in as its own role, see `capability::sql::sandbox`); the gate
 //! only gives plugin authors a precise message before the server is asked, and
 //! narrows what reaches it. The attack tests run with the gate off as well.
 //!

@@ -10,15 +10,15 @@
 //! for what the gate refuses fails the load of that version with the reason;
 //! the transaction rolls back, so the record and the change never part. The
 //! engine then re-asserts the role's attributes, password and session
-//! defaults, which a role may change for itself (see `db::sandbox`).
+//! defaults, which a role may change for itself (see `capability::sql::sandbox`).
 
 use std::time::Duration;
 
 use super::SqlSession;
-use crate::db::sandbox::{MIGRATIONS_TABLE, quote_ident};
-use crate::runtime::bindings::sql::{SqlError, Value};
-use crate::runtime::bindings::types::Migration;
+use super::types::{SqlError, Value};
+use crate::capability::sql::sandbox::{MIGRATIONS_TABLE, quote_ident};
 use crate::runtime::loader::sha256_hex;
+use crate::runtime::plugin::Migration;
 
 /// Applies the migrations not yet applied; returns how many were. The error
 /// says which migration failed and why, naming the limit when one was hit.

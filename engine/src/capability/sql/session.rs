@@ -21,8 +21,8 @@ use tokio_postgres::error::SqlState;
 
 use super::gate;
 use super::pool::{SandboxConnection, SandboxPool, SandboxPooled};
+use super::types::{Column, DbError, RowSet, SqlError, Value};
 use super::values::{Param, RawCell, readable};
-use crate::runtime::bindings::sql::{Column, DbError, RowSet, SqlError, Value};
 
 /// Errors after which a cached statement is prepared afresh next time:
 /// `feature_not_supported` ("cached plan must not change result type", after

@@ -10,7 +10,7 @@ use std::error::Error;
 use bytes::{BufMut, BytesMut};
 use postgres_types::{Format, FromSql, IsNull, ToSql, Type, to_sql_checked};
 
-use crate::runtime::bindings::sql::Value;
+use super::types::Value;
 
 type BoxError = Box<dyn Error + Sync + Send>;
 

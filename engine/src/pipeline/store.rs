@@ -14,7 +14,8 @@ use uuid::Uuid;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
-use super::{Database, DbError};
+use crate::db::{Database, DbError};
+use crate::runtime::failure::FailureKind;
 
 /// The COPY that stores findings.
 pub const COPY_FINDINGS: &str = "COPY assay.findings
@@ -128,7 +129,7 @@ pub async fn store_run(
                 &document_id,
                 &started_at,
                 &finished_at,
-                &report.status,
+                &report.status.as_str(),
                 &report.analyzed_text,
             ],
         )
@@ -139,8 +140,11 @@ pub async fn store_run(
     let plugins = &report.plugins;
     let version_ids: Vec<i64> = plugins.iter().map(|p| p.version_id).collect();
     let stages: Vec<&str> = plugins.iter().map(|p| p.stage).collect();
-    let outcomes: Vec<&str> = plugins.iter().map(|p| p.outcome).collect();
-    let kinds: Vec<Option<&str>> = plugins.iter().map(|p| p.error_kind).collect();
+    let outcomes: Vec<&str> = plugins.iter().map(|p| p.outcome.as_str()).collect();
+    let kinds: Vec<Option<&str>> = plugins
+        .iter()
+        .map(|p| p.error_kind.map(FailureKind::as_str))
+        .collect();
     let messages: Vec<Option<&str>> = plugins.iter().map(|p| p.message.as_deref()).collect();
     let durations: Vec<i64> = plugins
         .iter()

@@ -10,8 +10,8 @@
 use tokio_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 
-use super::{Database, DbError};
 use crate::config::{PluginGrants, SandboxConfig};
+use crate::db::{Database, DbError};
 
 /// The role name of plugin `$1` in the current database:
 /// `assay_<6 hex digits of md5(database)>_<plugin>`. Roles are shared by every
@@ -36,7 +36,7 @@ pub const PROVISION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_s
 
 /// Opens a transaction holding the provisioning lock.
 pub async fn begin_provisioning(
-    conn: &mut super::PgConnection,
+    conn: &mut crate::db::PgConnection,
 ) -> Result<Transaction<'_>, DbError> {
     let tx = conn
         .transaction()
@@ -284,7 +284,7 @@ pub async fn harden(
         if granted {
             let why = failed.map_or_else(
                 || "not permitted to this role".to_string(),
-                |e| super::pg_message(&e),
+                |e| crate::db::pg_message(&e),
             );
             warnings.push(format!(
                 "could not run `{statement}` ({why}); run it as the owner or a superuser so plugins get nothing through PUBLIC"
@@ -750,7 +750,7 @@ pub async fn drop_plugin(db: &Database, plugin: &str, purge: bool) -> Result<boo
 }
 
 async fn drop_locked(
-    conn: &mut super::PgConnection,
+    conn: &mut crate::db::PgConnection,
     plugin: &str,
     purge: bool,
 ) -> Result<bool, SandboxError> {

@@ -1,0 +1,100 @@
+//! Registering a plugin version with the SQL capability: its sandbox (role,
+//! schema, grants) provisioned in one transaction, then its pool built and
+//! its migrations applied under its own role, within the limits of its calls.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::pool::build_pool;
+use super::sandbox::{self, SandboxError};
+use super::settings::SqlSettings;
+use super::{SqlPlugin, SqlSession, migrations};
+use crate::capability::{RegisterError, Registration};
+use crate::config::Config;
+use crate::db::{Database, DbError};
+
+/// Gives the plugin its sandbox, pool and schema (see the module docs).
+pub async fn register(
+    db: &Database,
+    config: &Config,
+    budget: &Arc<Semaphore>,
+    plugin: &Registration<'_>,
+) -> Result<SqlPlugin, RegisterError> {
+    let name = &plugin.identity.name;
+    let settings = SqlSettings::for_plugin(config, name, plugin.limits);
+    let mut conn = db.connection().await?;
+    let login = match provision(&mut conn, name, &settings, config).await {
+        Ok(login) => login,
+        Err(SandboxError::Db(e)) => return Err(e.into()),
+        Err(other) => return Err(RegisterError::Refused(other.to_string())),
+    };
+    let pool = build_pool(
+        db.pg_config(),
+        &login.role,
+        &login.password,
+        budget,
+        config.sandbox.connection_budget,
+        &settings.pool(&login.schema),
+    );
+    let registered = SqlPlugin {
+        pool,
+        caps: settings.caps,
+    };
+    if plugin.manifest.migrations.is_empty() {
+        return Ok(registered);
+    }
+    let mut session: SqlSession = registered.session();
+    let migrated = migrations::apply(
+        &mut session,
+        name,
+        &login.schema,
+        &plugin.manifest.migrations,
+        plugin.limits.timeout,
+    )
+    .await;
+    drop(session);
+    // Whatever the migrations did to the role (a role may change its own
+    // password and session defaults), it is set back before any call.
+    let tx = sandbox::begin_provisioning(&mut conn).await?;
+    sandbox::reassert_role(
+        &tx,
+        &login.role,
+        &login.schema,
+        &login.password,
+        &config.sandbox,
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("re-asserting the plugin role"))?;
+    migrated.map_err(|m| RegisterError::Refused(format!("plugin {name}: {m}")))?;
+    Ok(registered)
+}
+
+/// The provisioning transaction: role, schema, state table and grants,
+/// committed together.
+async fn provision(
+    conn: &mut crate::db::PgConnection,
+    name: &str,
+    settings: &SqlSettings,
+    config: &Config,
+) -> Result<sandbox::PluginLogin, SandboxError> {
+    // The lock comes first: nothing is read before the other registrations
+    // are done (see `sandbox::begin_provisioning`).
+    let tx = sandbox::begin_provisioning(conn).await?;
+    let login = sandbox::provision(&tx, name, &settings.grants, &config.sandbox).await?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing the plugin's sandbox"))?;
+    Ok(login)
+}
+
+impl From<SandboxError> for RegisterError {
+    fn from(e: SandboxError) -> Self {
+        match e {
+            SandboxError::Db(e) => RegisterError::Db(e),
+            other => RegisterError::Refused(other.to_string()),
+        }
+    }
+}
