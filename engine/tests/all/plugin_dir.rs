@@ -21,10 +21,20 @@ use crate::support::{TestDb, built_plugin, fresh_database, shared_tempdir};
 
 /// A live registry over `dir` (bundled plugins off), and its database.
 async fn start_live(test_db: &TestDb, dir: &Path) -> Arc<LiveRegistry> {
+    start_live_with(test_db, dir, |_| {}).await
+}
+
+/// [`start_live`], the configuration adjusted.
+async fn start_live_with(
+    test_db: &TestDb,
+    dir: &Path,
+    adjust: impl FnOnce(&mut Config),
+) -> Arc<LiveRegistry> {
     let mut config = Config::default();
     config.plugins.dir = dir.to_path_buf();
     config.plugins.bundled = false;
     config.plugins.cache_dir = dir.join(".cache");
+    adjust(&mut config);
     let db = Arc::new(
         Database::open_with(test_db.config.clone(), &config.database)
             .await
@@ -364,4 +374,57 @@ async fn rollback_writes_through_nothing_planted_in_the_directory() {
             "{name:?} {hash:?}: {refused}"
         );
     }
+}
+
+/// Waits up to 30 s for `done`.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..300 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within 30 s");
+}
+
+/// Changes whose events never come (here the debounce outlasts the test, so
+/// none is delivered) are still handled by the periodic rescan: a new file,
+/// a file replaced by rename, a file removed; and a FIFO beside them is never
+/// opened by it (the rescan only looks at file metadata).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_whose_events_are_lost_are_found_by_the_rescan() {
+    let test_db = fresh_database().await;
+    let holder = shared_tempdir();
+    let dir = holder.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    let live = start_live_with(&test_db, &dir, |c| c.plugins.rescan_interval_ms = 200).await;
+    let _watch = watch::watch(Arc::clone(&live), Duration::from_secs(3600), |_, _| {}).unwrap();
+
+    let fifo = dir.join("fifo.wasm");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::fs::write(dir.join("swapper.wasm"), built_plugin("swap_one.wasm")).unwrap();
+    eventually("the new file loading", || {
+        swapper_version(&live).as_deref() == Some("1.0.0")
+    })
+    .await;
+
+    let staged = holder.path().join("staged.wasm");
+    std::fs::write(&staged, built_plugin("swap_two.wasm")).unwrap();
+    std::fs::rename(&staged, dir.join("swapper.wasm")).unwrap();
+    eventually("the renamed-over file loading", || {
+        swapper_version(&live).is_some_and(|v| v != "1.0.0")
+    })
+    .await;
+
+    std::fs::remove_file(dir.join("swapper.wasm")).unwrap();
+    eventually("the removed file unloading", || {
+        swapper_version(&live).is_none()
+    })
+    .await;
+    // The FIFO was refused by the registry (unread), not left hanging.
+    let problems = live.snapshot().problems.clone();
+    assert!(
+        problems.iter().any(|p| p.source.ends_with("fifo.wasm")),
+        "{problems:?}"
+    );
 }
