@@ -20,10 +20,9 @@ use std::time::SystemTime;
 use assay::bench::query::{DEFAULT_QUERY, QueryPaths};
 use assay::config::Config;
 use assay::db::Database;
+use assay::engine::Engine;
 use assay::pipeline::store;
-use assay::pipeline::{DocumentInput, FindingRecord, Pipeline, RunReport};
-use assay::registry::Registry;
-use assay::runtime::Runtime;
+use assay::pipeline::{DocumentInput, FindingRecord, RunReport};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
@@ -77,12 +76,15 @@ fn report_with(template: &RunReport, n: usize) -> RunReport {
 fn store_findings(c: &mut Criterion, rt: &tokio::runtime::Runtime, db: &Arc<Database>) {
     let mut config = Config::default();
     config.plugins.dir = std::env::temp_dir().join("assay-bench-no-plugins");
-    let runtime = Arc::new(Runtime::with_limits(&config).expect("runtime"));
-    let registry = Arc::new(
-        rt.block_on(Registry::load(&runtime, &config, db))
-            .expect("plugins"),
-    );
-    let pipeline = Pipeline::new(runtime, registry, Arc::clone(db), &config);
+    let engine = rt
+        .block_on(
+            Engine::builder(config)
+                .database(Arc::clone(db))
+                .compile_cache(false)
+                .build(),
+        )
+        .expect("engine");
+    let pipeline = engine.pipeline().clone();
     let input = DocumentInput {
         source: "bench-store".into(),
         kind: "transcript".into(),

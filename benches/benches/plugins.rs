@@ -51,7 +51,7 @@ struct Bench {
 impl Bench {
     fn new() -> Self {
         let config = Config::default();
-        let runtime = Arc::new(Runtime::with_limits(&config).expect("wasmtime runtime"));
+        let runtime = Arc::new(Runtime::new(&config, None).expect("wasmtime runtime"));
         Self {
             rt: tokio::runtime::Runtime::new().expect("tokio runtime"),
             linker: capability::linker(&runtime).expect("link"),
@@ -172,9 +172,9 @@ fn load(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let config = Config::default();
     let limits = CallLimits::from_config(&config.limits);
-    let cold = Arc::new(Runtime::with_limits(&config).expect("runtime"));
+    let cold = Arc::new(Runtime::new(&config, None).expect("runtime"));
     let cache = tempfile::tempdir().expect("cache dir");
-    let cached = Arc::new(Runtime::with_compile_cache(cache.path()).expect("runtime"));
+    let cached = Arc::new(Runtime::new(&config, Some(cache.path())).expect("runtime"));
     let bytes = component("keywords.wasm");
     let cold_linker = capability::linker(&cold).expect("link");
     let cached_linker = capability::linker(&cached).expect("link");

@@ -16,11 +16,10 @@ use std::time::{Duration, Instant};
 use assay::config::Config;
 use assay::db::Database;
 use assay::db::embedded::EmbeddedPostgres;
+use assay::engine::Engine;
 use assay::pipeline::{DocumentInput, Pipeline};
-use assay::registry::PluginLoader;
 use assay::registry::live::LiveRegistry;
 use assay::registry::watch;
-use assay::runtime::Runtime;
 use assay::runtime::loader::sha256_hex;
 
 /// The debounce `assay up` uses by default; it is part of what an operator
@@ -100,13 +99,14 @@ async fn start_engine(server: &EmbeddedPostgres, config: &Config) -> (Arc<LiveRe
             .await
             .expect("database"),
     );
-    let runtime = Arc::new(Runtime::for_config(config).expect("runtime"));
-    let loader = PluginLoader::new(Arc::clone(&runtime), Arc::clone(&db), config.clone())
+    let engine = Engine::builder(config.clone())
+        .database(db)
+        .live()
+        .build()
         .await
-        .expect("loader");
-    let live = LiveRegistry::start(loader).await.expect("registry");
-    let pipeline = Pipeline::live(runtime, live.handle(), db, config);
-    (live, pipeline)
+        .expect("engine");
+    let live = Arc::clone(engine.live().expect("built live"));
+    (live, engine.pipeline().clone())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

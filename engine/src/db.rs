@@ -107,10 +107,8 @@ pub struct LastConnectError(Arc<Mutex<Option<(Instant, String)>>>);
 impl LastConnectError {
     /// The last error recorded at or after `since`.
     pub fn since(&self, since: Instant) -> Option<String> {
-        self.0
-            .lock()
-            .ok()
-            .and_then(|last| last.clone())
+        crate::sync::lock(&self.0)
+            .clone()
             .filter(|(at, _)| *at >= since)
             .map(|(_, message)| message)
     }
@@ -119,9 +117,7 @@ impl LastConnectError {
 impl<E: std::fmt::Display + Send + 'static> bb8::ErrorSink<E> for LastConnectError {
     fn sink(&self, error: E) {
         tracing::debug!(%error, "a database connection could not be made");
-        if let Ok(mut last) = self.0.lock() {
-            *last = Some((Instant::now(), error.to_string()));
-        }
+        *crate::sync::lock(&self.0) = Some((Instant::now(), error.to_string()));
     }
 
     fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<E>> {
@@ -298,10 +294,9 @@ impl Database {
     }
 
     fn revive_embedded(&self) -> Result<bool, embedded::EmbeddedError> {
-        match self.embedded.lock() {
-            Ok(guard) => guard.as_ref().map_or(Ok(false), EmbeddedPostgres::revive),
-            Err(_) => Ok(false),
-        }
+        crate::sync::lock(&self.embedded)
+            .as_ref()
+            .map_or(Ok(false), EmbeddedPostgres::revive)
     }
 
     /// Whether this database is the embedded server.
@@ -319,7 +314,7 @@ impl Database {
     }
 
     fn take_embedded(&self) -> Option<EmbeddedPostgres> {
-        self.embedded.lock().ok().and_then(|mut e| e.take())
+        crate::sync::lock(&self.embedded).take()
     }
 
     /// Closes the pools and, if this process was the last user of the embedded

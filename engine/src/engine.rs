@@ -131,8 +131,12 @@ impl EngineBuilder {
         };
         let runtime = match self.runtime {
             Some(runtime) => runtime,
-            None if self.compile_cache => Arc::new(Runtime::for_config(&config)?),
-            None => Arc::new(Runtime::with_limits(&config)?),
+            None => {
+                let cache = self
+                    .compile_cache
+                    .then_some(config.plugins.cache_dir.as_path());
+                Arc::new(Runtime::new(&config, cache)?)
+            }
         };
         let supervisor = if self.supervise {
             db.supervise_embedded()

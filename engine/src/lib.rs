@@ -46,3 +46,4 @@ pub mod pipeline;
 pub mod registry;
 pub mod runtime;
 pub mod service;
+pub mod sync;

@@ -262,11 +262,17 @@ impl Pipeline {
 
     /// Analyses one document and stores the run.
     pub async fn run(&self, input: DocumentInput) -> Result<RunReport, PipelineError> {
-        input.validate().map_err(PipelineError::Rejected)?;
-        let _turn = self.admission.document().await.map_err(|m| {
-            self.failures.record(failures::ENGINE, "overloaded", &m);
-            PipelineError::Overloaded(m)
-        })?;
+        input
+            .validate()
+            .map_err(|e| PipelineError::Rejected(e.to_string()))?;
+        let _turn = self
+            .admission
+            .document()
+            .await
+            .map_err(|admission::Overloaded(m)| {
+                self.failures.record(failures::ENGINE, "overloaded", &m);
+                PipelineError::Overloaded(m)
+            })?;
         let report = self.run_admitted(input).await;
         if let Err(PipelineError::Db(e)) = &report {
             self.failures
@@ -449,7 +455,7 @@ impl Pipeline {
             .admission
             .call(plugin.name(), limits)
             .await
-            .map_err(CallFailure::Overloaded)?;
+            .map_err(|admission::Overloaded(m)| CallFailure::Overloaded(m))?;
         plugin.call(&self.runtime, limits, doc).await
     }
 }

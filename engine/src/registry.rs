@@ -203,8 +203,22 @@ impl Registry {
     }
 }
 
+/// Why component bytes could not be made a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// Nothing to load.
+    #[error("the file is empty")]
+    Empty,
+    /// Validating and compiling took longer than `plugins.load_timeout_ms`.
+    #[error("loading took longer than {} ms (plugins.load_timeout_ms)", .0.as_millis())]
+    TimedOut(Duration),
+    /// Not a usable plugin (see [`loader::LoadError`]).
+    #[error(transparent)]
+    Load(#[from] crate::runtime::loader::LoadError),
+}
+
 /// A component to load: where it is from, and its bytes (or why they could not be read).
-pub type Candidate = (PluginSource, Result<Vec<u8>, String>);
+pub type Candidate = (PluginSource, Result<Vec<u8>, files::ReadError>);
 
 /// Everything needed to turn component bytes into a registered plugin; shared
 /// by start-up and hot reload.
@@ -283,16 +297,16 @@ impl PluginLoader {
             cause,
         };
         for path in files::plugin_files(&self.plugin_dir).map_err(dir_err)? {
-            let bytes = self.read(&path).await.map_err(|e| e.to_string());
+            let bytes = self.read(&path).await;
             candidates.push((PluginSource::File(path), bytes));
         }
         Ok(candidates)
     }
 
     /// Validates and compiles component bytes (within `plugins.load_timeout_ms`).
-    pub async fn compile(&self, bytes: &[u8]) -> Result<Plugin, String> {
+    pub async fn compile(&self, bytes: &[u8]) -> Result<Plugin, CompileError> {
         if bytes.is_empty() {
-            return Err("the file is empty".to_string());
+            return Err(CompileError::Empty);
         }
         let timeout = Duration::from_millis(self.config.plugins.load_timeout_ms);
         match tokio::time::timeout(
@@ -306,11 +320,8 @@ impl PluginLoader {
         )
         .await
         {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err(format!(
-                "loading took longer than {} ms (plugins.load_timeout_ms)",
-                timeout.as_millis()
-            )),
+            Ok(result) => result.map_err(CompileError::Load),
+            Err(_) => Err(CompileError::TimedOut(timeout)),
         }
     }
 
@@ -367,7 +378,8 @@ impl PluginLoader {
         for (source, bytes) in self.candidates().await? {
             let bytes = match bytes {
                 Ok(bytes) => bytes,
-                Err(message) => {
+                Err(e) => {
+                    let message = e.to_string();
                     refusals.push(history::Refusal::new(&source, &[], &message));
                     registry.problems.push(LoadProblem {
                         source: source.to_string(),
@@ -376,7 +388,7 @@ impl PluginLoader {
                     continue;
                 }
             };
-            match self.compile(&bytes).await {
+            match self.compile(&bytes).await.map_err(|e| e.to_string()) {
                 Ok(plugin) => match loaded.iter().position(|(_, p, _)| p.identity.name == plugin.identity.name) {
                     // A file in the plugin directory replaces a bundled plugin of the same name.
                     Some(i) if matches!(loaded[i].0, PluginSource::Bundled(_)) => {

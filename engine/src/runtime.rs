@@ -48,26 +48,14 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// A runtime with the default limits and no compile cache.
-    pub fn new() -> Result<Self, RuntimeError> {
-        Self::with_limits(&crate::config::Config::default())
-    }
-
-    /// The runtime `config` asks for: limits from `[limits]`, compiled plugins
-    /// cached in `plugins.cache_dir`.
-    pub fn for_config(config: &crate::config::Config) -> Result<Self, RuntimeError> {
-        let mut runtime = Self::with_limits(config)?;
-        runtime.cache = Some(cache::CompileCache::new(
-            &config.plugins.cache_dir,
-            &runtime.engine,
-        ));
-        Ok(runtime)
-    }
-
-    /// Creates the engine — pooling instance allocator sized by `[limits]`,
-    /// copy-on-write memory images, epoch interruption — starts its epoch
-    /// ticker.
-    pub fn with_limits(settings: &crate::config::Config) -> Result<Self, RuntimeError> {
+    /// The runtime `settings` ask for — pooling instance allocator sized by
+    /// `[limits]`, copy-on-write memory images, epoch interruption, its epoch
+    /// ticker started — keeping compiled plugins in `compile_cache` if given
+    /// (the engine passes `plugins.cache_dir`; see [`cache`]).
+    pub fn new(
+        settings: &crate::config::Config,
+        compile_cache: Option<&std::path::Path>,
+    ) -> Result<Self, RuntimeError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -95,18 +83,12 @@ impl Runtime {
             })
             .map_err(wasmtime::Error::from)?;
 
+        let cache = compile_cache.map(|dir| cache::CompileCache::new(dir, &engine));
         Ok(Self {
             engine,
-            cache: None,
+            cache,
             wasm_stack_kib: (stack / 1024) as u64,
         })
-    }
-
-    /// A runtime with the default limits that keeps compiled plugins in `dir` (see [`cache`]).
-    pub fn with_compile_cache(dir: &std::path::Path) -> Result<Self, RuntimeError> {
-        let mut runtime = Self::new()?;
-        runtime.cache = Some(cache::CompileCache::new(dir, &runtime.engine));
-        Ok(runtime)
     }
 
     /// The maximum wasm stack of every call, KiB (`limits.wasm_stack_kib`).

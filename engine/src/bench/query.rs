@@ -223,7 +223,7 @@ impl QueryPaths {
                 write: vec![],
             },
         );
-        let runtime = Arc::new(Runtime::with_limits(&config)?);
+        let runtime = Arc::new(Runtime::new(&config, None)?);
         let loader =
             PluginLoader::new(Arc::clone(&runtime), Arc::clone(&self.db), config.clone()).await?;
         let loaded = loader

@@ -111,8 +111,10 @@ impl CallEnd for SqlCall {
     async fn finish(&mut self, keep: bool) -> Result<(), CallFailure> {
         match self.session.finish(keep).await {
             Ok(()) => Ok(()),
-            Err(m) if self.session.unavailable().is_some() => Err(CallFailure::Database(m)),
-            Err(m) => Err(CallFailure::Failed(m)),
+            Err(session::NotCommitted(m)) if self.session.unavailable().is_some() => {
+                Err(CallFailure::Database(m))
+            }
+            Err(session::NotCommitted(m)) => Err(CallFailure::Failed(m)),
         }
     }
 

@@ -53,23 +53,20 @@ impl Admission {
     }
 
     /// A turn for one document, or why there is none.
-    pub async fn document(&self) -> Result<OwnedSemaphorePermit, String> {
+    pub async fn document(&self) -> Result<OwnedSemaphorePermit, Overloaded> {
         acquire(&self.documents, self.wait).await.ok_or_else(|| {
-            format!(
+            Overloaded(format!(
                 "{} documents are already being analysed (pipeline.max_in_flight) and none finished within {} ms (limits.queue_timeout_ms); retry later",
                 self.max_documents,
                 self.wait.as_millis()
-            )
+            ))
         })
     }
 
     /// A turn for one call of `plugin`, or why there is none.
-    pub async fn call(&self, plugin: &str, limits: &CallLimits) -> Result<CallPermit, String> {
+    pub async fn call(&self, plugin: &str, limits: &CallLimits) -> Result<CallPermit, Overloaded> {
         let mine = {
-            let mut per_plugin = self
-                .per_plugin
-                .lock()
-                .map_err(|_| "admission state is unusable".to_string())?;
+            let mut per_plugin = crate::sync::lock(&self.per_plugin);
             Arc::clone(
                 per_plugin
                     .entry(plugin.to_string())
@@ -79,19 +76,19 @@ impl Admission {
         // The plugin's own slot first: a plugin at its limit must not hold
         // global slots other plugins could use while it waits.
         let plugin_permit = acquire(&mine, self.wait).await.ok_or_else(|| {
-            format!(
+            Overloaded(format!(
                 "{plugin} is already running {} calls ({}) and none finished within {} ms (limits.queue_timeout_ms)",
                 limits.concurrent_calls,
                 limits.key("concurrent_calls"),
                 self.wait.as_millis()
-            )
+            ))
         })?;
         let global = acquire(&self.calls, self.wait).await.ok_or_else(|| {
-            format!(
+            Overloaded(format!(
                 "{} plugin calls are already running (limits.max_concurrent_calls) and none finished within {} ms (limits.queue_timeout_ms)",
                 self.max_calls,
                 self.wait.as_millis()
-            )
+            ))
         })?;
         Ok(CallPermit {
             _global: global,
@@ -99,6 +96,11 @@ impl Admission {
         })
     }
 }
+
+/// Why there was no turn: which limit was full, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Overloaded(pub String);
 
 async fn acquire(semaphore: &Arc<Semaphore>, wait: Duration) -> Option<OwnedSemaphorePermit> {
     match tokio::time::timeout(wait, Arc::clone(semaphore).acquire_owned()).await {

@@ -57,9 +57,7 @@ pub struct FailureLog {
 impl FailureLog {
     /// Records one failure of `plugin` (or [`ENGINE`]).
     pub fn record(&self, plugin: &str, kind: &'static str, message: &str) {
-        let Ok(mut by_plugin) = self.by_plugin.lock() else {
-            return;
-        };
+        let mut by_plugin = crate::sync::lock(&self.by_plugin);
         let entry = by_plugin.entry(plugin.to_string()).or_default();
         let now = Instant::now();
         entry.recent.push_back((now, kind));
@@ -79,9 +77,7 @@ impl FailureLog {
 
     /// Every plugin with failures, by name.
     pub fn summary(&self) -> BTreeMap<String, FailureSummary> {
-        let Ok(mut by_plugin) = self.by_plugin.lock() else {
-            return BTreeMap::new();
-        };
+        let mut by_plugin = crate::sync::lock(&self.by_plugin);
         let now = Instant::now();
         by_plugin
             .iter_mut()

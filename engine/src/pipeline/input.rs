@@ -51,41 +51,47 @@ impl DocumentInput {
     /// Checks everything PostgreSQL would refuse to store, so that a caller's
     /// mistake is reported as such (HTTP 400, a skipped input) rather than as
     /// a failed write. The message names the field and what to do.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidDocument> {
+        let invalid = |m: String| Err(InvalidDocument(m));
         if self.source.is_empty() {
-            return Err("source is empty; name where the document comes from".into());
+            return invalid("source is empty; name where the document comes from".into());
         }
         if self.source.len() > MAX_SOURCE_BYTES {
-            return Err(format!(
+            return invalid(format!(
                 "source is {} bytes; at most {MAX_SOURCE_BYTES} are accepted (it names where the document comes from)",
                 self.source.len()
             ));
         }
         if self.source.contains('\0') {
-            return Err("source contains a NUL character".into());
+            return invalid("source contains a NUL character".into());
         }
         if !valid_kind(&self.kind) {
-            return Err(format!(
+            return invalid(format!(
                 "kind {:?} is not valid: use up to 64 letters, digits, `_`, `.`, `:` or `-`, starting with a letter or digit",
                 self.kind
             ));
         }
         if self.text.trim().is_empty() {
-            return Err("text is empty; there is nothing to analyse".into());
+            return invalid("text is empty; there is nothing to analyse".into());
         }
         if self.text.contains('\0') {
-            return Err(
+            return invalid(
                 "text contains NUL characters; it looks like binary data, not a document".into(),
             );
         }
         if let Some(path) = crate::db::nul_in_object(&self.metadata, "metadata") {
-            return Err(format!(
+            return invalid(format!(
                 "{path} contains a NUL character (\\u0000), which PostgreSQL cannot store in JSON; remove it"
             ));
         }
         Ok(())
     }
 }
+
+/// What is wrong with a document, naming the field and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidDocument(pub String);
 
 pub use crate::db::nul_in_json;
 pub use crate::runtime::plugin::valid_kind;
@@ -237,7 +243,7 @@ fn document(
     }
     doc.metadata
         .extend(meta.iter().map(|(k, v)| (k.clone(), v.clone())));
-    doc.validate()?;
+    doc.validate().map_err(|InvalidDocument(m)| m)?;
     Ok(doc)
 }
 

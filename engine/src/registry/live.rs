@@ -175,22 +175,18 @@ impl LiveRegistry {
 
     /// Every source's status, by source.
     pub fn statuses(&self) -> Vec<PluginStatus> {
-        self.statuses
-            .lock()
-            .map(|s| s.values().cloned().collect())
-            .unwrap_or_default()
+        crate::sync::lock(&self.statuses)
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn set_status(&self, status: PluginStatus) {
-        if let Ok(mut statuses) = self.statuses.lock() {
-            statuses.insert(status.source.clone(), status);
-        }
+        crate::sync::lock(&self.statuses).insert(status.source.clone(), status);
     }
 
     fn forget_status(&self, source: &str) {
-        if let Ok(mut statuses) = self.statuses.lock() {
-            statuses.remove(source);
-        }
+        crate::sync::lock(&self.statuses).remove(source);
     }
 
     /// The plugin directory (absolute, symlinks resolved).
@@ -320,7 +316,7 @@ impl LiveRegistry {
                 Some(_) => Prepared::Unchanged,
                 None => match self.loader.compile(&bytes).await {
                     Ok(plugin) => Prepared::Compiled(bytes, Box::new(plugin)),
-                    Err(message) => Prepared::Refused(bytes, message),
+                    Err(e) => Prepared::Refused(bytes, e.to_string()),
                 },
             },
             Read::Refused(bytes, message) => Prepared::Refused(bytes, message),
@@ -334,11 +330,8 @@ impl LiveRegistry {
         let source = PluginSource::File(path.to_path_buf());
         let sha = sha256_hex(bytes);
         let current = self.snapshot();
-        let tried_before = self
-            .last_tried
-            .lock()
-            .ok()
-            .and_then(|mut tried| tried.insert(path.to_path_buf(), sha.clone()));
+        let tried_before =
+            crate::sync::lock(&self.last_tried).insert(path.to_path_buf(), sha.clone());
         if let Some(plugin) = current
             .plugins()
             .iter()
@@ -376,7 +369,8 @@ impl LiveRegistry {
         if let Some(other) = current.plugins().iter().find(|p| {
             p.name() == name && p.source != source && matches!(p.source, PluginSource::File(_))
         }) {
-            if let Ok(mut conflicts) = self.name_conflicts.lock() {
+            {
+                let mut conflicts = crate::sync::lock(&self.name_conflicts);
                 conflicts
                     .entry(name.clone())
                     .or_default()
@@ -447,10 +441,8 @@ impl LiveRegistry {
                 "refused, the previous version keeps serving: {}",
                 printable(&message)
             );
-            if !bytes.is_empty()
-                && let Ok(mut tried) = self.last_tried.lock()
-            {
-                tried.insert(path.clone(), sha256_hex(&bytes));
+            if !bytes.is_empty() {
+                crate::sync::lock(&self.last_tried).insert(path.clone(), sha256_hex(&bytes));
             }
             let mut status = match current.plugins().iter().find(|p| p.source == source) {
                 Some(plugin) => active_status(plugin),
@@ -476,7 +468,8 @@ impl LiveRegistry {
     /// (to be tried again).
     async fn unload(&self, path: &Path) -> (ReloadOutcome, Vec<PathBuf>) {
         let source = PluginSource::File(path.to_path_buf());
-        if let Ok(mut tried) = self.last_tried.lock() {
+        {
+            let mut tried = crate::sync::lock(&self.last_tried);
             tried.remove(path);
         }
         let current = self.snapshot();
@@ -491,7 +484,8 @@ impl LiveRegistry {
             next.problems.retain(|p| p.source != source.to_string());
             self.current.store(Arc::new(next));
             self.forget_status(&source.to_string());
-            if let Ok(mut conflicts) = self.name_conflicts.lock() {
+            {
+                let mut conflicts = crate::sync::lock(&self.name_conflicts);
                 for waiting in conflicts.values_mut() {
                     waiting.remove(path);
                 }
@@ -517,15 +511,13 @@ impl LiveRegistry {
         status.status = "unloaded";
         self.set_status(status);
         tracing::info!(plugin = %name, "plugin unloaded (its file was removed)");
-        let retry: Vec<PathBuf> = self
-            .name_conflicts
-            .lock()
-            .ok()
-            .and_then(|mut conflicts| conflicts.remove(&name))
+        let retry: Vec<PathBuf> = crate::sync::lock(&self.name_conflicts)
+            .remove(&name)
             .unwrap_or_default()
             .into_iter()
             .collect();
-        if let Ok(mut tried) = self.last_tried.lock() {
+        {
+            let mut tried = crate::sync::lock(&self.last_tried);
             for path in &retry {
                 tried.remove(path);
             }

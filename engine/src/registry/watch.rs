@@ -135,7 +135,7 @@ async fn rescan_missed(
         let mut quiet = BTreeSet::new();
         let mut still_settling = BTreeMap::new();
         {
-            let Ok(mut seen) = seen.lock() else { return };
+            let mut seen = crate::sync::lock(&seen);
             for path in differing(&seen, &now) {
                 let print = now.get(&path).copied();
                 match settling.get(&path) {
@@ -222,18 +222,18 @@ async fn guard_directory(
                     "the plugin directory {} was replaced; watching the new one",
                     dir.display()
                 );
-                let rewatched = debouncer.lock().map_err(|_| ()).map(|mut d| {
+                let rewatched = {
+                    let mut d = crate::sync::lock(&debouncer);
                     let _ = d.unwatch(&dir);
                     d.watch(&dir, RecursiveMode::NonRecursive)
-                });
+                };
                 match rewatched {
-                    Ok(Ok(())) => {
+                    Ok(()) => {
                         watched = now;
                         warned = false;
                         live.rescan().await;
                     }
-                    Ok(Err(e)) => tracing::error!("cannot watch {}: {e}", dir.display()),
-                    Err(_) => return,
+                    Err(e) => tracing::error!("cannot watch {}: {e}", dir.display()),
                 }
             }
         }
@@ -314,13 +314,12 @@ pub fn watch(
                 }
             }
             // What the events handled, the rescan need not find again.
-            if let Ok(mut seen) = seen.lock() {
-                for (path, print) in handled {
-                    match print {
-                        Some(print) => seen.insert(path, print),
-                        None => seen.remove(&path),
-                    };
-                }
+            let mut seen = crate::sync::lock(&seen);
+            for (path, print) in handled {
+                match print {
+                    Some(print) => seen.insert(path, print),
+                    None => seen.remove(&path),
+                };
             }
         }
     });

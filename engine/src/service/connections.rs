@@ -10,7 +10,7 @@
 //! request is in flight).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -46,7 +46,7 @@ impl Connection {
     fn activity(&self) -> MutexGuard<'_, Activity> {
         // The counters stay meaningful even if a holder panicked: every
         // update is a single assignment.
-        self.activity.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.activity)
     }
 
     /// Counts a request as in flight until the returned guard drops (when the
@@ -118,7 +118,7 @@ impl Registry {
 
     fn open(&self) -> MutexGuard<'_, Open> {
         // A map of handles: still consistent if a holder panicked.
-        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.open)
     }
 
     /// Admits a new connection. At the limit, the connection idle the longest

@@ -141,7 +141,8 @@ async fn plugin_migrations_apply_once() {
     );
 
     // Loading the plugins again (a second engine on the same database) applies nothing new.
-    let runtime = std::sync::Arc::new(assay::runtime::Runtime::new().unwrap());
+    let runtime =
+        std::sync::Arc::new(assay::runtime::Runtime::new(&Default::default(), None).unwrap());
     let registry = assay::registry::Registry::load(&runtime, &engine.config, &engine.db)
         .await
         .unwrap();

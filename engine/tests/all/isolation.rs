@@ -50,7 +50,7 @@ async fn register(engine: &TestEngine, file: &str, bytes: &[u8]) -> Result<(), S
     )
     .await
     .unwrap();
-    let plugin = loader.compile(bytes).await?;
+    let plugin = loader.compile(bytes).await.map_err(|e| e.to_string())?;
     match loader
         .register(PluginSource::File(PathBuf::from(file)), plugin, bytes)
         .await

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// The top-level modules of the library, by layer (lower first).
 const LAYERS: &[(&str, u32)] = &[
     ("config", 0),
+    ("sync", 0),
     ("db", 1),
     ("bundled", 1),
     ("runtime", 2),

@@ -40,7 +40,7 @@ async fn start_live_with(
             .await
             .unwrap(),
     );
-    let runtime = Arc::new(Runtime::for_config(&config).unwrap());
+    let runtime = Arc::new(Runtime::new(&config, Some(&config.plugins.cache_dir)).unwrap());
     let loader = PluginLoader::new(runtime, db, config).await.unwrap();
     LiveRegistry::start(loader).await.unwrap()
 }

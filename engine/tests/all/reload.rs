@@ -48,7 +48,7 @@ async fn live_engine_on(
             .await
             .unwrap(),
     );
-    let runtime = Arc::new(Runtime::with_compile_cache(cache.path()).unwrap());
+    let runtime = Arc::new(Runtime::new(&Default::default(), Some(cache.path())).unwrap());
     let loader = PluginLoader::new(Arc::clone(&runtime), Arc::clone(&db), config.clone())
         .await
         .unwrap();
@@ -509,7 +509,10 @@ async fn the_compile_cache_ignores_entries_it_did_not_write_well() {
 
 fn wasmtime_engine() -> wasmtime::Engine {
     // Same settings as the runtime: the cache folder name depends on them.
-    Runtime::new().unwrap().engine().clone()
+    Runtime::new(&Default::default(), None)
+        .unwrap()
+        .engine()
+        .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

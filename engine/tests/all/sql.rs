@@ -166,7 +166,7 @@ async fn operator_grants_are_applied_and_revoked() {
     // The configuration changes (the grant is gone): loading applies the change.
     let mut config = sandbox.engine.config.clone();
     config.plugins.grants.clear();
-    let runtime = Arc::new(Runtime::new().unwrap());
+    let runtime = Arc::new(Runtime::new(&Default::default(), None).unwrap());
     let registry = Arc::new(
         Registry::load(&runtime, &config, &sandbox.engine.db)
             .await
@@ -220,7 +220,7 @@ async fn operator_grants_are_applied_and_revoked() {
                 }
             },
         );
-        let runtime = Arc::new(Runtime::new().unwrap());
+        let runtime = Arc::new(Runtime::new(&Default::default(), None).unwrap());
         let registry = Registry::load(&runtime, &config, &sandbox.engine.db)
             .await
             .unwrap();
@@ -271,7 +271,7 @@ async fn the_budget_must_fit_the_server_and_idle_connections_are_reaped() {
     let sandbox = Sandbox::with(|c| c.sandbox.idle_timeout_ms = 300).await;
     let mut config = sandbox.engine.config.clone();
     config.sandbox.connection_budget = 1_000;
-    let runtime = Arc::new(Runtime::new().unwrap());
+    let runtime = Arc::new(Runtime::new(&Default::default(), None).unwrap());
     let err = Registry::load(&runtime, &config, &sandbox.engine.db)
         .await
         .unwrap_err();
@@ -389,7 +389,7 @@ async fn an_engine_role_with_only_createrole_is_enough() {
             .await
             .unwrap(),
     );
-    let runtime = Arc::new(Runtime::new().unwrap());
+    let runtime = Arc::new(Runtime::new(&Default::default(), None).unwrap());
     let registry = Arc::new(Registry::load(&runtime, &config, &db).await.unwrap());
     assert!(registry.problems.is_empty(), "{:?}", registry.problems);
     // Only the language is out of reach (it belongs to the superuser); that is reported.

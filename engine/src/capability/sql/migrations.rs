@@ -20,6 +20,12 @@ use crate::capability::sql::sandbox::{MIGRATIONS_TABLE, quote_ident};
 use crate::runtime::loader::sha256_hex;
 use crate::runtime::plugin::Migration;
 
+/// Why a plugin's migrations were not applied: which one and why, naming
+/// the limit when one was hit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MigrationFailed(pub String);
+
 /// Applies the migrations not yet applied; returns how many were. The error
 /// says which migration failed and why, naming the limit when one was hit.
 pub async fn apply(
@@ -28,7 +34,7 @@ pub async fn apply(
     schema: &str,
     migrations: &[Migration],
     deadline: Duration,
-) -> Result<usize, String> {
+) -> Result<usize, MigrationFailed> {
     let statement_timeout = session.caps().statement_timeout;
     let outcome = tokio::time::timeout(
         deadline,
@@ -37,25 +43,24 @@ pub async fn apply(
     .await;
     match outcome {
         Ok(Ok(applied)) => {
-            session
-                .finish(true)
-                .await
-                .map_err(|e| format!("its migrations could not be committed: {e}"))?;
+            session.finish(true).await.map_err(|e| {
+                MigrationFailed(format!("its migrations could not be committed: {e}"))
+            })?;
             Ok(applied)
         }
         Ok(Err(message)) => {
             let _ = session.finish(false).await;
-            Err(message)
+            Err(MigrationFailed(message))
         }
         Err(_) => {
             session.abandon_statement().await;
             let _ = session.finish(false).await;
-            Err(format!(
+            Err(MigrationFailed(format!(
                 "its migrations ran past the plugin's deadline of {} ms (limits.call_timeout_ms; \
                  raise it in [limits.plugins.{plugin}] for a migration that needs longer); \
                  none of them was applied",
                 deadline.as_millis()
-            ))
+            )))
         }
     }
 }

@@ -49,11 +49,16 @@ impl std::fmt::Debug for SandboxPool {
     }
 }
 
+/// Why a plugin's pool gave no connection: what to check, in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PoolUnavailable(pub String);
+
 impl SandboxPool {
     /// A connection, or why there is none within the connect timeout.
-    pub async fn get_owned(&self) -> Result<SandboxPooled, String> {
+    pub async fn get_owned(&self) -> Result<SandboxPooled, PoolUnavailable> {
         let asked = Instant::now();
-        self.pool.get_owned().await.map_err(|e| match e {
+        self.pool.get_owned().await.map_err(|e| PoolUnavailable(match e {
             bb8::RunError::User(e) => format!("cannot connect to PostgreSQL: {e}"),
             bb8::RunError::TimedOut => {
                 match self.last_error.since(asked) {
@@ -68,7 +73,7 @@ impl SandboxPool {
                     ),
                 }
             }
-        })
+        }))
     }
 
     /// Connections open and idle.
@@ -224,31 +229,26 @@ pub const CACHED_STATEMENTS: usize = 256;
 impl StatementCache {
     /// The prepared statement for `sql`, if this connection has one.
     pub fn get(&self, sql: &str) -> Option<tokio_postgres::Statement> {
-        self.0.lock().ok()?.get(sql).cloned()
+        crate::sync::lock(&self.0).get(sql).cloned()
     }
 
     /// Keeps `statement` for `sql`.
     pub fn insert(&self, sql: &str, statement: tokio_postgres::Statement) {
-        if let Ok(mut cache) = self.0.lock() {
-            if cache.len() >= CACHED_STATEMENTS {
-                cache.clear();
-            }
-            cache.insert(sql.to_string(), statement);
+        let mut cache = crate::sync::lock(&self.0);
+        if cache.len() >= CACHED_STATEMENTS {
+            cache.clear();
         }
+        cache.insert(sql.to_string(), statement);
     }
 
     /// Forgets `sql` (its statement failed in a way re-preparing may fix).
     pub fn evict(&self, sql: &str) {
-        if let Ok(mut cache) = self.0.lock() {
-            cache.remove(sql);
-        }
+        crate::sync::lock(&self.0).remove(sql);
     }
 
     /// Forgets everything (after `DISCARD ALL`, which deallocates them all).
     pub fn clear(&self) {
-        if let Ok(mut cache) = self.0.lock() {
-            cache.clear();
-        }
+        crate::sync::lock(&self.0).clear();
     }
 }
 

@@ -68,7 +68,7 @@ pub async fn register(
     tx.commit()
         .await
         .map_err(DbError::query("re-asserting the plugin role"))?;
-    migrated.map_err(|m| RegisterError::Refused(format!("plugin {name}: {m}")))?;
+    migrated.map_err(|e| RegisterError::Refused(format!("plugin {name}: {e}")))?;
     Ok(registered)
 }
 

@@ -92,6 +92,11 @@ impl SqlCaps {
     }
 }
 
+/// Why a call's transaction was not committed when its plugin returned `ok`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotCommitted(pub String);
+
 /// One call's (lazily opened) transaction.
 pub struct SqlSession {
     pool: Option<SandboxPool>,
@@ -142,7 +147,7 @@ impl SqlSession {
             })?;
             match pool.get_owned().await {
                 Ok(conn) => self.conn = Some(conn),
-                Err(message) => {
+                Err(super::pool::PoolUnavailable(message)) => {
                     self.unavailable = Some(message.clone());
                     return Err(SqlError::Unavailable(message));
                 }
@@ -332,7 +337,7 @@ impl SqlSession {
     /// Ends the call's transaction: commit when `commit` and nothing failed,
     /// otherwise roll back; then reset the session. Returns why a requested
     /// commit did not happen.
-    pub async fn finish(&mut self, commit: bool) -> Result<(), String> {
+    pub async fn finish(&mut self, commit: bool) -> Result<(), NotCommitted> {
         let Some(mut conn) = self.conn.take() else {
             return Ok(());
         };
@@ -377,7 +382,11 @@ impl SqlSession {
                 self.caps.statement_timeout.as_millis()
             );
             self.unavailable.get_or_insert_with(|| message.clone());
-            return if commit { Err(message) } else { Ok(()) };
+            return if commit {
+                Err(NotCommitted(message))
+            } else {
+                Ok(())
+            };
         };
         if discarded.is_err() || ended.is_err() {
             conn.poisoned = true;
@@ -393,7 +402,7 @@ impl SqlSession {
                 if let SqlError::Unavailable(_) = to_sql_error(e) {
                     self.unavailable.get_or_insert_with(|| message.clone());
                 }
-                Err(message)
+                Err(NotCommitted(message))
             }
             _ => Ok(()),
         }
