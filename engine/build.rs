@@ -1,6 +1,7 @@
-//! Builds the plugins in `plugins/` as WebAssembly components and embeds the
-//! bundled ones in the `assay` binary, so a fresh clone runs without a manual
-//! plugin build.
+//! Builds the bundled and tool plugins in `plugins/` as WebAssembly
+//! components and embeds them in the `assay` binary, so a fresh clone runs
+//! without a manual plugin build. Plugins only tests use are built by
+//! `assay-test-artifacts`, a dev-dependency, so a plain build never compiles them.
 //!
 //! How the plugins are built (a second cargo, its own target directory) is in
 //! `assay-component-build`.
@@ -22,29 +23,18 @@ const BUNDLED: &[(&str, &str)] = &[
 /// Plugins built into the binary for its tools, never loaded by default.
 const TOOLS: &[(&str, &str)] = &[("bench-query", "bench_query.wasm")];
 
-/// Plugins only tests and benchmarks use (misbehaving on purpose, trivial, or
-/// not plugins at all).
-const TESTING: &[(&str, &str)] = &[
-    ("faulty", "faulty.wasm"),
-    ("trivial", "trivial.wasm"),
-    ("attacker", "attacker.wasm"),
-    ("swap-one", "swap_one.wasm"),
-    ("swap-two", "swap_two.wasm"),
-    ("bad-describe", "bad_describe.wasm"),
-    ("future-wit", "future_wit.wasm"),
-    ("not-a-plugin", "not-a-plugin.wasm"),
-];
-
 fn main() {
     let root = workspace_root(1);
-    rerun_if_changed(&root, ["plugins", "wit", "migrations", "Cargo.lock"]);
+    let plugins = BUNDLED.iter().chain(TOOLS);
+    rerun_if_changed(
+        &root,
+        plugins
+            .clone()
+            .map(|(krate, _)| format!("plugins/{krate}"))
+            .chain(["plugins/sdk", "wit", "migrations", "Cargo.lock"].map(String::from)),
+    );
 
-    let crates: Vec<&str> = BUNDLED
-        .iter()
-        .chain(TOOLS)
-        .chain(TESTING)
-        .map(|(krate, _)| *krate)
-        .collect();
+    let crates: Vec<&str> = plugins.map(|(krate, _)| *krate).collect();
     let out_dir = build(&root, &crates);
     let mut code = String::from(
         "/// Components built into the binary: (file name, bytes).\npub static BUNDLED: &[(&str, &[u8])] = &[\n",
@@ -71,7 +61,7 @@ fn main() {
     }
     writeln!(
         code,
-        "/// Directory holding every component built from `plugins/`, test plugins included.\n#[doc(hidden)]\npub const BUILT_PLUGIN_DIR: &str = {:?};",
+        "/// Directory the bundled and tool plugins are built into.\n#[doc(hidden)]\npub const BUILT_PLUGIN_DIR: &str = {:?};",
         out_dir.display().to_string()
     )
     .expect("write to string");

@@ -28,9 +28,14 @@ fn document_of(bytes: usize) -> String {
     sample.chars().cycle().take(bytes).collect()
 }
 
+/// Bytes of a component: a test plugin's from `assay-test-artifacts`, a
+/// bundled plugin's from the engine's build.
 fn component(file: &str) -> Vec<u8> {
-    std::fs::read(std::path::Path::new(assay::bundled::BUILT_PLUGIN_DIR).join(file))
-        .expect("the plugins are built with the engine")
+    let path = assay_test_artifacts::path(file).map_or_else(
+        || std::path::Path::new(assay::bundled::BUILT_PLUGIN_DIR).join(file),
+        std::path::Path::to_path_buf,
+    );
+    std::fs::read(path).expect("the plugins are built with the engine and the test artifacts")
 }
 
 fn host_document(text: &str) -> Document {

@@ -1,10 +1,13 @@
 //! Builds plugin crates of this workspace as WebAssembly components, for the
-//! build scripts that need them (the engine's, which embeds the bundled ones).
+//! build scripts that need them: the engine's (the bundled and tool plugins it
+//! embeds) and `assay-test-artifacts`' (the plugins only tests use).
 //!
 //! The plugins are built by a second cargo, for `wasm32-wasip2`, with the
 //! `plugin` profile (size-optimised), into `target/plugins/`: a target
 //! directory of their own, so the second cargo never waits on the lock of the
-//! build that runs the script.
+//! build that runs the script. Both build scripts use the same directory, so
+//! what their plugins share (this workspace's plugin SDK, the bindings
+//! generator) is compiled once.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -16,7 +19,7 @@ pub const WASM_TARGET: &str = "wasm32-wasip2";
 pub const PROFILE: &str = "plugin";
 
 /// The workspace root, from the manifest directory of a crate `depth` folders
-/// below it (1 for `engine`).
+/// below it (1 for `engine`, 3 for `plugins/testing/artifacts`).
 pub fn workspace_root(depth: usize) -> PathBuf {
     let mut root =
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
