@@ -27,9 +27,14 @@ fn document_of(bytes: usize) -> String {
     sample.chars().cycle().take(bytes).collect()
 }
 
+/// Bytes of a component: a test plugin's from `assay-test-artifacts`, a
+/// bundled plugin's from the engine's build.
 fn component(file: &str) -> Vec<u8> {
-    std::fs::read(std::path::Path::new(assay::bundled::BUILT_PLUGIN_DIR).join(file))
-        .expect("the plugins are built with the engine")
+    let path = assay_test_artifacts::path(file).map_or_else(
+        || std::path::Path::new(assay::bundled::BUILT_PLUGIN_DIR).join(file),
+        std::path::Path::to_path_buf,
+    );
+    std::fs::read(path).expect("the plugins are built with the engine and the test artifacts")
 }
 
 fn host_document(text: &str) -> Document {
@@ -81,12 +86,12 @@ impl Bench {
 }
 
 fn call_overhead(c: &mut Criterion) {
-    use trivial::bindings::Guest as _;
+    use assay_plugin::analyzer::Guest as _;
     let bench = Bench::new();
     let plugin = bench.load("trivial.wasm");
     let text = document_of(1024);
     let doc = host_document(&text);
-    let native_doc = trivial::bindings::Document {
+    let native_doc = assay_plugin::types::Document {
         id: doc.id.clone(),
         kind: doc.kind.clone(),
         text: text.clone(),
@@ -138,10 +143,10 @@ fn per_plugin(c: &mut Criterion, name: &str, file: &str, native: impl Fn(&str) -
 /// Calls a plugin crate's own entry point natively on `text`; the number of
 /// findings it returned, so nothing is optimised away.
 macro_rules! native_entry {
-    ($krate:ident, $plugin:ident, $entry:ident, $findings:expr) => {
+    ($krate:ident, $plugin:ident, $world:ident, $entry:ident, $findings:expr) => {
         |text: &str| {
-            use $krate::bindings::Guest as _;
-            $krate::$plugin::$entry($krate::bindings::Document {
+            use assay_plugin::$world::Guest as _;
+            $krate::$plugin::$entry(assay_plugin::types::Document {
                 id: String::new(),
                 kind: "transcript".into(),
                 text: text.to_string(),
@@ -154,17 +159,17 @@ macro_rules! native_entry {
 }
 
 fn keywords(c: &mut Criterion) {
-    let native = native_entry!(keywords, Keywords, analyze, |f| f.len());
+    let native = native_entry!(keywords, Keywords, analyzer, analyze, |f| f.len());
     per_plugin(c, "keywords", "keywords.wasm", native);
 }
 
 fn sentiment(c: &mut Criterion) {
-    let native = native_entry!(sentiment, Sentiment, analyze, |f| f.len());
+    let native = native_entry!(sentiment, Sentiment, analyzer, analyze, |f| f.len());
     per_plugin(c, "sentiment", "sentiment.wasm", native);
 }
 
 fn redact(c: &mut Criterion) {
-    let native = native_entry!(redact, Redact, process, |p| p.findings.len());
+    let native = native_entry!(redact, Redact, prompt, process, |p| p.findings.len());
     per_plugin(c, "redact", "redact.wasm", native);
 }
 

@@ -153,9 +153,14 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// Bytes of a component built from `plugins/` (test plugins included).
+/// Bytes of a component built from `plugins/`: a test plugin's from
+/// `assay-test-artifacts`, a bundled or tool plugin's from the engine's build.
 pub fn built_plugin(file: &str) -> Vec<u8> {
-    std::fs::read(Path::new(assay::bundled::BUILT_PLUGIN_DIR).join(file)).unwrap()
+    let path = assay_test_artifacts::path(file).map_or_else(
+        || Path::new(assay::bundled::BUILT_PLUGIN_DIR).join(file),
+        Path::to_path_buf,
+    );
+    std::fs::read(path).unwrap()
 }
 
 /// An engine over a fresh database, with the bundled plugins plus whatever

@@ -13,15 +13,9 @@
 //! It answers only documents of kind `bench-query`, so it never joins an
 //! ordinary analysis even when loaded.
 
-// The generated SQL import glue takes many parameters; that is not ours to style.
-#[allow(clippy::too_many_arguments)]
-pub mod bindings {
-    wit_bindgen::generate!({ world: "analyzer", path: "../../wit/v0.1" });
-}
-
-use bindings::assay::plugin::sql::{self, Value};
-use bindings::assay::plugin::types::Stage;
-use bindings::{Document, Finding, Guest, Manifest, PluginError};
+use assay_plugin::analyzer::{Document, Finding, Guest, Manifest, PluginError};
+use assay_plugin::sql::{self, Value};
+use assay_plugin::types::Stage;
 
 /// The kind of document this plugin answers.
 pub const KIND: &str = "bench-query";
@@ -73,8 +67,7 @@ impl Guest for BenchQuery {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-bindings::export!(BenchQuery with_types_in bindings);
+assay_plugin::export_analyzer!(BenchQuery);
 
 #[cfg(test)]
 mod tests {

@@ -10,16 +10,10 @@
 
 mod terms;
 
-// The generated SQL import glue takes many parameters; that is not ours to style.
-#[allow(clippy::too_many_arguments)]
-pub mod bindings {
-    wit_bindgen::generate!({ world: "analyzer", path: "../../wit/v0.1" });
-}
-
-use bindings::assay::plugin::sql::{self, Value};
-use bindings::assay::plugin::types::{Migration, Span, Stage};
-use bindings::assay::plugin::{log, state};
-use bindings::{Document, Finding, Guest, Manifest, PluginError};
+use assay_plugin::analyzer::{Document, Finding, Guest, Manifest, PluginError};
+use assay_plugin::sql::{self, Value};
+use assay_plugin::types::{Migration, Span, Stage};
+use assay_plugin::{log, state};
 
 /// Terms per document that are looked up and counted.
 const TERMS_PER_DOCUMENT: usize = 12;
@@ -157,8 +151,8 @@ fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
             span: Some(Span { start: t.first.0 as u32, end: t.first.1 as u32 }),
             data: format!(
                 "{{\"term\":{},\"group\":{},\"earlier_documents\":{documents},\"earlier_mentions\":{mentions},\"mentions_here\":{}}}",
-                assay_text::json_string(term),
-                assay_text::json_string(&group),
+                assay_plugin::text::json_string(term),
+                assay_plugin::text::json_string(&group),
                 t.count
             ),
         });
@@ -196,8 +190,12 @@ fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
     // State: the previous document analysed in this group (last writer wins,
     // which is what "previous" means under concurrency).
     let previous = state::get(&group, "last-document").map_err(|e| format!("state: {e:?}"))?;
-    state::set(&group, "last-document", &assay_text::json_string(&doc.id))
-        .map_err(|e| format!("state: {e:?}"))?;
+    state::set(
+        &group,
+        "last-document",
+        &assay_plugin::text::json_string(&doc.id),
+    )
+    .map_err(|e| format!("state: {e:?}"))?;
     log::log(
         log::Level::Debug,
         &format!(
@@ -211,14 +209,11 @@ fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
         span: None,
         data: format!(
             "{{\"group\":{},\"earlier_documents\":{earlier_documents},\"previous_document\":{}}}",
-            assay_text::json_string(&group),
+            assay_plugin::text::json_string(&group),
             previous.unwrap_or_else(|| "null".into())
         ),
     });
     Ok(findings)
 }
 
-// Only components export the entry points; native builds (tests) must not, or
-// two plugins linked into one binary would clash.
-#[cfg(target_arch = "wasm32")]
-bindings::export!(History with_types_in bindings);
+assay_plugin::export_analyzer!(History);

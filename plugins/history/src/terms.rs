@@ -15,12 +15,12 @@ pub struct Term {
 /// letters, not numbers), most frequent first, ties alphabetical; at most `max`.
 pub fn top_terms(text: &str, max: usize) -> Vec<Term> {
     let mut terms: HashMap<String, Term> = HashMap::new();
-    for token in assay_text::words(text) {
+    for token in assay_plugin::text::words(text) {
         if token.text.chars().count() < 4 || token.text.chars().any(|c| c.is_ascii_digit()) {
             continue;
         }
         let lower = token.text.to_lowercase();
-        if assay_text::is_stop_word(&lower) {
+        if assay_plugin::text::is_stop_word(&lower) {
             continue;
         }
         terms

@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 
-use assay_text::{is_stop_word, sentences, speaker_labels, words};
+use assay_plugin::text::{is_stop_word, sentences, speaker_labels, words};
 
 /// One extracted keyword or key phrase.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,19 +8,8 @@ pub mod extract;
 
 use std::fmt::Write as _;
 
-use assay_text::json_string;
-
-/// The bindings generated from the WIT contract. Public so native code (tests,
-/// benchmarks) can build a `Document` and call the plugin through `Guest`.
-// Generated code (the SQL import takes many parameters) is exempt from
-// clippy's style lints.
-#[allow(clippy::too_many_arguments)]
-pub mod bindings {
-    wit_bindgen::generate!({ world: "analyzer", path: "../../wit/v0.1" });
-}
-
-use bindings::assay::plugin::types::{Span, Stage};
-use bindings::{Document, Finding, Guest, Manifest, PluginError};
+use assay_plugin::analyzer::{Document, Finding, Guest, Manifest, PluginError, Span, Stage};
+use assay_plugin::text::{TOO_LONG_FOR_SPANS, json_string, span_offset, spans_fit};
 
 /// Most findings reported for one document.
 const MAX_FINDINGS: usize = 15;
@@ -47,20 +36,15 @@ impl Guest for Keywords {
     }
 }
 
-// The exports are plain C symbols (`describe`, …): exporting them natively
-// would clash when several plugins link into one binary (the benchmarks).
-#[cfg(target_arch = "wasm32")]
-bindings::export!(Keywords with_types_in bindings);
+assay_plugin::export_analyzer!(Keywords);
 
 fn findings(text: &str) -> Result<Vec<Finding>, PluginError> {
     // Spans are u32 in the contract; checking the length once makes every
     // offset conversion below infallible.
-    if !assay_text::spans_fit(text) {
-        return Err(PluginError::InvalidInput(
-            assay_text::TOO_LONG_FOR_SPANS.into(),
-        ));
+    if !spans_fit(text) {
+        return Err(PluginError::InvalidInput(TOO_LONG_FOR_SPANS.into()));
     }
-    let offset = assay_text::span_offset;
+    let offset = span_offset;
     Ok(extract::extract(text, MAX_FINDINGS)
         .into_iter()
         .map(|k| Finding {

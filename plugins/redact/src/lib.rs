@@ -7,17 +7,8 @@
 
 pub mod scan;
 
-/// The bindings generated from the WIT contract. Public so native code (tests,
-/// benchmarks) can build a `Document` and call the plugin through `Guest`.
-// Generated code (the SQL import takes many parameters) is exempt from
-// clippy's style lints.
-#[allow(clippy::too_many_arguments)]
-pub mod bindings {
-    wit_bindgen::generate!({ world: "prompt-processor", path: "../../wit/v0.1" });
-}
-
-use bindings::assay::plugin::types::{Finding, Span, Stage};
-use bindings::{Document, Guest, Manifest, PluginError, Processed};
+use assay_plugin::prompt::{Document, Guest, Manifest, PluginError, Processed};
+use assay_plugin::types::{Finding, Span, Stage};
 
 /// The plugin, as the component exports it.
 pub struct Redact;
@@ -43,10 +34,7 @@ impl Guest for Redact {
     }
 }
 
-// The exports are plain C symbols (`describe`, …): exporting them natively
-// would clash when several plugins link into one binary (the benchmarks).
-#[cfg(target_arch = "wasm32")]
-bindings::export!(Redact with_types_in bindings);
+assay_plugin::export_prompt!(Redact);
 
 fn process(doc: Document) -> Result<Processed, PluginError> {
     let redacted = scan::redact(&doc.text);

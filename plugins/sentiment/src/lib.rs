@@ -8,19 +8,10 @@
 mod lexicon;
 pub mod score;
 
-use assay_text::json_string;
+use assay_plugin::text::json_string;
 
-/// The bindings generated from the WIT contract. Public so native code (tests,
-/// benchmarks) can build a `Document` and call the plugin through `Guest`.
-// Generated code (the SQL import takes many parameters) is exempt from
-// clippy's style lints.
-#[allow(clippy::too_many_arguments)]
-pub mod bindings {
-    wit_bindgen::generate!({ world: "analyzer", path: "../../wit/v0.1" });
-}
-
-use bindings::assay::plugin::types::{Span, Stage};
-use bindings::{Document, Finding, Guest, Manifest, PluginError};
+use assay_plugin::analyzer::{Document, Finding, Guest, Manifest, PluginError};
+use assay_plugin::types::{Span, Stage};
 use score::{Polarity, SentenceSentiment};
 
 /// The plugin, as the component exports it.
@@ -45,20 +36,17 @@ impl Guest for Sentiment {
     }
 }
 
-// The exports are plain C symbols (`describe`, …): exporting them natively
-// would clash when several plugins link into one binary (the benchmarks).
-#[cfg(target_arch = "wasm32")]
-bindings::export!(Sentiment with_types_in bindings);
+assay_plugin::export_analyzer!(Sentiment);
 
 fn findings(text: &str) -> Result<Vec<Finding>, PluginError> {
     // Spans are u32 in the contract; checking the length once makes every
     // offset conversion below infallible.
-    if !assay_text::spans_fit(text) {
+    if !assay_plugin::text::spans_fit(text) {
         return Err(PluginError::InvalidInput(
-            assay_text::TOO_LONG_FOR_SPANS.into(),
+            assay_plugin::text::TOO_LONG_FOR_SPANS.into(),
         ));
     }
-    let offset = assay_text::span_offset;
+    let offset = assay_plugin::text::span_offset;
     let sentences = score::analyze(text);
     let count = |p: Polarity| sentences.iter().filter(|s| s.polarity == p).count();
     let (positive, negative) = (count(Polarity::Positive), count(Polarity::Negative));

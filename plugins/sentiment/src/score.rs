@@ -21,7 +21,7 @@
 //! sentence is positive at a score of at least [`THRESHOLD`], negative at
 //! `-THRESHOLD` or below, and neutral in between.
 
-use assay_text::{sentences, words};
+use assay_plugin::text::{sentences, words};
 
 use crate::lexicon;
 

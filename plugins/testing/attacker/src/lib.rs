@@ -19,17 +19,11 @@
 //! Each step's finding has label `step` and data
 //! `{"step": i, "ok": bool, "rows": [...], "affected": n, "error": {"kind", "code", "message"}}`.
 
-pub mod bindings {
-    // The generated SQL import glue takes many parameters; that is not ours to style.
-    #![allow(clippy::too_many_arguments)]
-    wit_bindgen::generate!({ world: "analyzer", path: "../../../wit/v0.1" });
-}
-
-use assay_text::json_string;
-use bindings::assay::plugin::sql::{self, SqlError, Value};
-use bindings::assay::plugin::state;
-use bindings::assay::plugin::types::Stage;
-use bindings::{Document, Finding, Guest, Manifest, PluginError};
+use assay_plugin::analyzer::{Document, Finding, Guest, Manifest, PluginError};
+use assay_plugin::sql::{self, SqlError, Value};
+use assay_plugin::state;
+use assay_plugin::text::json_string;
+use assay_plugin::types::Stage;
 
 /// The plugin.
 pub struct Attacker;
@@ -79,13 +73,13 @@ fn slot_text(slot: &'static [u8], marker_len: usize) -> String {
 }
 
 /// Migrations of the slot: statements separated by a line holding only `;;`.
-fn migrations() -> Vec<bindings::assay::plugin::types::Migration> {
+fn migrations() -> Vec<assay_plugin::types::Migration> {
     let text = slot_text(&MIGRATIONS_SLOT, MIGRATIONS_MARKER.len());
     text.split("\n;;\n")
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .enumerate()
-        .map(|(i, statement)| bindings::assay::plugin::types::Migration {
+        .map(|(i, statement)| assay_plugin::types::Migration {
             version: i as u32 + 1,
             description: format!("migration {}", i + 1),
             statement: statement.to_string(),
@@ -362,5 +356,4 @@ fn render_value(value: &Value) -> String {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-bindings::export!(Attacker with_types_in bindings);
+assay_plugin::export_analyzer!(Attacker);

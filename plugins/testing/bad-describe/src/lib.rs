@@ -1,13 +1,7 @@
 //! A test plugin whose `describe` traps, so tests can check that the host refuses
 //! to load it and keeps the previously loaded version.
 
-pub mod bindings {
-    // The generated SQL import glue takes many parameters; that is not ours to style.
-    #![allow(clippy::too_many_arguments)]
-    wit_bindgen::generate!({ world: "analyzer", path: "../../../wit/v0.1" });
-}
-
-use bindings::{Document, Finding, Guest, Manifest, PluginError};
+use assay_plugin::analyzer::{Document, Finding, Guest, Manifest, PluginError};
 
 /// The plugin.
 pub struct BadDescribe;
@@ -22,5 +16,4 @@ impl Guest for BadDescribe {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-bindings::export!(BadDescribe with_types_in bindings);
+assay_plugin::export_analyzer!(BadDescribe);

@@ -19,15 +19,9 @@
 //! - `#fault:sql-ok` runs `SELECT 1` and returns one `faulty:sql-ok` finding;
 //! - otherwise one `faulty:ok` finding.
 
-// The generated SQL import glue takes many parameters; that is not ours to style.
-#[allow(clippy::too_many_arguments)]
-pub mod bindings {
-    wit_bindgen::generate!({ world: "analyzer", path: "../../../wit/v0.1" });
-}
-
-use bindings::assay::plugin::types::{Span, Stage};
-use bindings::assay::plugin::{sql, state};
-use bindings::{Document, Finding, Guest, Manifest, PluginError};
+use assay_plugin::analyzer::{Document, Finding, Guest, Manifest, PluginError};
+use assay_plugin::types::{Span, Stage};
+use assay_plugin::{sql, state};
 
 /// The plugin.
 pub struct Faulty;
@@ -164,5 +158,4 @@ fn recurse(depth: u64) -> u64 {
     recurse(next).wrapping_add(std::hint::black_box(depth))
 }
 
-#[cfg(target_arch = "wasm32")]
-bindings::export!(Faulty with_types_in bindings);
+assay_plugin::export_analyzer!(Faulty);

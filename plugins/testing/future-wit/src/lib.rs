@@ -1,6 +1,9 @@
 //! A test plugin built against a future version of the contract
 //! (`assay:plugin@0.9.0`, see `wit/plugin.wit`), so tests can check that the host
 //! refuses a contract version it does not support.
+//!
+//! That is why it generates its own bindings instead of using `assay-plugin`,
+//! whose bindings are those of the contract the host supports (0.1.0).
 
 pub mod bindings {
     // The generated SQL import glue takes many parameters; that is not ours to style.

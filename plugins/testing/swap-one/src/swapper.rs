@@ -1,14 +1,8 @@
 // The body shared by swap-one and swap-two; each defines VERSION and LABEL
 // and includes this file.
 
-pub mod bindings {
-    // The generated SQL import glue takes many parameters; that is not ours to style.
-    #![allow(clippy::too_many_arguments)]
-    wit_bindgen::generate!({ world: "analyzer", path: "../../../wit/v0.1" });
-}
-
-use bindings::assay::plugin::types::Stage;
-use bindings::{Document, Finding, Guest, Manifest, PluginError};
+use assay_plugin::types::Stage;
+use assay_plugin::analyzer::{Document, Finding, Guest, Manifest, PluginError};
 
 /// The plugin.
 pub struct Swapper;
@@ -48,5 +42,4 @@ impl Guest for Swapper {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-bindings::export!(Swapper with_types_in bindings);
+assay_plugin::export_analyzer!(Swapper);

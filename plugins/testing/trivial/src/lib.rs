@@ -2,13 +2,8 @@
 //! document's bytes. The call-overhead benchmark measures the runtime with it,
 //! beside [`count_bytes`] called natively.
 
-#[allow(clippy::too_many_arguments)]
-pub mod bindings {
-    wit_bindgen::generate!({ world: "analyzer", path: "../../../wit/v0.1" });
-}
-
-use bindings::assay::plugin::types::Stage;
-use bindings::{Document, Finding, Guest, Manifest, PluginError};
+use assay_plugin::analyzer::{Document, Finding, Guest, Manifest, PluginError};
+use assay_plugin::types::Stage;
 
 /// The work of one call: the text's length, as a finding's data.
 pub fn count_bytes(text: &str) -> String {
@@ -42,5 +37,4 @@ impl Guest for Trivial {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-bindings::export!(Trivial with_types_in bindings);
+assay_plugin::export_analyzer!(Trivial);

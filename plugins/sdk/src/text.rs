@@ -1,5 +1,5 @@
-//! Text helpers shared by the example plugins: word tokens, sentence ranges,
-//! speaker labels, an English stop-word list and a JSON string escaper.
+//! Text helpers: word tokens, sentence ranges, speaker labels, an English
+//! stop-word list, span offsets and a JSON string escaper.
 //!
 //! Every position is a byte offset into the UTF-8 input, end exclusive, and always
 //! falls on a character boundary, so `&text[start..end]` never panics.
@@ -7,8 +7,11 @@
 /// A word and where it sits in the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Token<'a> {
+    /// The word itself, a slice of the text.
     pub text: &'a str,
+    /// Byte offset of its first character.
     pub start: usize,
+    /// Byte offset just past its last character.
     pub end: usize,
 }
 
