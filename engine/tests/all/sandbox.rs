@@ -773,3 +773,51 @@ async fn limits_on_statements_time_and_connections() {
         "its next call gets a working connection"
     );
 }
+
+/// WASI is linked (components from other toolchains import it whether they
+/// use it or not) but every use that would reach the host is denied at run
+/// time: files, directories, the environment, standard input, TCP, UDP,
+/// listening, name lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_denies_every_use() {
+    let sandbox = Sandbox::new(true, 10_000).await;
+    // Something listening on loopback: a connect that were let through would reach it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let probe = std::env::temp_dir().join(format!("assay-wasi-probe-{}", std::process::id()));
+    let script = [
+        "wasi read /etc/passwd".to_string(),
+        "wasi read /proc/self/environ".to_string(),
+        "wasi list /".to_string(),
+        "wasi list .".to_string(),
+        format!("wasi write {}", probe.display()),
+        "wasi cwd".to_string(),
+        "wasi env".to_string(),
+        "wasi stdin".to_string(),
+        format!("wasi tcp {addr}"),
+        "wasi listen 127.0.0.1:0".to_string(),
+        format!("wasi udp {addr}"),
+        "wasi dns localhost".to_string(),
+    ];
+    let (report, _) = sandbox.run(&script.join("\n")).await;
+    assert_eq!(outcome(&report, "attacker").outcome, "ok", "{report:?}");
+    let answers: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.plugin == "attacker")
+        .map(|f| f.data["wasi"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(answers.len(), script.len(), "{answers:?}");
+    for (asked, answer) in script.iter().zip(&answers) {
+        if asked == "wasi cwd" {
+            // The host gives no initial directory; the guest's libc then
+            // calls it `/`, which names nothing it can open.
+            assert_eq!(answer, "allowed: /", "{asked}");
+            continue;
+        }
+        assert!(answer.starts_with("denied: "), "{asked}: {answer}");
+    }
+    assert!(!probe.exists(), "nothing was written");
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "nothing connected");
+}

@@ -181,6 +181,9 @@ impl Guest for Attacker {
                     fail = true;
                     Ok(String::new())
                 }
+                // What WASI gives a plugin: each use either `denied: why`
+                // or `allowed: what came back`.
+                "wasi" => Ok(format!("\"wasi\":{}", json_string(&wasi(rest)))),
                 other => Ok(format!("\"unknown\":{}", json_string(other))),
             };
             let body = match outcome {
@@ -357,3 +360,48 @@ fn render_value(value: &Value) -> String {
 }
 
 assay_plugin::export_analyzer!(Attacker);
+
+/// Tries one use of WASI the host must deny (see `runtime/wasi.rs`).
+fn wasi(request: &str) -> String {
+    use std::io::Read as _;
+    let (what, arg) = request.split_once(' ').unwrap_or((request, ""));
+    let said = |result: std::io::Result<String>| match result {
+        Ok(detail) => format!("allowed: {detail}"),
+        Err(e) => format!("denied: {e}"),
+    };
+    match what {
+        "read" => said(std::fs::read(arg).map(|b| format!("{} bytes", b.len()))),
+        "list" => said(std::fs::read_dir(arg).map(|d| format!("{} entries", d.count()))),
+        "write" => said(std::fs::write(arg, b"x").map(|()| "written".into())),
+        "cwd" => said(std::env::current_dir().map(|d| d.display().to_string())),
+        "env" => {
+            let vars = std::env::vars().count();
+            let args = std::env::args().count();
+            if vars == 0 && args == 0 {
+                "denied: no variables and no arguments".into()
+            } else {
+                format!("allowed: {vars} variables, {args} arguments")
+            }
+        }
+        "stdin" => {
+            let mut text = String::new();
+            match std::io::stdin().read_to_string(&mut text) {
+                Ok(0) => "denied: empty".into(),
+                Ok(n) => format!("allowed: {n} bytes"),
+                Err(e) => format!("denied: {e}"),
+            }
+        }
+        "tcp" => said(std::net::TcpStream::connect(arg).map(|_| "connected".into())),
+        "listen" => said(std::net::TcpListener::bind(arg).map(|_| "listening".into())),
+        "udp" => said(
+            std::net::UdpSocket::bind("0.0.0.0:0")
+                .and_then(|socket| socket.send_to(b"x", arg))
+                .map(|n| format!("sent {n} bytes")),
+        ),
+        "dns" => said(
+            std::net::ToSocketAddrs::to_socket_addrs(&(arg, 80))
+                .map(|found| format!("{} addresses", found.count())),
+        ),
+        other => format!("unknown: {other}"),
+    }
+}
