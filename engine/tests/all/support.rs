@@ -3,147 +3,19 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use assay::config::{Config, EmbeddedConfig};
 use assay::db::Database;
 use assay::db::embedded::EmbeddedPostgres;
-use assay::engine::Engine;
 use assay::pipeline::{DocumentInput, Pipeline};
 use assay::registry::Registry;
 use assay::runtime::Runtime;
 
-struct Server {
-    embedded: Mutex<Option<EmbeddedPostgres>>,
-    port: u16,
-    password: String,
-    _dir: tempfile::TempDir,
-}
-
-static SERVER: OnceLock<Server> = OnceLock::new();
-
-extern "C" fn stop_server() {
-    if let Some(server) = SERVER.get()
-        && let Ok(mut guard) = server.embedded.lock()
-        && let Some(embedded) = guard.take()
-    {
-        let _ = embedded.stop();
-    }
-}
-
-/// A directory the `postgres` user can enter (tests run as root in CI).
-pub fn shared_tempdir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-fn server() -> &'static Server {
-    SERVER.get_or_init(|| {
-        let dir = shared_tempdir();
-        let embedded = EmbeddedPostgres::start(&EmbeddedConfig {
-            data_dir: dir.path().join("pg"),
-            bin_dir: None,
-        })
-        .expect("start the embedded PostgreSQL for tests");
-        // SAFETY: registering a plain `extern "C" fn` with atexit; it runs once at exit.
-        unsafe { libc::atexit(stop_server) };
-        Server {
-            port: embedded.port(),
-            password: embedded.password().to_string(),
-            embedded: Mutex::new(Some(embedded)),
-            _dir: dir,
-        }
-    })
-}
-
-/// A new, empty database owned by a new role that is not a superuser and holds
-/// only CREATEROLE: the least an operator can give the engine.
-pub async fn fresh_database_with_unprivileged_owner() -> TestDb {
-    let superuser = fresh_database().await;
-    let server = tokio::task::spawn_blocking(server).await.unwrap();
-    let name = superuser.config.get_dbname().unwrap().to_string();
-    let owner = format!("{name}_engine");
-    let admin = pg_config(server, "postgres");
-    let (client, conn) = admin.connect(tokio_postgres::NoTls).await.unwrap();
-    let driver = tokio::spawn(conn);
-    client
-        .batch_execute(&format!(
-            "CREATE ROLE {owner} LOGIN CREATEROLE PASSWORD 'engine-secret'; ALTER DATABASE {name} OWNER TO {owner}"
-        ))
-        .await
-        .unwrap();
-    drop(client);
-    let _ = driver.await;
-    let mut config = superuser.config.clone();
-    config.user(&owner).password("engine-secret");
-    TestDb {
-        url: format!(
-            "postgres://{owner}:engine-secret@127.0.0.1:{}/{name}",
-            server.port
-        ),
-        config,
-    }
-}
-
-/// A new, empty database on the shared test server.
-pub async fn fresh_database() -> TestDb {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let server = tokio::task::spawn_blocking(server).await.unwrap();
-    let name = format!(
-        "t_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    );
-    let admin = pg_config(server, "postgres");
-    let (client, conn) = admin.connect(tokio_postgres::NoTls).await.unwrap();
-    let driver = tokio::spawn(conn);
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    drop(client);
-    let _ = driver.await;
-    TestDb {
-        url: format!(
-            "postgres://assay:{}@127.0.0.1:{}/{name}",
-            server.password, server.port
-        ),
-        config: pg_config(server, &name),
-    }
-}
-
-fn pg_config(server: &Server, db: &str) -> tokio_postgres::Config {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(server.port)
-        .user("assay")
-        .password(&server.password)
-        .dbname(db);
-    config
-}
-
-/// A database of one test.
-#[derive(Clone)]
-pub struct TestDb {
-    /// URL for `DATABASE_URL`.
-    pub url: String,
-    /// Settings for the library.
-    pub config: tokio_postgres::Config,
-}
-
-impl TestDb {
-    /// A direct client for assertions.
-    pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, conn) = self.config.connect(tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
-        client
-    }
-}
+pub use assay_testing::{
+    TestDb, fresh_database, fresh_database_with_unprivileged_owner, shared_tempdir,
+};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -178,31 +50,13 @@ pub async fn engine_with(plugin_dir: &Path, adjust: impl FnOnce(&mut Config)) ->
     engine_on(fresh_database().await, plugin_dir, adjust).await
 }
 
-/// A test engine's builder: the configuration (defaults, `plugin_dir`, then
-/// `adjust`), over `test_db`, writing no compile cache.
-async fn builder(
-    test_db: &TestDb,
-    plugin_dir: &Path,
-    adjust: impl FnOnce(&mut Config),
-) -> assay::engine::EngineBuilder {
-    let mut config = Config::default();
-    config.plugins.dir = plugin_dir.to_path_buf();
-    adjust(&mut config);
-    let db = Arc::new(
-        Database::open_with(test_db.config.clone(), &config.database)
-            .await
-            .unwrap(),
-    );
-    Engine::builder(config).database(db).compile_cache(false)
-}
-
 /// An engine over `test_db`, with the bundled plugins plus what `plugin_dir` holds.
 pub async fn engine_on(
     test_db: TestDb,
     plugin_dir: &Path,
     adjust: impl FnOnce(&mut Config),
 ) -> TestEngine {
-    let engine = builder(&test_db, plugin_dir, adjust)
+    let engine = assay_testing::engine_builder(&test_db, plugin_dir, adjust)
         .await
         .build()
         .await
@@ -262,7 +116,7 @@ pub async fn service_state(
     adjust: impl FnOnce(&mut Config),
 ) -> (Arc<assay::service::AppState>, TestDb) {
     let test_db = fresh_database().await;
-    let engine = builder(&test_db, plugin_dir, adjust)
+    let engine = assay_testing::engine_builder(&test_db, plugin_dir, adjust)
         .await
         .live()
         .build()
