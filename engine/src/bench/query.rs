@@ -185,13 +185,13 @@ impl QueryPaths {
     }
 
     /// One request through the plugin.
-    pub async fn plugin(&self, key: i64) -> Result<(), String> {
-        self.plugin.call(key).await
+    pub async fn plugin(&self, key: i64) -> Result<(), RequestFailed> {
+        self.plugin.call(key).await.map_err(RequestFailed)
     }
 
     /// One request straight through tokio-postgres.
-    pub async fn native(&self, key: i64) -> Result<(), String> {
-        self.native.call(key).await
+    pub async fn native(&self, key: i64) -> Result<(), RequestFailed> {
+        self.native.call(key).await.map_err(RequestFailed)
     }
 
     /// Drops the table and the plugin's database access.
@@ -342,6 +342,11 @@ async fn measure_all(
         levels,
     })
 }
+
+/// Why one benchmark request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RequestFailed(pub String);
 
 /// One way of running the query for a key.
 trait Target: Send + Sync + 'static {

@@ -36,7 +36,7 @@ pub async fn run(config: &Config, args: AnalyzeArgs) -> anyhow::Result<Outcome> 
             args.kind
         );
     }
-    let meta = input::parse_meta(&args.meta).map_err(anyhow::Error::msg)?;
+    let meta = input::parse_meta(&args.meta)?;
     let (documents, input_problems) = input::collect(&args.paths, &args.kind, &meta);
     for problem in &input_problems {
         eprintln!("warning: skipped {problem}");

@@ -97,14 +97,14 @@ pub use crate::db::nul_in_json;
 pub use crate::runtime::plugin::valid_kind;
 
 /// Parses `key=value` pairs into a metadata object.
-pub fn parse_meta(pairs: &[String]) -> Result<Map<String, Value>, String> {
+pub fn parse_meta(pairs: &[String]) -> Result<Map<String, Value>, InvalidDocument> {
     let mut map = Map::new();
     for pair in pairs {
         let (key, value) = pair
             .split_once('=')
-            .ok_or_else(|| format!("--meta {pair:?} must look like key=value"))?;
+            .ok_or_else(|| InvalidDocument(format!("--meta {pair:?} must look like key=value")))?;
         if key.trim().is_empty() {
-            return Err(format!("--meta {pair:?} has an empty key"));
+            return Err(InvalidDocument(format!("--meta {pair:?} has an empty key")));
         }
         map.insert(key.trim().to_string(), Value::String(value.to_string()));
     }
