@@ -92,6 +92,13 @@ impl From<DbError> for RegisterError {
 }
 
 /// One host capability.
+///
+/// Calls end capability by capability, in the order of the
+/// [`capabilities!`] list; once one cannot keep a call's effects the later
+/// ones undo theirs, but the earlier ones have kept theirs already. So only
+/// one capability may hold effects that must be undone with the call's (SQL,
+/// first in the list; state writes through its transaction). A second one
+/// (a budget reservation, say) needs a prepare step before any commits.
 pub trait Capability: Sized + Send + Sync + 'static {
     /// What it keeps for one registered plugin version.
     type Plugin: Send + Sync + 'static;

@@ -147,7 +147,8 @@ pub struct PluginsConfig {
     /// How often the plugin directory is compared with what the watcher
     /// last saw (each file's size, modification time and inode), so that a
     /// change whose event was lost (an overflowing event queue, a network
-    /// file system) is still loaded; 0 turns it off.
+    /// file system) is still loaded; 0 turns it off. Never less than twice
+    /// `watch_debounce_ms` (shorter is taken as that).
     pub rescan_interval_ms: u64,
     /// Largest plugin file read, in bytes. Only regular files are read, and
     /// never more than this: a huge or endless file (a sparse file, a symlink

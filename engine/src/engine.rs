@@ -1,8 +1,8 @@
 //! One engine, assembled in one place: the database (an external server or
 //! the embedded one), the runtime, the plugins (a fixed set, or a live one
 //! that hot reload keeps current), the pipeline over them, and the
-//! embedded server's lifetime. The CLI, `assay up`, the tests and the
-//! benchmarks all build theirs with [`Engine::builder`].
+//! embedded server's lifetime. The CLI, `assay up`, the test engines and
+//! the benchmarks build theirs with [`Engine::builder`].
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -38,14 +38,18 @@ use crate::runtime::{Runtime, RuntimeError};
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The database could not be opened (or the embedded server started).
-    #[error("opening the database: {0}")]
+    #[error("opening the database")]
     Database(#[from] DbError),
     /// The WebAssembly runtime could not be set up.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The host's capabilities could not be set up for the plugins (the SQL
+    /// sandbox: the connection budget, hardening the database).
+    #[error("setting up the plugin sandbox")]
+    Sandbox(#[source] RegistryError),
     /// The plugins could not be loaded at all (one bad plugin is not this:
     /// it is refused and reported in the registry's problems).
-    #[error("loading plugins: {0}")]
+    #[error("loading plugins")]
     Registry(#[from] RegistryError),
     /// The plugin directory cannot be watched.
     #[error(transparent)]
@@ -144,8 +148,9 @@ impl EngineBuilder {
             None
         };
         let (plugins, pipeline) = if self.live {
-            let loader =
-                PluginLoader::new(Arc::clone(&runtime), Arc::clone(&db), config.clone()).await?;
+            let loader = PluginLoader::new(Arc::clone(&runtime), Arc::clone(&db), config.clone())
+                .await
+                .map_err(EngineError::Sandbox)?;
             let live = LiveRegistry::start(loader).await?;
             let watching = if self.watch {
                 Some(watch::watch(

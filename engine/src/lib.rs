@@ -3,15 +3,15 @@
 //! Plugins are WebAssembly components implementing the contract in `wit/`.
 //! The layers, each importing only from those before it:
 //!
-//! 1. settings, in [`config`];
+//! 1. settings, in [`config`] (and [`sync`], the one policy for locks);
 //! 2. the engine's database, in [`db`] (pool, embedded server, migrations);
 //! 3. [`runtime`] (wasmtime, contract versions, loading and calling plugins,
 //!    limits; it names no capability) and [`capability`] (what plugins are
 //!    offered: SQL, state, log — one folder each);
 //! 4. the loaded plugins, versions and hot reload, in [`registry`];
 //! 5. staged runs over documents and the run store, in [`pipeline`];
-//! 6. [`engine`] (one assembly of all of the above), [`service`] (HTTP) and
-//!    [`bench`].
+//! 6. [`engine`]: one assembly of all of the above;
+//! 7. [`service`] (HTTP) and [`bench`].
 //!
 //! ARCHITECTURE.md in the repository has where a new capability or contract
 //! version goes, and the path of one document through the code.

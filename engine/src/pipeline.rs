@@ -217,7 +217,9 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline over a fixed set of plugins.
+    /// A pipeline over a fixed set of plugins. `config` gives the limits,
+    /// admission and write timeout; what each plugin's SQL may do was
+    /// resolved when it was registered (see `capability::sql::settings`).
     pub fn new(
         runtime: Arc<Runtime>,
         registry: Arc<Registry>,

@@ -344,6 +344,8 @@ impl PluginLoader {
                 limits: &limits,
             })
             .await?;
+        // After every capability took the plugin: a version refused by one
+        // (its sandbox, its migrations) is not recorded as a version.
         let version_id = record_version(&self.db, &plugin).await?;
         history::record_loaded(&self.db, &plugin, &source, bytes).await?;
         Ok(Arc::new(RegisteredPlugin {

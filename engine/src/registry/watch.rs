@@ -89,12 +89,13 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
 
 /// Each plugin file of `dir` and its fingerprint (`stat` only: a FIFO or a
 /// device is never opened here).
-fn fingerprints(dir: &Path) -> BTreeMap<PathBuf, Fingerprint> {
-    super::files::plugin_files(dir)
-        .unwrap_or_default()
+/// A directory that cannot be listed (moved away, out of descriptors) is
+/// an error, never "no files": that would unload every plugin.
+fn fingerprints(dir: &Path) -> std::io::Result<BTreeMap<PathBuf, Fingerprint>> {
+    Ok(super::files::plugin_files(dir)?
         .into_iter()
         .filter_map(|path| fingerprint(&path).map(|print| (path, print)))
-        .collect()
+        .collect())
 }
 
 /// The paths whose fingerprint differs between `before` and `now` (changed,
@@ -129,7 +130,9 @@ async fn rescan_missed(
     loop {
         tokio::time::sleep(interval).await;
         let scan_dir = dir.clone();
-        let Ok(now) = tokio::task::spawn_blocking(move || fingerprints(&scan_dir)).await else {
+        // Not listable now: this look is skipped (the directory guard says
+        // why, once), and nothing counts as gone.
+        let Ok(Ok(now)) = tokio::task::spawn_blocking(move || fingerprints(&scan_dir)).await else {
             continue;
         };
         let mut quiet = BTreeSet::new();
@@ -248,7 +251,17 @@ pub fn watch(
     on_reload: impl Fn(&PathBuf, &ReloadOutcome) + Send + Sync + 'static,
 ) -> Result<Watch, WatchError> {
     let dir = live.plugin_dir();
-    let rescan_interval = Duration::from_millis(live.loader().config().plugins.rescan_interval_ms);
+    // Never shorter than twice `plugins.watch_debounce_ms`: the rescan is for
+    // events that were lost, not for those still being debounced.
+    let plugins = &live.loader().config().plugins;
+    let rescan_interval = if plugins.rescan_interval_ms == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(plugins.rescan_interval_ms).max(Duration::from_millis(
+            plugins.watch_debounce_ms.saturating_mul(2),
+        ))
+    };
+    let dir_for_events = dir.clone();
     let on_reload: OnReload = Arc::new(on_reload);
     let err = |cause: String| WatchError {
         dir: dir.display().to_string(),
@@ -279,7 +292,9 @@ pub fn watch(
     // Taken before the watch begins: a replacement in between is then seen
     // as one (and costs a rescan), never missed.
     let watched = identity(&dir);
-    let seen: Seen = Arc::new(std::sync::Mutex::new(fingerprints(&dir)));
+    let seen: Seen = Arc::new(std::sync::Mutex::new(
+        fingerprints(&dir).map_err(|e| err(e.to_string()))?,
+    ));
     debouncer
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(|e| err(e.to_string()))?;
@@ -304,22 +319,30 @@ pub fn watch(
             while let Ok(more) = rx.try_recv() {
                 batch.extend(more);
             }
-            let handled: Vec<(PathBuf, Option<Fingerprint>)> = batch
-                .iter()
-                .map(|path| (path.clone(), fingerprint(path)))
-                .collect();
+            // What the events handle, the rescan need not find again: noted
+            // before handling, so that a batch slower than the rescan
+            // interval is not handled twice. Only plugin files of the
+            // directory are noted (not the directory itself, nor temporaries).
+            {
+                let mut seen = crate::sync::lock(&seen);
+                for path in &batch {
+                    let ours = path.parent() == Some(dir_for_events.as_path())
+                        && path
+                            .file_name()
+                            .is_some_and(super::files::is_plugin_file_name);
+                    if !ours {
+                        continue;
+                    }
+                    match fingerprint(path) {
+                        Some(print) => seen.insert(path.clone(), print),
+                        None => seen.remove(path),
+                    };
+                }
+            }
             for (path, outcome) in live.files_changed(batch).await {
                 if outcome != ReloadOutcome::Ignored {
                     on_reload(&path, &outcome);
                 }
-            }
-            // What the events handled, the rescan need not find again.
-            let mut seen = crate::sync::lock(&seen);
-            for (path, print) in handled {
-                match print {
-                    Some(print) => seen.insert(path, print),
-                    None => seen.remove(&path),
-                };
             }
         }
     });

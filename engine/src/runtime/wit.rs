@@ -4,8 +4,9 @@
 //! A version's module holds its `bindgen!` output, its `MIN_VERSION`, and the
 //! conversions between its generated types and the host's own
 //! ([`super::plugin`]). Capabilities implement each version's host traits
-//! in their own folders. Adding a version is: its `wit/` folder, one module
-//! here with a line in [`SUPPORTED`] and in [`PluginCode`], and the
+//! in their own folders. Adding a version is: its `wit/` folder; one module
+//! here; its entry in [`SUPPORTED`], a variant of [`PluginCode`] with an arm
+//! in each of its matches, and a call in [`add_type_interfaces`]; and the
 //! capability code for its interfaces.
 
 pub mod since_v0_1;

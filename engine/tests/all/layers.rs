@@ -19,8 +19,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("registry", 4),
     ("pipeline", 5),
     ("engine", 6),
-    ("service", 6),
-    ("bench", 6),
+    ("service", 7),
+    ("bench", 7),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -35,36 +35,55 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The library modules `code` names as `crate::NAME` (also inside
-/// `crate::{a, b}`), comments left out.
+/// `crate::{a, b::{c, d}}`, first level only), comments left out.
 fn imports(code: &str) -> Vec<String> {
+    // A `//` starts a comment at the start of a line or after a space; one
+    // inside a string (`"http://…"`) follows a `:`.
     let code: String = code
         .lines()
-        .map(|line| match line.find("//") {
-            Some(i) => &line[..i],
-            None => line,
+        .map(|line| {
+            let cut = line
+                .match_indices("//")
+                .find(|(i, _)| *i == 0 || line[..*i].ends_with(char::is_whitespace));
+            match cut {
+                Some((i, _)) => &line[..i],
+                None => line,
+            }
         })
         .collect::<Vec<_>>()
         .join("\n");
+    let ident = |text: &str| -> String {
+        text.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
     let mut found = Vec::new();
     let mut rest = code.as_str();
     while let Some(i) = rest.find("crate::") {
         rest = &rest[i + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            let end = group.find('}').unwrap_or(group.len());
-            for item in group[..end].split(',') {
-                let name: String = item
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                found.push(name);
+        let Some(group) = rest.strip_prefix('{') else {
+            found.push(ident(rest));
+            continue;
+        };
+        // The names at depth 1 of the group, up to its closing brace.
+        let mut depth = 1;
+        let mut at_name = true;
+        for (i, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                ',' if depth == 1 => at_name = true,
+                c if at_name && depth == 1 && !c.is_whitespace() => {
+                    found.push(ident(&group[i..]));
+                    at_name = false;
+                }
+                _ => {}
             }
-        } else {
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            found.push(name);
         }
     }
     found
@@ -126,7 +145,9 @@ fn every_module_imports_only_from_below() {
 #[test]
 fn the_check_sees_grouped_and_plain_imports() {
     assert_eq!(
-        imports("use crate::a::b;\nuse crate::{c, d::e};\n// crate::f\nlet x = crate::g::h();"),
-        ["a", "c", "d", "g"]
+        imports(
+            "use crate::a::b;\nuse crate::{c, d::{e, f}, g};\n// crate::h\nlet u = \"http://x\"; crate::i::j();"
+        ),
+        ["a", "c", "d", "g", "i"]
     );
 }

@@ -390,7 +390,8 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
 /// Changes whose events never come (here the debounce outlasts the test, so
 /// none is delivered) are still handled by the periodic rescan: a new file,
 /// a file replaced by rename, a file removed; and a FIFO beside them is never
-/// opened by it (the rescan only looks at file metadata).
+/// opened by it (the rescan only looks at file metadata); and a directory
+/// that cannot be listed for a while unloads nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_whose_events_are_lost_are_found_by_the_rescan() {
     let test_db = fresh_database().await;
@@ -415,6 +416,17 @@ async fn changes_whose_events_are_lost_are_found_by_the_rescan() {
         swapper_version(&live).is_some_and(|v| v != "1.0.0")
     })
     .await;
+
+    // A directory that cannot be listed for a while is not a directory
+    // whose files are gone: nothing unloads.
+    let away = holder.path().join("plugins.away");
+    std::fs::rename(&dir, &away).unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        swapper_version(&live).is_some(),
+        "still serving while unlisted"
+    );
+    std::fs::rename(&away, &dir).unwrap();
 
     std::fs::remove_file(dir.join("swapper.wasm")).unwrap();
     eventually("the removed file unloading", || {
