@@ -31,9 +31,10 @@ pub struct QueryArgs {
     /// Concurrency levels: concurrent workers, one run per level.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
     pub concurrency: Vec<usize>,
-    /// Seconds per run (per level and path).
-    #[arg(long, default_value_t = 10.0, conflicts_with = "requests")]
-    pub duration: f64,
+    /// Time per run (per level and path): seconds (`5`, `2.5`) or with a
+    /// unit (`5s`, `500ms`, `1m`).
+    #[arg(long, default_value = "10", value_parser = parse_duration, conflicts_with = "requests")]
+    pub duration: Duration,
     /// Requests per run instead of a duration.
     #[arg(long)]
     pub requests: Option<u64>,
@@ -107,15 +108,31 @@ fn progress(hidden: bool, total: Option<u64>) -> ProgressBar {
     bar
 }
 
+/// A benchmark's duration: plain seconds, or a number with a unit
+/// (`500ms`, `5s`, `1m`); never zero, never negative.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let duration = match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds > 0.0 => {
+            Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())?
+        }
+        Ok(_) => return Err(format!("{text:?} is not a positive number of seconds")),
+        Err(_) => humantime::parse_duration(text).map_err(|e| {
+            format!("{text:?} is not a duration ({e}); give seconds (5, 2.5) or a unit (5s, 500ms)")
+        })?,
+    };
+    if duration.is_zero() {
+        return Err(format!(
+            "{text:?} is no time at all; give a positive duration"
+        ));
+    }
+    Ok(duration)
+}
+
 async fn query(config: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
     let span = match args.requests {
         Some(n) => Span::Requests(n),
-        None => {
-            if !(args.duration.is_finite() && args.duration > 0.0) {
-                bail!("--duration must be a positive number of seconds");
-            }
-            Span::Duration(Duration::from_secs_f64(args.duration))
-        }
+        None => Span::Duration(args.duration),
     };
     let settings = QuerySettings {
         levels: args.concurrency.clone(),
@@ -313,4 +330,22 @@ fn print_pipeline(report: &PipelineReport) {
             " (deleted afterwards)"
         }
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_seconds_or_units() {
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        for bad in ["0", "0s", "-1", "abc", "", "NaN", "inf", "1e400"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -149,3 +149,36 @@ async fn bench_pipeline_stores_the_repeated_corpus_then_deletes_it() {
         .get(0);
     assert_eq!(left, 0, "the benchmark's documents were deleted");
 }
+
+/// `--duration` takes seconds or a unit, and refuses what is no time at all
+/// before touching the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_query_durations_take_units() {
+    let db = fresh_database().await;
+    let out = bench(
+        &db,
+        &[
+            "query",
+            "--concurrency",
+            "1",
+            "--duration",
+            "300ms",
+            "--rows",
+            "100",
+            "--warmup",
+            "1",
+            "--json",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["duration_s"].as_f64(), Some(0.3), "{report}");
+
+    for bad in ["0s", "-1", "soon"] {
+        let out = bench(&db, &["query", &format!("--duration={bad}")]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("--duration"), "{bad}: {stderr}");
+    }
+}
