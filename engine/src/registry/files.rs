@@ -9,6 +9,7 @@
 //! Reads run on a blocking thread under a deadline, so even a file on a stalled
 //! file system delays nothing but itself.
 
+use std::collections::BTreeMap;
 use std::fs::{File, FileType, Metadata, OpenOptions};
 use std::io::Read as _;
 use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
@@ -194,6 +195,35 @@ pub fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+/// What tells one version of a file from another without reading it.
+pub type Fingerprint = (u64, i64, i64, u64, u64);
+
+/// `path`'s fingerprint now, if it is there.
+pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path)
+        .or_else(|_| std::fs::symlink_metadata(path))
+        .ok()?;
+    Some((
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ino(),
+        meta.dev(),
+    ))
+}
+
+/// Each plugin file of `dir` and its fingerprint (`stat` only: a FIFO or a
+/// device is never opened here).
+/// A directory that cannot be listed (moved away, out of descriptors) is
+/// an error, never "no files": that would unload every plugin.
+pub fn fingerprints(dir: &Path) -> std::io::Result<BTreeMap<PathBuf, Fingerprint>> {
+    Ok(plugin_files(dir)?
+        .into_iter()
+        .filter_map(|path| fingerprint(&path).map(|print| (path, print)))
+        .collect())
 }
 
 #[cfg(test)]

@@ -105,6 +105,8 @@ pub struct LiveRegistry {
     name_conflicts: Mutex<BTreeMap<String, BTreeSet<PathBuf>>>,
     /// One batch at a time: keeps "last write wins" simple and ordered.
     reloading: tokio::sync::Mutex<()>,
+    /// See [`Self::fingerprints_at_start`].
+    at_start: Mutex<Option<BTreeMap<PathBuf, super::files::Fingerprint>>>,
 }
 
 /// A component of a batch, ready to be registered (or not).
@@ -132,6 +134,13 @@ enum Read {
 impl LiveRegistry {
     /// Loads everything, as at any start.
     pub async fn start(loader: PluginLoader) -> Result<Arc<Self>, RegistryError> {
+        // Before anything is read: a file changed while loading differs from
+        // this, and the watch's rescan finds it.
+        let dir = loader.plugin_dir().to_path_buf();
+        let at_start = tokio::task::spawn_blocking(move || super::files::fingerprints(&dir))
+            .await
+            .ok()
+            .and_then(Result::ok);
         let registry = loader.load_all().await?;
         let mut statuses = BTreeMap::new();
         let mut bundled = Vec::new();
@@ -155,7 +164,14 @@ impl LiveRegistry {
             last_tried: Mutex::new(BTreeMap::new()),
             name_conflicts: Mutex::new(BTreeMap::new()),
             reloading: tokio::sync::Mutex::new(()),
+            at_start: Mutex::new(at_start),
         }))
+    }
+
+    /// The plugin files' fingerprints just before the start-up load read
+    /// them (taken once, by the watch).
+    pub fn fingerprints_at_start(&self) -> Option<BTreeMap<PathBuf, super::files::Fingerprint>> {
+        crate::sync::lock(&self.at_start).take()
     }
 
     /// The handle a pipeline reads the current set through.

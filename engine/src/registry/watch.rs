@@ -17,7 +17,7 @@
 //! its event had come.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use notify_debouncer_full::notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use tokio::sync::mpsc;
 
+use super::files::{Fingerprint, fingerprint, fingerprints};
 use super::live::{LiveRegistry, ReloadOutcome};
 
 /// Why watching could not start.
@@ -66,37 +67,8 @@ impl Drop for Watch {
 /// Who hears what each handled file became.
 type OnReload = Arc<dyn Fn(&PathBuf, &ReloadOutcome) + Send + Sync>;
 
-/// What tells one version of a file from another without reading it.
-type Fingerprint = (u64, i64, i64, u64, u64);
-
 /// The fingerprint of each plugin file as last handled (by an event or a rescan).
 type Seen = Arc<std::sync::Mutex<BTreeMap<PathBuf, Fingerprint>>>;
-
-/// `path`'s fingerprint now, if it is there.
-fn fingerprint(path: &Path) -> Option<Fingerprint> {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::metadata(path)
-        .or_else(|_| std::fs::symlink_metadata(path))
-        .ok()?;
-    Some((
-        meta.len(),
-        meta.mtime(),
-        meta.mtime_nsec(),
-        meta.ino(),
-        meta.dev(),
-    ))
-}
-
-/// Each plugin file of `dir` and its fingerprint (`stat` only: a FIFO or a
-/// device is never opened here).
-/// A directory that cannot be listed (moved away, out of descriptors) is
-/// an error, never "no files": that would unload every plugin.
-fn fingerprints(dir: &Path) -> std::io::Result<BTreeMap<PathBuf, Fingerprint>> {
-    Ok(super::files::plugin_files(dir)?
-        .into_iter()
-        .filter_map(|path| fingerprint(&path).map(|print| (path, print)))
-        .collect())
-}
 
 /// The paths whose fingerprint differs between `before` and `now` (changed,
 /// added or gone).
@@ -292,9 +264,13 @@ pub fn watch(
     // Taken before the watch begins: a replacement in between is then seen
     // as one (and costs a rescan), never missed.
     let watched = identity(&dir);
-    let seen: Seen = Arc::new(std::sync::Mutex::new(
-        fingerprints(&dir).map_err(|e| err(e.to_string()))?,
-    ));
+    // As the registry saw the files when it loaded them: a change made
+    // between that and this watch beginning is found by the rescan.
+    let initial = match live.fingerprints_at_start() {
+        Some(seen) => seen,
+        None => fingerprints(&dir).map_err(|e| err(e.to_string()))?,
+    };
+    let seen: Seen = Arc::new(std::sync::Mutex::new(initial));
     debouncer
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(|e| err(e.to_string()))?;

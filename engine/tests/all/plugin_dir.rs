@@ -440,3 +440,25 @@ async fn changes_whose_events_are_lost_are_found_by_the_rescan() {
         "{problems:?}"
     );
 }
+
+/// A file changed after the registry loaded it but before the watch began
+/// sends no event the watch can see; the rescan still finds it, because it
+/// compares with the files as the registry read them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_before_the_watch_begins_is_found_by_the_rescan() {
+    let test_db = fresh_database().await;
+    let holder = shared_tempdir();
+    let dir = holder.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("swapper.wasm"), built_plugin("swap_one.wasm")).unwrap();
+    let live = start_live_with(&test_db, &dir, |c| c.plugins.rescan_interval_ms = 200).await;
+    assert_eq!(swapper_version(&live).as_deref(), Some("1.0.0"));
+    let staged = holder.path().join("staged.wasm");
+    std::fs::write(&staged, built_plugin("swap_two.wasm")).unwrap();
+    std::fs::rename(&staged, dir.join("swapper.wasm")).unwrap();
+    let _watch = watch::watch(Arc::clone(&live), Duration::from_millis(200), |_, _| {}).unwrap();
+    eventually("the file changed before the watch loading", || {
+        swapper_version(&live).is_some_and(|v| v != "1.0.0")
+    })
+    .await;
+}
