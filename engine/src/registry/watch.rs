@@ -41,6 +41,9 @@ pub struct WatchError {
 /// (a symlink) now leading elsewhere.
 pub const DIRECTORY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
+/// The watch of renames into the directory (see [`watch`]).
+type Renames = Arc<std::sync::Mutex<notify_debouncer_full::notify::RecommendedWatcher>>;
+
 type Debouncer = notify_debouncer_full::Debouncer<
     notify_debouncer_full::notify::RecommendedWatcher,
     notify_debouncer_full::RecommendedCache,
@@ -49,6 +52,7 @@ type Debouncer = notify_debouncer_full::Debouncer<
 /// Keeps the watch running; dropping it stops watching.
 pub struct Watch {
     _debouncer: Arc<std::sync::Mutex<Debouncer>>,
+    _renames: Renames,
     task: tokio::task::JoinHandle<()>,
     guard: tokio::task::JoinHandle<()>,
     rescan: Option<tokio::task::JoinHandle<()>>,
@@ -156,6 +160,7 @@ fn identity(dir: &std::path::Path) -> Option<(u64, u64)> {
 async fn guard_directory(
     live: Arc<LiveRegistry>,
     debouncer: Arc<std::sync::Mutex<Debouncer>>,
+    renames: Renames,
     mut watched: Option<(u64, u64)>,
 ) {
     let dir = live.plugin_dir();
@@ -198,9 +203,13 @@ async fn guard_directory(
                     dir.display()
                 );
                 let rewatched = {
+                    use notify_debouncer_full::notify::Watcher as _;
                     let mut d = crate::sync::lock(&debouncer);
                     let _ = d.unwatch(&dir);
+                    let mut r = crate::sync::lock(&renames);
+                    let _ = r.unwatch(&dir);
                     d.watch(&dir, RecursiveMode::NonRecursive)
+                        .and_then(|()| r.watch(&dir, RecursiveMode::NonRecursive))
                 };
                 match rewatched {
                     Ok(()) => {
@@ -241,6 +250,28 @@ pub fn watch(
     };
     std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+    // A file renamed into place is complete: it needs no debounce, so it is
+    // handled the moment the rename is seen. (Its debounced event comes
+    // later and finds the content already serving.) In-place writes, which
+    // come in bursts, still wait for the debounce.
+    let renamed = tx.clone();
+    let mut renames = notify_debouncer_full::notify::recommended_watcher(
+        move |result: notify_debouncer_full::notify::Result<
+            notify_debouncer_full::notify::Event,
+        >| {
+            use notify_debouncer_full::notify::EventKind;
+            use notify_debouncer_full::notify::event::{ModifyKind, RenameMode};
+            if let Ok(event) = result
+                && matches!(
+                    event.kind,
+                    EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+                )
+            {
+                let _ = renamed.send(event.paths);
+            }
+        },
+    )
+    .map_err(|e| err(e.to_string()))?;
     let mut debouncer =
         new_debouncer(
             debounce,
@@ -274,10 +305,18 @@ pub fn watch(
     debouncer
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(|e| err(e.to_string()))?;
+    {
+        use notify_debouncer_full::notify::Watcher as _;
+        renames
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|e| err(e.to_string()))?;
+    }
+    let renames: Renames = Arc::new(std::sync::Mutex::new(renames));
     let debouncer = Arc::new(std::sync::Mutex::new(debouncer));
     let guard = tokio::spawn(guard_directory(
         Arc::clone(&live),
         Arc::clone(&debouncer),
+        Arc::clone(&renames),
         watched,
     ));
     let rescan = (!rescan_interval.is_zero()).then(|| {
@@ -324,6 +363,7 @@ pub fn watch(
     });
     Ok(Watch {
         _debouncer: debouncer,
+        _renames: renames,
         task,
         guard,
         rescan,

@@ -462,3 +462,39 @@ async fn a_change_before_the_watch_begins_is_found_by_the_rescan() {
     })
     .await;
 }
+
+/// A file renamed into place is complete, so it is loaded without waiting
+/// for the debounce (here an hour, so only the rename path can load it);
+/// a file written in place still waits for the directory to be quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_into_place_is_loaded_without_the_debounce() {
+    let test_db = fresh_database().await;
+    let holder = shared_tempdir();
+    let dir = holder.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    let live = start_live_with(&test_db, &dir, |c| c.plugins.rescan_interval_ms = 0).await;
+    let _watch = watch::watch(Arc::clone(&live), Duration::from_secs(3600), |_, _| {}).unwrap();
+
+    let staged = holder.path().join("staged.wasm");
+    std::fs::write(&staged, built_plugin("swap_one.wasm")).unwrap();
+    std::fs::rename(&staged, dir.join("swapper.wasm")).unwrap();
+    eventually("the renamed file loading", || {
+        swapper_version(&live).as_deref() == Some("1.0.0")
+    })
+    .await;
+
+    // The editor's way: a temporary file in the directory renamed over.
+    let temporary = dir.join(".swapper.wasm.tmp");
+    std::fs::write(&temporary, built_plugin("swap_two.wasm")).unwrap();
+    std::fs::rename(&temporary, dir.join("swapper.wasm")).unwrap();
+    eventually("the file renamed over loading", || {
+        swapper_version(&live).is_some_and(|v| v != "1.0.0")
+    })
+    .await;
+    let two = swapper_version(&live);
+
+    // Written in place: waits for the (hour-long) debounce.
+    std::fs::write(dir.join("swapper.wasm"), built_plugin("swap_one.wasm")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(swapper_version(&live), two, "an in-place write waits");
+}
