@@ -1,7 +1,9 @@
 //! Watching the plugin directory: file events, debounced, feed the live registry.
 //!
 //! Editors save by writing in place, by truncate-and-write, or by writing a
-//! temporary file and renaming it over the old one, and often in bursts. The
+//! temporary file and renaming it over the old one, and often in bursts. A
+//! rename into the directory delivers a complete file, so it is handled the
+//! moment it is seen. For everything else the
 //! debouncer waits until the directory has been quiet for
 //! `plugins.watch_debounce_ms`, then each changed path is loaded once, from what
 //! is on disk at that moment; an unchanged hash is skipped. So a burst ends in
