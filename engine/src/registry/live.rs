@@ -257,6 +257,11 @@ impl LiveRegistry {
                     outcomes.push((path, outcome));
                     present.extend(retry);
                 }
+                // The same junk seen again (a second event for one write):
+                // refused once is enough.
+                Read::Refused(bytes, _) if self.refused_already(&path, &bytes) => {
+                    outcomes.push((path, ReloadOutcome::Unchanged));
+                }
                 Read::Refused(bytes, message) => refused.push((path, bytes, message)),
                 Read::Component(_) => present.push(path),
             }
@@ -338,6 +343,19 @@ impl LiveRegistry {
             Read::Refused(bytes, message) => Prepared::Refused(bytes, message),
             Read::Missing => Prepared::Gone,
         }
+    }
+
+    /// Whether `bytes` (read, not a component) are what `path` was last
+    /// refused for, and that refusal still stands. Unreadable files (no
+    /// bytes) are never taken as seen: there is nothing to compare.
+    fn refused_already(&self, path: &Path, bytes: &[u8]) -> bool {
+        if bytes.is_empty() {
+            return false;
+        }
+        let source = PluginSource::File(path.to_path_buf()).to_string();
+        let tried = crate::sync::lock(&self.last_tried).get(path).cloned();
+        tried.is_some_and(|sha| sha == sha256_hex(bytes))
+            && self.snapshot().problems.iter().any(|p| p.source == source)
     }
 
     /// The outcome for content already serving or already tried, if it is;

@@ -264,9 +264,11 @@ pub fn watch(
             use notify_debouncer_full::notify::EventKind;
             use notify_debouncer_full::notify::event::{ModifyKind, RenameMode};
             if let Ok(event) = result
+                // `To` alone: a rename within the directory also comes as
+                // `Both`, and one handling is enough.
                 && matches!(
                     event.kind,
-                    EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+                    EventKind::Modify(ModifyKind::Name(RenameMode::To))
                 )
             {
                 let _ = renamed.send(event.paths);
