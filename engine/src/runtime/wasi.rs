@@ -14,7 +14,7 @@
 //! | `wasi:filesystem` | no preopened directory, so no path to open |
 //! | `wasi:sockets` (tcp, udp, ip-name-lookup) | every address refused, TCP and UDP off, name lookup off |
 //! | `wasi:clocks`, `wasi:random` | real (a clock and randomness grant nothing) |
-//! | `wasi:cli/exit` | ends the call as a trap |
+//! | `wasi:cli/exit` | ends the call, reported as a trap (not attempted by the attack suite) |
 //!
 //! `wasi:http` is not linked: a component importing it is refused at load,
 //! naming the import. An attack test calls each denied interface.
