@@ -17,7 +17,7 @@ mod support;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use assay::bench::query::{DEFAULT_QUERY, QueryPaths};
+use assay::bench::query::{QueryPaths, Workload};
 use assay::config::Config;
 use assay::db::Database;
 use assay::engine::Engine;
@@ -35,7 +35,7 @@ fn point_select(c: &mut Criterion, rt: &tokio::runtime::Runtime, db: &Arc<Databa
             db,
             &config,
             ROWS,
-            DEFAULT_QUERY,
+            &Workload::point(),
             config.sandbox.connections_per_plugin,
             1,
         ))

@@ -1,13 +1,17 @@
-//! `assay bench query`: one parameterized query, issued through the
-//! `bench-query` plugin and straight through tokio-postgres, at each
-//! concurrency level, against a table this run seeds and drops.
+//! `assay bench query`: workloads of parameterized statements, each issued
+//! through the `bench-query` plugin (one call per request) and straight
+//! through tokio-postgres, at each concurrency level, against tables each
+//! workload seeds and drops.
 //!
-//! Both paths get the same work: the same statement, the same keys (the same
+//! Both paths get the same work: the same statements, the same keys (the same
 //! seeded sequence per worker), a bb8 pool of the same size with the same
-//! settings. The native path keeps its statement prepared per connection, as a
+//! settings. The native path keeps its statements prepared per connection and
+//! runs them one after the other, each in its own implicit transaction, as a
 //! careful application would; the plugin path is a real call as the engine
-//! makes it — a fresh instance, the call's transaction, the session reset —
+//! makes it — a fresh instance, the call's session with its transaction —
 //! but without the rest of the pipeline (no document or findings stored).
+//! The two give the same guarantees: in a call, reads before the first write
+//! run on their own, and a lone write is atomic natively too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +36,71 @@ use crate::runtime::plugin::{CallOutput, Document};
 
 /// The default statement; `{table}` is replaced by the seeded table.
 pub const DEFAULT_QUERY: &str = "SELECT payload FROM {table} WHERE id = $1";
+
+/// The named workloads `--query` takes (`all` runs each): name, what it is,
+/// and its statements (`{table}`: the seeded rows, `{groups}`: a 100-row
+/// table each row belongs to, `$1`: a random key).
+pub const WORKLOADS: &[(&str, &str, &[&str])] = &[
+    ("point", "a point SELECT by primary key", &[DEFAULT_QUERY]),
+    (
+        "join",
+        "a small join: the row and its group",
+        &[
+            "SELECT r.payload, g.name FROM {table} r JOIN {groups} g ON g.id = r.grp WHERE r.id = $1",
+        ],
+    ),
+    (
+        "update",
+        "an UPDATE by primary key",
+        &["UPDATE {table} SET hits = hits + 1 WHERE id = $1"],
+    ),
+    (
+        "read-write",
+        "a two-statement call: read a row, then update it",
+        &[
+            "SELECT payload, hits FROM {table} WHERE id = $1",
+            "UPDATE {table} SET hits = hits + 1 WHERE id = $1",
+        ],
+    ),
+];
+
+/// What one request runs: statements in order, each with the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Workload {
+    /// Its name (`custom` for a statement given on the command line).
+    pub name: String,
+    /// Its statements, with `{table}` and `{groups}` still in them.
+    pub statements: Vec<String>,
+}
+
+impl Workload {
+    /// The default workload, `point`.
+    pub fn point() -> Self {
+        Self {
+            name: "point".into(),
+            statements: vec![DEFAULT_QUERY.into()],
+        }
+    }
+
+    /// What one `--query` asks for: a workload's name, `all`, or a statement
+    /// of its own (one statement taking the key as `$1`).
+    pub fn parse(spec: &str) -> Vec<Self> {
+        let named = |(name, _, statements): &(&str, &str, &[&str])| Self {
+            name: (*name).to_string(),
+            statements: statements.iter().map(|s| s.to_string()).collect(),
+        };
+        match spec.trim() {
+            "all" => WORKLOADS.iter().map(named).collect(),
+            spec => match WORKLOADS.iter().find(|(name, _, _)| *name == spec) {
+                Some(workload) => vec![named(workload)],
+                None => vec![Self {
+                    name: "custom".into(),
+                    statements: vec![spec.to_string()],
+                }],
+            },
+        }
+    }
+}
 /// The plugin's name (as its manifest gives it).
 const PLUGIN: &str = "bench-query";
 
@@ -44,8 +113,8 @@ pub struct QuerySettings {
     pub span: Span,
     /// Rows seeded into the table (keys `1..=rows`).
     pub rows: u64,
-    /// The statement; `{table}` is replaced, `$1` is the key.
-    pub query: String,
+    /// The workloads, one after the other.
+    pub workloads: Vec<Workload>,
     /// Connections of each path's pool.
     pub pool_size: u32,
     /// Untimed requests per worker before each timed run.
@@ -57,8 +126,8 @@ pub struct QuerySettings {
 pub struct QueryReport {
     /// The PostgreSQL measured against (address and version).
     pub server: String,
-    /// The statement, as run.
-    pub query: String,
+    /// Each workload measured.
+    pub queries: Vec<WorkloadReport>,
     /// Rows in the seeded table.
     pub rows: u64,
     /// Connections of each path's pool.
@@ -69,6 +138,15 @@ pub struct QueryReport {
     pub requests_per_run: Option<u64>,
     /// Untimed requests per worker before each run.
     pub warmup_per_worker: u32,
+}
+
+/// One workload at every level.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadReport {
+    /// The workload's name.
+    pub name: String,
+    /// Its statements, as run.
+    pub statements: Vec<String>,
     /// One entry per concurrency level.
     pub levels: Vec<LevelReport>,
 }
@@ -105,9 +183,9 @@ pub struct PathReport {
     pub first_error: Option<String>,
 }
 
-/// Runs the benchmark: seeds the table, loads the plugin, measures each
-/// level, and drops the table and the plugin's database access again (also
-/// when measuring fails).
+/// Runs the benchmark: for each workload, seeds its tables, loads the plugin,
+/// measures each level, and drops the tables and the plugin's database access
+/// again (also when measuring fails).
 pub async fn run(
     db: &Arc<Database>,
     config: &Config,
@@ -117,59 +195,101 @@ pub async fn run(
     if settings.levels.is_empty() || settings.levels.contains(&0) {
         bail!("concurrency levels must be at least 1");
     }
+    if settings.workloads.is_empty() {
+        bail!("no workload to measure");
+    }
     let most = settings.levels.iter().copied().max().unwrap_or(1);
-    let paths = QueryPaths::set_up(
-        db,
-        config,
-        settings.rows,
-        &settings.query,
-        settings.pool_size,
-        most,
-    )
-    .await?;
-    let measured = measure_all(&paths, settings, progress).await;
-    let cleaned = paths.tear_down().await;
-    let report = measured?;
-    cleaned?;
-    Ok(report)
+    let mut queries = Vec::new();
+    for workload in &settings.workloads {
+        let paths = QueryPaths::set_up(
+            db,
+            config,
+            settings.rows,
+            workload,
+            settings.pool_size,
+            most,
+        )
+        .await
+        .with_context(|| format!("workload {}", workload.name))?;
+        let measured = measure_levels(&paths, settings, progress).await;
+        let statements = paths.statements().to_vec();
+        let cleaned = paths.tear_down().await;
+        let levels = measured.with_context(|| format!("workload {}", workload.name))?;
+        cleaned?;
+        queries.push(WorkloadReport {
+            name: workload.name.clone(),
+            statements,
+            levels,
+        });
+    }
+    let (duration_s, requests_per_run) = match settings.span {
+        Span::Duration(d) => (Some(d.as_secs_f64()), None),
+        Span::Requests(n) => (None, Some(n)),
+    };
+    Ok(QueryReport {
+        server: format!("{} (PostgreSQL {})", db.target, db.server_version),
+        queries,
+        rows: settings.rows,
+        pool_size: settings.pool_size,
+        duration_s,
+        requests_per_run,
+        warmup_per_worker: settings.warmup_per_worker,
+    })
+}
+
+/// The schema this process seeds its tables in.
+fn bench_schema() -> String {
+    format!("assay_bench_{}", std::process::id())
+}
+
+/// `workload`'s statements with its tables in `schema` filled in.
+fn statements_in(workload: &Workload, schema: &str) -> Vec<String> {
+    workload
+        .statements
+        .iter()
+        .map(|s| {
+            s.replace("{table}", &format!("{schema}.rows"))
+                .replace("{groups}", &format!("{schema}.groups"))
+        })
+        .collect()
 }
 
 /// The two ways of running the query, set up against a freshly seeded table.
 pub struct QueryPaths {
     db: Arc<Database>,
     schema: String,
-    query: String,
+    statements: Vec<String>,
     plugin: Arc<dyn Target>,
     native: Arc<dyn Target>,
 }
 
 impl QueryPaths {
-    /// Seeds a table of `rows` rows, loads the `bench-query` plugin with read
-    /// access to it, and opens both pools of `pool_size` connections; ready
-    /// for up to `concurrency` calls at once.
+    /// Seeds a table of `rows` rows (and the 100 groups they belong to),
+    /// loads the `bench-query` plugin with access to them, and opens both
+    /// pools of `pool_size` connections; ready for up to `concurrency` calls
+    /// of `workload` at once.
     pub async fn set_up(
         db: &Arc<Database>,
         config: &Config,
         rows: u64,
-        query: &str,
+        workload: &Workload,
         pool_size: u32,
         concurrency: usize,
     ) -> anyhow::Result<Self> {
         if rows == 0 {
             bail!("--rows must be at least 1");
         }
-        let schema = format!("assay_bench_{}", std::process::id());
-        let table = format!("{schema}.rows");
-        let query = query.replace("{table}", &table);
+        let schema = bench_schema();
+        let statements = statements_in(workload, &schema);
         seed(db, &schema, rows).await?;
         let mut paths = Self {
             db: Arc::clone(db),
             schema,
-            query,
+            statements,
             plugin: Arc::new(Unset),
             native: Arc::new(Unset),
         };
-        match paths.connect(config, &table, pool_size, concurrency).await {
+        match paths.connect(config, pool_size, concurrency).await {
             Ok(()) => Ok(paths),
             Err(e) => {
                 // Best effort: the error that stopped us is the one to report.
@@ -179,9 +299,9 @@ impl QueryPaths {
         }
     }
 
-    /// The statement both paths run.
-    pub fn query(&self) -> &str {
-        &self.query
+    /// The statements both paths run for each request.
+    pub fn statements(&self) -> &[String] {
+        &self.statements
     }
 
     /// One request through the plugin.
@@ -202,7 +322,6 @@ impl QueryPaths {
     async fn connect(
         &mut self,
         config: &Config,
-        table: &str,
         pool_size: u32,
         concurrency: usize,
     ) -> anyhow::Result<()> {
@@ -219,8 +338,8 @@ impl QueryPaths {
         config.plugins.grants.insert(
             PLUGIN.into(),
             crate::config::PluginGrants {
-                read: vec![table.to_string()],
-                write: vec![],
+                read: vec![format!("{}.groups", self.schema)],
+                write: vec![format!("{}.rows", self.schema)],
             },
         );
         let runtime = Arc::new(Runtime::new(&config, None)?);
@@ -239,13 +358,13 @@ impl QueryPaths {
             )
             .await
             .map_err(|e| anyhow::anyhow!("registering the bench-query plugin: {e}"))?;
-        self.native = Arc::new(NativeTarget::new(&self.db, &self.query, pool_size).await?);
+        self.native = Arc::new(NativeTarget::new(&self.db, &self.statements, pool_size).await?);
         let limits = CallLimits::for_plugin(&config.limits, PLUGIN);
         self.plugin = Arc::new(PluginTarget {
             runtime,
             plugin,
             limits,
-            query: self.query.clone(),
+            statements: self.statements.clone(),
         });
         Ok(())
     }
@@ -270,19 +389,26 @@ async fn seed(db: &Database, schema: &str, rows: u64) -> anyhow::Result<()> {
     conn.batch_execute(&format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE;
          CREATE SCHEMA {schema};
-         CREATE TABLE {schema}.rows (id bigint PRIMARY KEY, payload text NOT NULL);"
+         CREATE TABLE {schema}.groups (id int PRIMARY KEY, name text NOT NULL);
+         INSERT INTO {schema}.groups SELECT g, 'group ' || g FROM generate_series(0, 99) AS g;
+         CREATE TABLE {schema}.rows (
+             id bigint PRIMARY KEY,
+             payload text NOT NULL,
+             grp int NOT NULL REFERENCES {schema}.groups (id),
+             hits bigint NOT NULL DEFAULT 0
+         );"
     ))
     .await
-    .context("creating the benchmark table")?;
+    .context("creating the benchmark tables")?;
     conn.execute(
         &format!(
-            "INSERT INTO {schema}.rows SELECT i, md5(i::text) FROM generate_series(1, $1::bigint) AS i"
+            "INSERT INTO {schema}.rows (id, payload, grp) SELECT i, md5(i::text), i % 100 FROM generate_series(1, $1::bigint) AS i"
         ),
         &[&rows],
     )
     .await
     .context("seeding the benchmark table")?;
-    conn.batch_execute(&format!("ANALYZE {schema}.rows"))
+    conn.batch_execute(&format!("ANALYZE {schema}.rows, {schema}.groups"))
         .await
         .context("analysing the benchmark table")?;
     Ok(())
@@ -299,11 +425,11 @@ async fn clean_up(db: &Database, schema: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure_all(
+async fn measure_levels(
     paths: &QueryPaths,
     settings: &QuerySettings,
     progress: &ProgressBar,
-) -> anyhow::Result<QueryReport> {
+) -> anyhow::Result<Vec<LevelReport>> {
     let mut levels = Vec::new();
     for &concurrency in &settings.levels {
         let plugin = measure(&paths.plugin, concurrency, settings, progress).await;
@@ -326,21 +452,7 @@ async fn measure_all(
             ratio,
         });
     }
-    let (duration_s, requests_per_run) = match settings.span {
-        Span::Duration(d) => (Some(d.as_secs_f64()), None),
-        Span::Requests(n) => (None, Some(n)),
-    };
-    let db = &paths.db;
-    Ok(QueryReport {
-        server: format!("{} (PostgreSQL {})", db.target, db.server_version),
-        query: paths.query.clone(),
-        rows: settings.rows,
-        pool_size: settings.pool_size,
-        duration_s,
-        requests_per_run,
-        warmup_per_worker: settings.warmup_per_worker,
-        levels,
-    })
+    Ok(levels)
 }
 
 /// Why one benchmark request failed.
@@ -359,7 +471,7 @@ struct PluginTarget {
     runtime: Arc<Runtime>,
     plugin: Arc<RegisteredPlugin>,
     limits: CallLimits,
-    query: String,
+    statements: Vec<String>,
 }
 
 impl Target for PluginTarget {
@@ -368,7 +480,14 @@ impl Target for PluginTarget {
             let doc = Document {
                 id: "00000000-0000-0000-0000-000000000000".into(),
                 kind: "bench-query".into(),
-                text: format!("{}\n{key}", self.query),
+                // The plugin's format: each statement and its key, separated
+                // by a line holding only `;`.
+                text: self
+                    .statements
+                    .iter()
+                    .map(|s| format!("{s}\n{key}"))
+                    .collect::<Vec<_>>()
+                    .join("\n;\n"),
                 metadata: "{}".into(),
             };
             match self.plugin.call(&self.runtime, &self.limits, doc).await {
@@ -384,15 +503,15 @@ impl Target for PluginTarget {
     }
 }
 
-/// Connections of the native path, each with the statement prepared once.
+/// Connections of the native path, each with the statements prepared once.
 struct NativeManager {
     config: tokio_postgres::Config,
-    query: String,
+    statements: Vec<String>,
 }
 
 struct NativeConnection {
     client: Client,
-    statement: Statement,
+    statements: Vec<Statement>,
 }
 
 impl bb8::ManageConnection for NativeManager {
@@ -404,8 +523,11 @@ impl bb8::ManageConnection for NativeManager {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        let statement = client.prepare(&self.query).await?;
-        Ok(NativeConnection { client, statement })
+        let mut statements = Vec::new();
+        for sql in &self.statements {
+            statements.push(client.prepare(sql).await?);
+        }
+        Ok(NativeConnection { client, statements })
     }
 
     async fn is_valid(&self, conn: &mut NativeConnection) -> Result<(), tokio_postgres::Error> {
@@ -429,11 +551,12 @@ enum KeyType {
 
 struct NativeTarget {
     pool: bb8::Pool<NativeManager>,
-    key: KeyType,
+    /// How each statement binds the key.
+    keys: Vec<KeyType>,
 }
 
 impl NativeTarget {
-    async fn new(db: &Database, query: &str, pool_size: u32) -> anyhow::Result<Self> {
+    async fn new(db: &Database, statements: &[String], pool_size: u32) -> anyhow::Result<Self> {
         let mut config = db.pg_config().clone();
         config.application_name("assay bench native");
         // Check the statement once, with a clear error, before anything is timed.
@@ -444,19 +567,25 @@ impl NativeTarget {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        let statement = client.prepare(query).await.map_err(|e| {
-            anyhow::anyhow!("the query does not prepare: {}", crate::db::pg_message(&e))
-        })?;
-        let key = match statement.params() {
-            [only] if *only == Type::INT2 => KeyType::Int2,
-            [only] if *only == Type::INT4 => KeyType::Int4,
-            [only] if *only == Type::INT8 => KeyType::Int8,
-            [only] if *only == Type::TEXT || *only == Type::VARCHAR => KeyType::Text,
-            other => bail!(
-                "the query must take exactly one key parameter, $1, of an integer or text type (it takes {})",
-                other.len()
-            ),
-        };
+        let mut keys = Vec::new();
+        for query in statements {
+            let statement = client.prepare(query).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "the query does not prepare: {} ({query})",
+                    crate::db::pg_message(&e)
+                )
+            })?;
+            keys.push(match statement.params() {
+                [only] if *only == Type::INT2 => KeyType::Int2,
+                [only] if *only == Type::INT4 => KeyType::Int4,
+                [only] if *only == Type::INT8 => KeyType::Int8,
+                [only] if *only == Type::TEXT || *only == Type::VARCHAR => KeyType::Text,
+                other => bail!(
+                    "the query must take exactly one key parameter, $1, of an integer or text type (it takes {}: {query})",
+                    other.len()
+                ),
+            });
+        }
         drop(client);
         // The same pool settings as a plugin's pool (see capability::sql::pool).
         let pool = bb8::Pool::builder()
@@ -466,9 +595,9 @@ impl NativeTarget {
             .connection_timeout(Duration::from_millis(30_000))
             .build_unchecked(NativeManager {
                 config,
-                query: query.to_string(),
+                statements: statements.to_vec(),
             });
-        Ok(Self { pool, key })
+        Ok(Self { pool, keys })
     }
 }
 
@@ -476,22 +605,25 @@ impl Target for NativeTarget {
     fn call(&self, key: i64) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let conn = self.pool.get().await.map_err(|e| format!("{e:?}"))?;
-            let result = match self.key {
-                KeyType::Int2 => {
-                    let key = i16::try_from(key).map_err(|e| e.to_string())?;
-                    conn.client.query(&conn.statement, &[&key]).await
-                }
-                KeyType::Int4 => {
-                    let key = i32::try_from(key).map_err(|e| e.to_string())?;
-                    conn.client.query(&conn.statement, &[&key]).await
-                }
-                KeyType::Int8 => conn.client.query(&conn.statement, &[&key]).await,
-                KeyType::Text => {
-                    let key = key.to_string();
-                    conn.client.query(&conn.statement, &[&key]).await
-                }
-            };
-            result.map(|_| ()).map_err(|e| crate::db::pg_message(&e))
+            for (statement, key_type) in conn.statements.iter().zip(&self.keys) {
+                let result = match key_type {
+                    KeyType::Int2 => {
+                        let key = i16::try_from(key).map_err(|e| e.to_string())?;
+                        conn.client.query(statement, &[&key]).await
+                    }
+                    KeyType::Int4 => {
+                        let key = i32::try_from(key).map_err(|e| e.to_string())?;
+                        conn.client.query(statement, &[&key]).await
+                    }
+                    KeyType::Int8 => conn.client.query(statement, &[&key]).await,
+                    KeyType::Text => {
+                        let key = key.to_string();
+                        conn.client.query(statement, &[&key]).await
+                    }
+                };
+                result.map_err(|e| crate::db::pg_message(&e))?;
+            }
+            Ok(())
         })
     }
 

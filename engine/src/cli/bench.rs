@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use assay::bench::pipeline::{PipelineReport, PipelineSettings};
-use assay::bench::query::{DEFAULT_QUERY, QueryReport, QuerySettings};
+use assay::bench::query::{QueryReport, QuerySettings, WORKLOADS, Workload};
 use assay::bench::{Latency, Span};
 use assay::config::Config;
 use assay::db::Database;
@@ -41,10 +41,15 @@ pub struct QueryArgs {
     /// Rows to seed into the benchmark table.
     #[arg(long, default_value_t = 10_000)]
     pub rows: u64,
-    /// The statement: `{table}` is the seeded table (id bigint primary key,
-    /// payload text); `$1` is a random key in 1..=rows.
-    #[arg(long, default_value = DEFAULT_QUERY)]
-    pub query: String,
+    /// What each request runs; repeat it to measure several in one command.
+    /// A workload's name — `point` (a point SELECT), `join` (a small join),
+    /// `update` (an UPDATE by key), `read-write` (a read, then an update, in
+    /// one call) — or `all` for each of them, or a statement of your own:
+    /// `{table}` is the seeded table (id bigint primary key, payload text,
+    /// grp int, hits bigint), `{groups}` the 100 groups (id int primary key,
+    /// name text); `$1` is a random key in 1..=rows.
+    #[arg(long, default_value = "point")]
+    pub query: Vec<String>,
     /// Connections in each path's pool [default: sandbox.connections_per_plugin].
     #[arg(long)]
     pub pool_size: Option<u32>,
@@ -138,7 +143,7 @@ async fn query(config: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
         levels: args.concurrency.clone(),
         span,
         rows: args.rows,
-        query: args.query.clone(),
+        workloads: args.query.iter().flat_map(|q| Workload::parse(q)).collect(),
         pool_size: args
             .pool_size
             .unwrap_or(config.sandbox.connections_per_plugin)
@@ -146,7 +151,9 @@ async fn query(config: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
         warmup_per_worker: args.warmup,
     };
     let total = match span {
-        Span::Requests(n) => Some(n * 2 * settings.levels.len() as u64),
+        Span::Requests(n) => {
+            Some(n * 2 * (settings.levels.len() * settings.workloads.len()) as u64)
+        }
         Span::Duration(_) => None,
     };
     let db = Arc::new(
@@ -169,16 +176,22 @@ async fn query(config: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
         print_query(&report);
     }
     let errors: u64 = report
-        .levels
+        .queries
         .iter()
+        .flat_map(|q| &q.levels)
         .map(|l| l.plugin.errors + l.native.errors)
         .sum();
     if errors > 0 {
         eprintln!("warning: {errors} requests failed");
-        for level in &report.levels {
-            for (path, r) in [("plugin", &level.plugin), ("native", &level.native)] {
-                if let Some(e) = &r.first_error {
-                    eprintln!("  concurrency {} {path}: {e}", level.concurrency);
+        for query in &report.queries {
+            for level in &query.levels {
+                for (path, r) in [("plugin", &level.plugin), ("native", &level.native)] {
+                    if let Some(e) = &r.first_error {
+                        eprintln!(
+                            "  {} at concurrency {} {path}: {e}",
+                            query.name, level.concurrency
+                        );
+                    }
                 }
             }
         }
@@ -209,6 +222,7 @@ fn print_query(report: &QueryReport) {
         .load_preset(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header([
+            "query",
             "concurrency",
             "path",
             "requests/s",
@@ -219,24 +233,27 @@ fn print_query(report: &QueryReport) {
             "errors",
             "plugin/native",
         ]);
-    for level in &report.levels {
-        for (path, r) in [("plugin", &level.plugin), ("native", &level.native)] {
-            let [p50, p95, p99] = latency_cells(&r.latency);
-            table.add_row([
-                level.concurrency.to_string(),
-                path.to_string(),
-                format!("{:.0}", r.throughput_per_s),
-                p50,
-                p95,
-                p99,
-                ms(r.pool_wait_ms_mean),
-                r.errors.to_string(),
-                if path == "plugin" {
-                    format!("{:.2}", level.ratio)
-                } else {
-                    String::new()
-                },
-            ]);
+    for query in &report.queries {
+        for level in &query.levels {
+            for (path, r) in [("plugin", &level.plugin), ("native", &level.native)] {
+                let [p50, p95, p99] = latency_cells(&r.latency);
+                table.add_row([
+                    query.name.clone(),
+                    level.concurrency.to_string(),
+                    path.to_string(),
+                    format!("{:.0}", r.throughput_per_s),
+                    p50,
+                    p95,
+                    p99,
+                    ms(r.pool_wait_ms_mean),
+                    r.errors.to_string(),
+                    if path == "plugin" {
+                        format!("{:.2}", level.ratio)
+                    } else {
+                        String::new()
+                    },
+                ]);
+            }
         }
     }
     println!("{table}");
@@ -245,12 +262,24 @@ fn print_query(report: &QueryReport) {
         (_, Some(n)) => format!("{n} requests per run"),
         _ => String::new(),
     };
+    println!("server: {}", report.server);
+    for query in &report.queries {
+        let about = WORKLOADS
+            .iter()
+            .find(|(name, _, _)| *name == query.name)
+            .map_or("a statement of your own", |(_, about, _)| about);
+        println!(
+            "{} ({about}): {}",
+            query.name,
+            query.statements.join("; then ")
+        );
+    }
     println!(
-        "server: {}\nquery: {} (key: random in 1..={}, same keys for both paths)\npool: {} connections per path; {span}; {} untimed requests per worker first",
-        report.server, report.query, report.rows, report.pool_size, report.warmup_per_worker
+        "key: random in 1..={}, the same keys for both paths\npool: {} connections per path; {span}; {} untimed requests per worker first",
+        report.rows, report.pool_size, report.warmup_per_worker
     );
     println!(
-        "plugin: each request is one call — a fresh instance, its own transaction, the session reset after; no document or finding is stored.\nnative: the statement prepared once per connection, run with tokio-postgres, no transaction."
+        "plugin: each request is one call — a fresh instance, the call's session (reads before its first write on their own, the rest in one transaction); no document or finding is stored.\nnative: the statements prepared once per connection, run with tokio-postgres one after the other, each in its own implicit transaction."
     );
 }
 

@@ -34,41 +34,59 @@ async fn bench_query_reports_both_paths_per_level_and_cleans_up() {
             "500",
             "--warmup",
             "2",
+            "--query",
+            "all",
             "--json",
         ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let levels = report["levels"].as_array().unwrap();
+    let queries = report["queries"].as_array().unwrap();
     assert_eq!(
-        levels
+        queries
             .iter()
-            .map(|l| l["concurrency"].as_u64().unwrap())
+            .map(|q| q["name"].as_str().unwrap())
             .collect::<Vec<_>>(),
-        [1, 3]
+        ["point", "join", "update", "read-write"],
+        "{report}"
     );
-    for level in levels {
-        for path in ["plugin", "native"] {
-            let r = &level[path];
-            assert_eq!(r["requests"], 60, "{path}: {r}");
-            assert_eq!(r["errors"], 0, "{path}: {r}");
-            let recomputed = r["requests"].as_f64().unwrap() / r["seconds"].as_f64().unwrap();
-            let throughput = r["throughput_per_s"].as_f64().unwrap();
-            assert!((recomputed - throughput).abs() <= 1e-6 * throughput, "{r}");
-            let latency = &r["latency"];
-            let (p50, p95, p99) = (
-                latency["p50_ms"].as_f64().unwrap(),
-                latency["p95_ms"].as_f64().unwrap(),
-                latency["p99_ms"].as_f64().unwrap(),
-            );
-            assert!(0.0 < p50 && p50 <= p95 && p95 <= p99, "{latency}");
+    for query in queries {
+        let levels = query["levels"].as_array().unwrap();
+        assert_eq!(
+            levels
+                .iter()
+                .map(|l| l["concurrency"].as_u64().unwrap())
+                .collect::<Vec<_>>(),
+            [1, 3]
+        );
+        for level in levels {
+            for path in ["plugin", "native"] {
+                let r = &level[path];
+                assert_eq!(r["requests"], 60, "{path}: {r}");
+                assert_eq!(r["errors"], 0, "{path}: {r}");
+                let recomputed = r["requests"].as_f64().unwrap() / r["seconds"].as_f64().unwrap();
+                let throughput = r["throughput_per_s"].as_f64().unwrap();
+                assert!((recomputed - throughput).abs() <= 1e-6 * throughput, "{r}");
+                let latency = &r["latency"];
+                let (p50, p95, p99) = (
+                    latency["p50_ms"].as_f64().unwrap(),
+                    latency["p95_ms"].as_f64().unwrap(),
+                    latency["p99_ms"].as_f64().unwrap(),
+                );
+                assert!(0.0 < p50 && p50 <= p95 && p95 <= p99, "{latency}");
+            }
+            let ratio = level["ratio"].as_f64().unwrap();
+            let recomputed = level["plugin"]["throughput_per_s"].as_f64().unwrap()
+                / level["native"]["throughput_per_s"].as_f64().unwrap();
+            assert!((ratio - recomputed).abs() < 1e-9, "{level}");
         }
-        let ratio = level["ratio"].as_f64().unwrap();
-        let recomputed = level["plugin"]["throughput_per_s"].as_f64().unwrap()
-            / level["native"]["throughput_per_s"].as_f64().unwrap();
-        assert!((ratio - recomputed).abs() < 1e-9, "{level}");
     }
+    assert_eq!(
+        queries[3]["statements"].as_array().unwrap().len(),
+        2,
+        "read-write runs two statements per request"
+    );
     assert_eq!(report["rows"], 500);
     assert_eq!(report["requests_per_run"], 60);
 

@@ -17,6 +17,7 @@ mod limits;
 mod plugin_dir;
 mod reload;
 mod sandbox;
+mod session;
 mod sql;
 mod support;
 mod typed;

@@ -694,11 +694,39 @@ async fn attack_suite(gate: bool) {
         .unwrap()
         .get(0);
     assert_eq!(functions, 0);
+    // The session every attack ran on (the plugin has one connection) holds
+    // nothing of them: no setting of its own, no LISTEN, cursor, advisory
+    // lock or prepared statement of the plugin's, and no more of the host's
+    // statements than it keeps.
+    assert_eq!(
+        sandbox.probe(SESSION_LEFTOVERS).await,
+        json!("settings 0 listening 0 cursors 0 advisory 0 prepared 0"),
+        "gate {gate}: the session kept something of the attacks"
+    );
+    let host_statements = sandbox
+        .probe("SELECT count(*)::int FROM pg_prepared_statements WHERE NOT from_sql")
+        .await;
+    assert!(
+        host_statements.as_i64().unwrap() <= assay::capability::sql::pool::CACHED_STATEMENTS as i64,
+        "{host_statements}"
+    );
 
     stop.store(true, Ordering::SeqCst);
     let answered = bystander.await.unwrap();
     assert!(answered > 0, "the bystander got no answer at all");
 }
+
+/// What a session holds that a call could have left there, as one line.
+pub(crate) const SESSION_LEFTOVERS: &str = concat!(
+    "SELECT concat_ws(' ', ",
+    // The transaction's own settings (from BEGIN READ WRITE) are not the session's.
+    "'settings', (SELECT count(*) FROM pg_settings WHERE source = 'session' AND name NOT LIKE 'transaction\\_%'), ",
+    "'listening', (SELECT count(*) FROM pg_listening_channels()), ",
+    // The unnamed portal is this very query.
+    "'cursors', (SELECT count(*) FROM pg_cursors WHERE name <> ''), ",
+    "'advisory', (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()), ",
+    "'prepared', (SELECT count(*) FROM pg_prepared_statements WHERE from_sql))"
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attacks_fail_with_the_statement_gate() {

@@ -377,6 +377,22 @@ const SYSTEM: &str = "system catalogs and views belong to the server";
 /// Checks one plugin statement. `Ok` means it may be sent to the server, which
 /// still decides by privileges.
 pub fn check(statement: &str) -> Result<(), Denied> {
+    inspect(statement).map(|_| ())
+}
+
+/// What the gate learnt of a statement it let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inspected {
+    /// It reads and writes nothing, by its words: a `SELECT`, `VALUES`,
+    /// `TABLE` or `WITH` with no locking clause, no `INTO`, no data-modifying
+    /// verb and no sequence call anywhere in it. A hint, not a proof: a
+    /// function it calls may still try to write, which the server refuses in
+    /// a read-only transaction (see `session`).
+    pub plain_read: bool,
+}
+
+/// [`check`], and what the statement is.
+pub fn inspect(statement: &str) -> Result<Inspected, Denied> {
     if statement.contains('\0') {
         // The server reads SQL text as a C string: it would stop at the NUL
         // and run less than the gate read.
@@ -403,7 +419,28 @@ pub fn check(statement: &str) -> Result<(), Denied> {
     check_temporary_and_unlogged(first)?;
     check_function_calls(first)?;
     check_system_writes(first)?;
-    check_settings_views(first)
+    check_settings_views(first)?;
+    Ok(Inspected {
+        plain_read: is_plain_read(first),
+    })
+}
+
+/// Words that make a statement more than a plain read when they appear
+/// anywhere in it (unquoted): data-modifying verbs (also inside `WITH`),
+/// `SELECT … INTO`, locking clauses (`FOR UPDATE`, `FOR SHARE`, … — and so,
+/// conservatively, any `FOR`), and the sequence functions that write.
+const NOT_PLAIN_READ: &[&str] = &[
+    "insert", "update", "delete", "merge", "into", "for", "lock", "nextval", "setval",
+];
+
+fn is_plain_read(tokens: &[Token]) -> bool {
+    let leading = tokens.iter().find(|t| **t != Token::Open);
+    matches!(
+        keyword(leading),
+        Some("select" | "values" | "table" | "with")
+    ) && !tokens
+        .iter()
+        .any(|t| matches!(keyword(Some(t)), Some(w) if NOT_PLAIN_READ.contains(&w)))
 }
 
 /// The first keyword of `statement`, ASCII-lowercased as the server folds it,
@@ -731,7 +768,7 @@ fn check_settings_views(tokens: &[Token]) -> Result<(), Denied> {
 
 #[cfg(test)]
 mod tests {
-    use super::{check, leading_keyword};
+    use super::{check, inspect, leading_keyword};
 
     #[test]
     fn ordinary_statements_pass() {
@@ -1369,5 +1406,38 @@ mod tests {
             leading_keyword("copy\u{a0}t").as_deref(),
             Some("copy\u{a0}t")
         );
+    }
+
+    #[test]
+    fn plain_reads_are_told_from_everything_else() {
+        let plain = |sql: &str| inspect(sql).expect(sql).plain_read;
+        for sql in [
+            "SELECT payload FROM t WHERE id = $1",
+            "  (SELECT 1)",
+            "select r.a, g.b from r join g on g.id = r.g where r.id = $1",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "VALUES (1), (2)",
+            "TABLE t",
+            "SELECT \"update\" FROM t",
+        ] {
+            assert!(plain(sql), "{sql}");
+        }
+        for sql in [
+            "UPDATE t SET x = 1 WHERE id = $1",
+            "INSERT INTO t VALUES (1)",
+            "DELETE FROM t",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT * FROM t WHERE id = 1 FOR NO KEY UPDATE",
+            "select * from t for share",
+            "SELECT 1 INTO copy_of_one",
+            "WITH gone AS (DELETE FROM t RETURNING *) SELECT * FROM gone",
+            "SELECT nextval('s')",
+            "SELECT pg_catalog . setval('s', 1)",
+            "EXPLAIN ANALYZE UPDATE t SET x = 1",
+            "CREATE TABLE notes (id int primary key)",
+            "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+        ] {
+            assert!(!plain(sql), "{sql}");
+        }
     }
 }

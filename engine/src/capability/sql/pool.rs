@@ -187,10 +187,22 @@ pub struct SandboxConnection {
     pub server: (String, u16),
     /// Statements this connection has prepared, by SQL text.
     pub statements: StatementCache,
+    /// Calls ended on this connection since its session was last reset.
+    pub calls_since_reset: u32,
+    /// The server refused the last statement that failed (rather than the
+    /// host, before sending it: a parameter that does not encode, say).
+    pub server_refused: AtomicBool,
     _permit: OwnedSemaphorePermit,
 }
 
 impl SandboxConnection {
+    /// What the plugin is told of `e`, noting whether the server refused.
+    pub fn sql_error(&self, e: tokio_postgres::Error) -> super::types::SqlError {
+        self.server_refused
+            .store(e.as_db_error().is_some(), Ordering::Relaxed);
+        super::session::to_sql_error(e)
+    }
+
     /// Asks the server to cancel whatever this connection is running, and marks
     /// the connection so it is closed rather than reused.
     pub async fn cancel(&mut self) {
@@ -299,6 +311,8 @@ impl bb8::ManageConnection for SandboxManager {
             allowance,
             server,
             statements: StatementCache::default(),
+            calls_since_reset: 0,
+            server_refused: AtomicBool::new(false),
             _permit: permit,
         })
     }
@@ -348,11 +362,13 @@ pub fn build_pool(
         .application_name(format!("assay plugin {role}"))
         // Startup options, not role settings: they outrank whatever the role's
         // own session defaults say (a role may change those for itself), and
-        // `RESET ALL` after each call returns to them. standard_conforming_strings
-        // is fixed so that the statement gate and the server read string
-        // literals the same way. (Schema names are `[a-z0-9_]`: no quoting needed.)
+        // `RESET ALL` returns to them. standard_conforming_strings is fixed so
+        // that the statement gate and the server read string literals the same
+        // way. Sessions are read-only unless a call opens its transaction with
+        // `BEGIN READ WRITE`, so a statement run on its own cannot write (see
+        // `session`). (Schema names are `[a-z0-9_]`: no quoting needed.)
         .options(format!(
-            "-c statement_timeout={} -c search_path={} -c standard_conforming_strings=on",
+            "-c statement_timeout={} -c search_path={} -c standard_conforming_strings=on -c default_transaction_read_only=on",
             settings.statement_timeout.as_millis(),
             settings.search_path,
         ))

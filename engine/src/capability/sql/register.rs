@@ -22,13 +22,22 @@ pub async fn register(
     plugin: &Registration<'_>,
 ) -> Result<SqlPlugin, RegisterError> {
     let name = &plugin.identity.name;
-    let settings = SqlSettings::for_plugin(config, name, plugin.limits);
+    let mut settings = SqlSettings::for_plugin(config, name, plugin.limits);
     let mut conn = db.connection().await?;
     let login = match provision(&mut conn, name, &settings, config).await {
         Ok(login) => login,
         Err(SandboxError::Db(e)) => return Err(e.into()),
         Err(other) => return Err(RegisterError::Refused(other.to_string())),
     };
+    if settings.caps.lean && owns_functions(&conn, &login.role).await? {
+        // Made while the gate was off, such a function could change the
+        // session where the gate cannot see; so its sessions are reset
+        // after every call, as with the gate off.
+        tracing::info!(
+            "plugin {name}: its role owns functions, so its sessions are reset after every call"
+        );
+        settings.caps.lean = false;
+    }
     let pool = build_pool(
         db.pg_config(),
         &login.role,
@@ -70,6 +79,19 @@ pub async fn register(
         .map_err(DbError::query("re-asserting the plugin role"))?;
     migrated.map_err(|e| RegisterError::Refused(format!("plugin {name}: {e}")))?;
     Ok(registered)
+}
+
+/// Whether `role` owns any function or procedure (with the gate on, none can
+/// be made; one could have been while it was off).
+async fn owns_functions(conn: &crate::db::PgConnection, role: &str) -> Result<bool, DbError> {
+    let row = conn
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner WHERE r.rolname = $1)",
+            &[&role],
+        )
+        .await
+        .map_err(DbError::query("looking up the plugin role's functions"))?;
+    Ok(row.get(0))
 }
 
 /// The provisioning transaction: role, schema, state table and grants,

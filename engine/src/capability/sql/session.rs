@@ -1,19 +1,30 @@
 //! The transaction of one plugin call.
 //!
 //! A call takes at most one connection from its plugin's pool, at its first
-//! statement, and runs every statement (and every `state` access) in one
-//! transaction, under the `statement_timeout` its connection was opened with.
-//! The host commits when the call returns `ok` and rolls back otherwise, and
-//! then — in the same round trip — resets the session, so nothing the plugin
-//! did to it (settings, advisory locks, cursors, LISTEN, temporary objects)
-//! survives into the next call.
+//! statement. Every statement from the call's first write on (and every
+//! `state` write) runs in one transaction, under the `statement_timeout` its
+//! connection was opened with; the host commits when the call returns `ok`
+//! and rolls back otherwise.
 //!
 //! Round trips are what a SQL-using call costs, so there are as few as can be:
-//! `BEGIN` goes out with the first statement, statements stay prepared on their
-//! connection from call to call ([`super::pool::StatementCache`]), and the end
-//! of the transaction and the reset share one. A call running one cached query
-//! costs two round trips.
+//! - statements stay prepared on their connection from call to call
+//!   ([`super::pool::StatementCache`]);
+//! - `BEGIN` goes out with the statement that opens the transaction;
+//! - in a *lean* session (the statement gate on, see [`SqlCaps::lean`]) a plain
+//!   read before the call's first write runs on its own, in the read-only
+//!   implicit transaction every plugin session defaults to: one round trip,
+//!   and nothing to commit. A read that turns out to write (a function it
+//!   calls, say) is refused by the server without effect (SQLSTATE 25006) and
+//!   run again inside the call's transaction;
+//! - a lean session is not reset after each call: with the gate on, nothing a
+//!   plugin can run changes its session (see [`SESSION_RESET`] and
+//!   SECURITY.md), and every [`RESET_EVERY_CALLS`] calls it is reset anyway.
+//!   Otherwise the end of the transaction and the reset share one round trip.
+//!
+//! A call that runs one cached read costs one round trip, as the same query
+//! issued natively does.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{StreamExt as _, pin_mut};
@@ -40,10 +51,31 @@ const STALE_STATEMENT_CODES: [&str; 2] = ["0A000", "26000"];
 ///   create temporary objects (an attack test checks it);
 /// - `SET SESSION AUTHORIZATION DEFAULT`: only a superuser can change it.
 ///
-/// Each statement costs the server time on every call, so none is here
-/// without a reason (BENCHMARKS.md has the figures).
+/// Each statement costs the server time, so none is here without a reason
+/// (BENCHMARKS.md has the figures). Every one of them undoes something the gate
+/// refuses, so a lean session runs it only as a backstop, every
+/// [`RESET_EVERY_CALLS`] calls.
 pub const SESSION_RESET: &str =
     "CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); RESET ALL; DISCARD SEQUENCES";
+
+/// A lean session is reset after this many calls on one connection even
+/// though nothing should need it: should the gate ever let through something
+/// that changes a session, what it left is bounded by this many calls of the
+/// same plugin, on the same connection.
+pub const RESET_EVERY_CALLS: u32 = 100;
+
+/// Opens a call's transaction. Plugin sessions are read-only by default (a
+/// startup option, see `pool::build_pool`), so the transaction asks to write.
+const BEGIN: &str = "BEGIN READ WRITE";
+
+/// SQLSTATE `read_only_sql_transaction`: a write attempted where only reads may run.
+const READ_ONLY_TRANSACTION: &str = "25006";
+
+/// SQLSTATE `in_failed_sql_transaction`, and the server's own words for it.
+const IN_FAILED_TRANSACTION: (&str, &str) = (
+    "25P02",
+    "current transaction is aborted, commands ignored until end of transaction block",
+);
 
 /// Longest statement text a plugin may send. Values belong in parameters;
 /// text this long is a mistake or an attempt to make the host parse megabytes.
@@ -65,6 +97,13 @@ pub struct SqlCaps {
     pub max_statements: u32,
     /// Whether the statement gate checks statements before they are sent.
     pub gate: bool,
+    /// Whether the session is *lean*: plain reads before a call's first write
+    /// run outside its transaction, and the session is not reset after every
+    /// call (see the module docs). Only with the gate on, and only for a
+    /// plugin whose role owns no function (one made while the gate was off
+    /// could change the session unseen); otherwise every call ends with
+    /// `DISCARD ALL` or [`SESSION_RESET`].
+    pub lean: bool,
 }
 
 impl Default for SqlCaps {
@@ -88,6 +127,7 @@ impl SqlCaps {
             max_bytes: sandbox.max_result_bytes,
             max_statements: sandbox.max_statements,
             gate: sandbox.statement_gate,
+            lean: sandbox.statement_gate,
         }
     }
 }
@@ -103,7 +143,12 @@ pub struct SqlSession {
     caps: SqlCaps,
     conn: Option<SandboxPooled>,
     statements: u32,
-    /// A statement failed, so the server has aborted the transaction.
+    /// The call's transaction has begun on `conn`.
+    in_transaction: bool,
+    /// A read run on its own was refused by the server (see `on_connection`).
+    failed_alone: bool,
+    /// A statement failed, so the server has aborted the transaction (or, for
+    /// a read run on its own, would have: later statements are refused alike).
     aborted: bool,
     /// Why the database was unavailable to this call, if it was.
     unavailable: Option<String>,
@@ -118,30 +163,16 @@ impl SqlSession {
             caps,
             conn: None,
             statements: 0,
+            in_transaction: false,
+            failed_alone: false,
             aborted: false,
             unavailable: None,
         }
     }
 
-    /// The call's connection, opening the transaction on first use (one round
-    /// trip of its own; [`Self::query`] and [`Self::execute`] instead send
-    /// `BEGIN` together with their first statement).
-    pub async fn connection(&mut self) -> Result<&mut SandboxConnection, SqlError> {
-        let (conn, begin) = self.checkout().await?;
-        if begin {
-            conn.client
-                .batch_execute("BEGIN")
-                .await
-                .map_err(to_sql_error)?;
-        }
-        Ok(conn)
-    }
-
-    /// The call's connection, taken from the pool on first use; and whether
-    /// the transaction still has to begin.
-    async fn checkout(&mut self) -> Result<(&mut SandboxConnection, bool), SqlError> {
-        let fresh = self.conn.is_none();
-        if fresh {
+    /// The call's connection, taken from the pool on first use.
+    async fn checkout(&mut self) -> Result<&mut SandboxConnection, SqlError> {
+        if self.conn.is_none() {
             let pool = self.pool.as_ref().ok_or_else(|| {
                 SqlError::Denied("the database is not available in this call".into())
             })?;
@@ -153,46 +184,71 @@ impl SqlSession {
                 }
             }
         }
-        let conn = self
-            .conn
+        self.conn
             .as_deref_mut()
-            .ok_or_else(|| SqlError::Unavailable("no connection".into()))?;
-        Ok((conn, fresh))
+            .ok_or_else(|| SqlError::Unavailable("no connection".into()))
     }
 
-    /// Runs `work` on the call's connection. On the call's first statement,
-    /// `BEGIN` is pipelined with it: both go out before either answer is read,
+    /// Runs `work` on the call's connection: on its own when it is a
+    /// `plain_read` in a lean session before the call's first write, else in
+    /// the call's transaction. The statement that opens the transaction has
+    /// `BEGIN` pipelined with it: both go out before either answer is read,
     /// so opening the transaction costs no round trip of its own.
     async fn on_connection<T>(
         &mut self,
         statement: &str,
-        work: impl AsyncFnOnce(&SandboxConnection) -> Result<T, SqlError>,
+        plain_read: bool,
+        // Copy, so it can run again: it captures only references.
+        work: impl AsyncFnOnce(&SandboxConnection) -> Result<T, SqlError> + Copy,
     ) -> Result<T, SqlError> {
-        let (conn, begin) = self.checkout().await?;
-        let conn: &SandboxConnection = conn;
-        // `join!` polls in order, so BEGIN is queued on the connection first.
-        let (begun, result) = futures::join!(
-            async {
-                if begin {
-                    conn.client.batch_execute("BEGIN").await
-                } else {
-                    Ok(())
+        if self.failed_alone {
+            // A read that ran on its own failed on the server: what follows
+            // fails as it would have in the transaction that read would
+            // otherwise have opened.
+            let (code, message) = IN_FAILED_TRANSACTION;
+            return Err(SqlError::Db(DbError {
+                code: code.into(),
+                message: message.into(),
+                detail: None,
+            }));
+        }
+        let lone = plain_read && self.caps.lean && !self.in_transaction;
+        let in_transaction = self.in_transaction;
+        let conn: &SandboxConnection = self.checkout().await?;
+        let mut failed_alone = false;
+        let (began, result) = if lone {
+            conn.server_refused.store(false, Ordering::Relaxed);
+            match work(conn).await {
+                Err(SqlError::Db(db)) if db.code == READ_ONLY_TRANSACTION => {
+                    // It wrote after all, and the server refused it with no
+                    // effect: run it again where writes belong.
+                    (true, begin_with(conn, work).await)
                 }
-            },
-            work(conn)
-        );
+                done => {
+                    failed_alone = done.is_err() && conn.server_refused.load(Ordering::Relaxed);
+                    (false, done)
+                }
+            }
+        } else if in_transaction {
+            (false, work(conn).await)
+        } else {
+            (true, begin_with(conn, work).await)
+        };
         if let Err(SqlError::Db(db)) = &result
             && STALE_STATEMENT_CODES.contains(&db.code.as_str())
         {
             conn.statements.evict(statement);
         }
-        // BEGIN only fails on a connection that is gone, which fails the
-        // statement queued after it too.
-        begun.map_err(to_sql_error)?;
+        if began {
+            self.in_transaction = true;
+        }
+        self.failed_alone = failed_alone;
         result
     }
 
-    fn admit(&mut self, statement: &str) -> Result<(), SqlError> {
+    /// Admits a plugin statement (size, what the client can carry, the
+    /// statement cap, the gate); whether the gate found it a plain read.
+    fn admit(&mut self, statement: &str) -> Result<bool, SqlError> {
         if statement.len() > MAX_STATEMENT_BYTES {
             return Err(SqlError::Denied(format!(
                 "the statement is {} bytes; at most {MAX_STATEMENT_BYTES} are accepted (pass large values as parameters)",
@@ -207,17 +263,18 @@ impl SqlSession {
                 self.caps.max_statements
             )));
         }
-        if self.caps.gate {
-            gate::check(statement).map_err(|d| SqlError::Denied(d.0))?;
+        if !self.caps.gate {
+            return Ok(false);
         }
-        Ok(())
+        let inspected = gate::inspect(statement).map_err(|d| SqlError::Denied(d.0))?;
+        Ok(inspected.plain_read)
     }
 
     /// Runs a query, streaming rows so a result past the caps is refused (and the
     /// statement cancelled) without being buffered whole.
     pub async fn query(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, SqlError> {
-        self.admit(statement)?;
-        self.host_query(statement, params).await
+        let plain_read = self.admit(statement)?;
+        self.run_query(statement, params, plain_read).await
     }
 
     /// Runs one of the host's own statements (the `state` interface's, a
@@ -230,9 +287,18 @@ impl SqlSession {
         statement: &str,
         params: Vec<Value>,
     ) -> Result<RowSet, SqlError> {
+        self.run_query(statement, params, false).await
+    }
+
+    async fn run_query(
+        &mut self,
+        statement: &str,
+        params: Vec<Value>,
+        plain_read: bool,
+    ) -> Result<RowSet, SqlError> {
         let caps = self.caps.clone();
         let result = self
-            .on_connection(statement, async |conn| {
+            .on_connection(statement, plain_read, async |conn| {
                 let prepared = prepared(conn, statement).await?;
                 check_params(&prepared, &params)?;
                 let columns: Vec<Column> = prepared
@@ -251,7 +317,7 @@ impl SqlSession {
                         bad.name()
                     )));
                 }
-                let params: Vec<Param> = params.into_iter().map(Param).collect();
+                let params: Vec<Param> = params.iter().map(Param).collect();
                 conn.allowance.set(caps.max_bytes.saturating_add(WIRE_OVERHEAD));
                 let rows = read_rows(conn, &prepared, params, &caps).await;
                 conn.allowance.set(usize::MAX);
@@ -271,6 +337,8 @@ impl SqlSession {
     /// Runs a statement and returns the number of rows it affected.
     pub async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, SqlError> {
         self.admit(statement)?;
+        // Through `execute` even a plain read runs in the transaction: it is
+        // how plugins run what they mean to have effects.
         self.host_execute(statement, params).await
     }
 
@@ -281,14 +349,14 @@ impl SqlSession {
         params: Vec<Value>,
     ) -> Result<u64, SqlError> {
         let result = self
-            .on_connection(statement, async |conn| {
+            .on_connection(statement, false, async |conn| {
                 let prepared = prepared(conn, statement).await?;
                 check_params(&prepared, &params)?;
-                let params: Vec<Param> = params.into_iter().map(Param).collect();
+                let params: Vec<Param> = params.iter().map(Param).collect();
                 conn.client
                     .execute_raw(&prepared, params.iter())
                     .await
-                    .map_err(to_sql_error)
+                    .map_err(|e| conn.sql_error(e))
             })
             .await;
         self.note(&result);
@@ -351,34 +419,55 @@ impl SqlSession {
             }
             return Ok(());
         }
-        let end = if commit && !self.aborted {
-            "COMMIT"
-        } else {
-            "ROLLBACK"
+        if commit && self.aborted {
+            tracing::warn!(
+                "a plugin returned ok after one of its statements failed; its transaction was rolled back"
+            );
+        }
+        let end = match (self.in_transaction, commit && !self.aborted) {
+            (false, _) => None,
+            (true, true) => Some("COMMIT"),
+            (true, false) => Some("ROLLBACK"),
         };
+        // With the gate off a plugin may PREPARE statements of its own: then
+        // everything goes, the host's cached statements too.
+        conn.calls_since_reset = conn.calls_since_reset.saturating_add(1);
+        let reset = if !self.caps.gate {
+            conn.statements.clear();
+            Some("DISCARD ALL")
+        } else if !self.caps.lean || conn.calls_since_reset >= RESET_EVERY_CALLS {
+            Some(SESSION_RESET)
+        } else {
+            None
+        };
+        if reset.is_some() {
+            conn.calls_since_reset = 0;
+        }
+        if end.is_none() && reset.is_none() {
+            // Only reads that ran on their own: nothing to end or undo. But a
+            // call that lost the database is not an answer to keep, whatever
+            // the plugin made of it (as a transaction's COMMIT would fail).
+            return match (&self.unavailable, commit) {
+                (Some(cause), true) => Err(NotCommitted(cause.clone())),
+                _ => Ok(()),
+            };
+        }
         // Pipelined: both go out before either answer comes back. Bounded: a
         // server that stopped answering must not hold the call (or, returned
         // with a transaction still open, the next one).
-        // With the gate off a plugin may PREPARE statements of its own: then
-        // everything goes, the host's cached statements too.
-        let reset = if self.caps.gate {
-            SESSION_RESET
-        } else {
-            conn.statements.clear();
-            "DISCARD ALL"
+        let client = &conn.client;
+        let run = async |statement: Option<&str>| match statement {
+            Some(statement) => client.batch_execute(statement).await,
+            None => Ok(()),
         };
-        let ending = async {
-            futures::join!(
-                conn.client.batch_execute(end),
-                conn.client.batch_execute(reset)
-            )
-        };
+        let ending = async { futures::join!(run(end), run(reset)) };
         let Ok((ended, discarded)) =
             tokio::time::timeout(self.caps.statement_timeout, ending).await
         else {
             conn.poisoned = true;
             let message = format!(
-                "the database did not answer {end} within {} ms",
+                "the database did not answer {} within {} ms",
+                end.or(reset).unwrap_or_default(),
                 self.caps.statement_timeout.as_millis()
             );
             self.unavailable.get_or_insert_with(|| message.clone());
@@ -390,11 +479,6 @@ impl SqlSession {
         };
         if discarded.is_err() || ended.is_err() {
             conn.poisoned = true;
-        }
-        if commit && self.aborted {
-            tracing::warn!(
-                "a plugin returned ok after one of its statements failed; its transaction was rolled back"
-            );
         }
         match ended {
             Err(e) if commit => {
@@ -459,6 +543,20 @@ impl Drop for SqlSession {
     }
 }
 
+/// Runs `work` as the first statement of the call's transaction, with `BEGIN`
+/// queued before it on the connection (`join!` polls in order), so that both
+/// go out before either answer is read.
+async fn begin_with<T>(
+    conn: &SandboxConnection,
+    work: impl AsyncFnOnce(&SandboxConnection) -> Result<T, SqlError>,
+) -> Result<T, SqlError> {
+    let (begun, result) = futures::join!(conn.client.batch_execute(BEGIN), work(conn));
+    // BEGIN only fails on a connection that is gone, which fails the
+    // statement queued after it too.
+    begun.map_err(to_sql_error)?;
+    result
+}
+
 /// The connection's prepared statement for `sql`, prepared now if it has none.
 async fn prepared(
     conn: &SandboxConnection,
@@ -467,7 +565,11 @@ async fn prepared(
     if let Some(statement) = conn.statements.get(sql) {
         return Ok(statement);
     }
-    let statement = conn.client.prepare(sql).await.map_err(to_sql_error)?;
+    let statement = conn
+        .client
+        .prepare(sql)
+        .await
+        .map_err(|e| conn.sql_error(e))?;
     conn.statements.insert(sql, statement.clone());
     Ok(statement)
 }
@@ -475,7 +577,7 @@ async fn prepared(
 async fn read_rows(
     conn: &SandboxConnection,
     prepared: &tokio_postgres::Statement,
-    params: Vec<Param>,
+    params: Vec<Param<'_>>,
     caps: &SqlCaps,
 ) -> Result<Vec<Vec<Value>>, SqlError> {
     let too_large = |what: String| SqlError::TooLarge(what);
@@ -488,7 +590,7 @@ async fn read_rows(
     let stream = match conn.client.query_raw(prepared, params.iter()).await {
         Ok(stream) => stream,
         Err(_) if conn.allowance.exceeded() => return Err(bytes_cap()),
-        Err(e) => return Err(to_sql_error(e)),
+        Err(e) => return Err(conn.sql_error(e)),
     };
     pin_mut!(stream);
     let mut rows = Vec::new();
@@ -497,7 +599,7 @@ async fn read_rows(
         let row = match row {
             Ok(row) => row,
             Err(_) if conn.allowance.exceeded() => return Err(bytes_cap()),
-            Err(e) => return Err(to_sql_error(e)),
+            Err(e) => return Err(conn.sql_error(e)),
         };
         if rows.len() == caps.max_rows {
             return Err(too_large(format!(

@@ -48,14 +48,14 @@ fn is_text_like(ty: &Type) -> bool {
 
 /// A statement parameter supplied by a plugin.
 #[derive(Debug)]
-pub struct Param(pub Value);
+pub struct Param<'a>(pub &'a Value);
 
-impl Param {
+impl Param<'_> {
     fn mismatch(&self, ty: &Type) -> BoxError {
         format!(
             "the statement expects {} here but the plugin passed a {} value; pass a matching value or cast the parameter in SQL (e.g. `$1::{}`)",
             ty.name(),
-            value_kind(&self.0),
+            value_kind(self.0),
             match &self.0 {
                 Value::Int(_) => "int8",
                 Value::Float(_) => "float8",
@@ -72,7 +72,7 @@ fn int_in_range<T: TryFrom<i64>>(value: i64, ty: &Type) -> Result<T, BoxError> {
     T::try_from(value).map_err(|_| format!("{value} does not fit in {}", ty.name()).into())
 }
 
-impl ToSql for Param {
+impl ToSql for Param<'_> {
     fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
         if matches!(self.encode_format(ty), Format::Text) {
             // Text-format parameters: the server parses them for the inferred type.
@@ -501,7 +501,7 @@ mod tests {
     }
 
     fn text_format(value: Value, ty: &Type) -> bool {
-        matches!(Param(value).encode_format(ty), Format::Text)
+        matches!(Param(&value).encode_format(ty), Format::Text)
     }
 
     #[test]
@@ -516,18 +516,18 @@ mod tests {
     fn params_check_ranges_and_types() {
         let mut out = BytesMut::new();
         assert!(
-            Param(Value::Int(70_000))
+            Param(&Value::Int(70_000))
                 .to_sql(&Type::INT2, &mut out)
                 .is_err()
         );
-        assert!(Param(Value::Int(7)).to_sql(&Type::INT2, &mut out).is_ok());
-        let err = Param(Value::Boolean(true))
+        assert!(Param(&Value::Int(7)).to_sql(&Type::INT2, &mut out).is_ok());
+        let err = Param(&Value::Boolean(true))
             .to_sql(&Type::INT4, &mut out)
             .err()
             .expect("bool into int4 is a mismatch");
         assert!(err.to_string().contains("expects int4"), "{err}");
         assert!(matches!(
-            Param(Value::Null).to_sql(&Type::INT4, &mut out),
+            Param(&Value::Null).to_sql(&Type::INT4, &mut out),
             Ok(IsNull::Yes)
         ));
     }
