@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter};
+use wasmtime::{Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter};
 
 use crate::config::{Config, LimitsConfig};
 
@@ -242,6 +242,12 @@ pub fn pooling_strategy(config: &Config) -> InstanceAllocationStrategy {
         // (slots keep their affinity) then takes no page faults there, and
         // no TLB shootdowns. Rust plugins keep their stack and data there.
         .linear_memory_keep_resident(KEEP_RESIDENT)
+        // With the kernel's PAGEMAP_SCAN (Linux 6.7+), only the pages a call
+        // actually dirtied are reset, instead of memset over all of
+        // KEEP_RESIDENT: a small call dirties a few pages of its stack and
+        // heap, and zeroing 2 MiB was the largest single cost of a call
+        // (BENCHMARKS.md). Older kernels fall back to the memset.
+        .pagemap_scan(Enabled::Auto)
         .table_keep_resident(64 * 1024);
     InstanceAllocationStrategy::Pooling(pool)
 }
