@@ -5,12 +5,16 @@
 //!
 //! `cargo bench -p assay-benches --bench reload` (needs the PostgreSQL server
 //! binaries; starts a private server in a temporary directory). Set
-//! `RELOAD_SAMPLES` to change the number of reloads per plugin and mode.
+//! `RELOAD_SAMPLES` to change the number of reloads per plugin and mode, and
+//! `RELOAD_LOAD` to the number of clients that keep running documents through
+//! the pipeline meanwhile (0 by default); their calls, and any that failed,
+//! are reported at the end.
 
 mod support;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use assay::config::Config;
@@ -109,6 +113,48 @@ async fn start_engine(server: &EmbeddedPostgres, config: &Config) -> (Arc<LiveRe
     (live, engine.pipeline().clone())
 }
 
+/// Calls the load made, and how many of them failed.
+#[derive(Default)]
+struct Load {
+    stop: AtomicBool,
+    runs: AtomicU64,
+    failed: AtomicU64,
+    first_failure: std::sync::Mutex<Option<String>>,
+}
+
+/// `clients` tasks running documents through `pipeline` until `load.stop`.
+fn start_load(
+    pipeline: &Pipeline,
+    clients: usize,
+    load: &Arc<Load>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|_| {
+            let (pipeline, load) = (pipeline.clone(), Arc::clone(load));
+            tokio::spawn(async move {
+                while !load.stop.load(Ordering::Relaxed) {
+                    let outcome = pipeline.run(document_for("load")).await;
+                    load.runs.fetch_add(1, Ordering::Relaxed);
+                    let failure = match outcome {
+                        Ok(report) => report
+                            .plugins
+                            .iter()
+                            .find(|p| p.outcome.as_str() == "failed")
+                            .map(|p| format!("{}: {:?}", p.plugin, p.message)),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    if let Some(failure) = failure {
+                        load.failed.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut first) = load.first_failure.lock() {
+                            first.get_or_insert(failure);
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -145,6 +191,12 @@ fn main() {
         config.plugins.watch_debounce_ms = debounce().as_millis() as u64;
         let (live, pipeline) = start_engine(&server, &config).await;
         let _watch = watch::watch(Arc::clone(&live), debounce(), |_, _| {}).expect("watch");
+        let clients: usize = std::env::var("RELOAD_LOAD")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let load = Arc::new(Load::default());
+        let loaders = start_load(&pipeline, clients, &load);
 
         println!("reload latency: file written -> first call answered by the new version");
         println!(
@@ -178,6 +230,23 @@ fn main() {
             }
             println!("{plugin:<10} cold compile  {}", summary(&mut cold));
             println!("{plugin:<10} cache hit     {}", summary(&mut hit));
+        }
+        load.stop.store(true, Ordering::Relaxed);
+        for loader in loaders {
+            loader.await.expect("a load client");
+        }
+        if clients > 0 {
+            println!(
+                "\nunder load: {clients} clients ran {} documents through the pipeline meanwhile, {} with a failed plugin{}",
+                load.runs.load(Ordering::Relaxed),
+                load.failed.load(Ordering::Relaxed),
+                load.first_failure
+                    .lock()
+                    .ok()
+                    .and_then(|f| f.clone())
+                    .map(|f| format!(" (first: {f})"))
+                    .unwrap_or_default()
+            );
         }
 
         // Baseline: what restarting the engine costs even leaving out the process

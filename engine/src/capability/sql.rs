@@ -46,6 +46,8 @@ pub struct Sql {
     config: Config,
     /// Connections all plugin pools together may hold (`sandbox.connection_budget`).
     budget: Arc<Semaphore>,
+    /// Logins provisioned by this engine, reused by later versions.
+    provisioned: register::Provisioned,
     warnings: Vec<String>,
 }
 
@@ -144,12 +146,20 @@ impl Capability for Sql {
             db: Arc::clone(start.db),
             config: config.clone(),
             budget: Arc::new(Semaphore::new(config.sandbox.connection_budget as usize)),
+            provisioned: register::Provisioned::default(),
             warnings,
         })
     }
 
     async fn register(&self, plugin: &Registration<'_>) -> Result<SqlPlugin, RegisterError> {
-        register::register(&self.db, &self.config, &self.budget, plugin).await
+        register::register(
+            &self.db,
+            &self.config,
+            &self.budget,
+            &self.provisioned,
+            plugin,
+        )
+        .await
     }
 
     fn call(&self, plugin: &SqlPlugin, call: &CallCore) -> SqlCall {

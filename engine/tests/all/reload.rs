@@ -608,3 +608,34 @@ fn assay_up_serves_and_stops_cleanly_on_sigterm() {
     assert!(clean, "{said}");
     assert!(said.contains("assay stopped"), "{said}");
 }
+
+/// A new version of a plugin already provisioned reuses its login; but one
+/// dropped in the meantime (`assay plugins drop`) is provisioned again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_dropped_between_versions_is_provisioned_again() {
+    let engine = live_engine().await;
+    engine.install(&one()).await;
+    let client = engine.test_db.client().await;
+    let roles = async || -> i64 {
+        client
+            .query_one(
+                "SELECT count(*) FROM assay.plugin_roles r JOIN pg_roles p ON p.rolname = r.role_name WHERE r.plugin = 'swapper' AND r.dropped_at IS NULL AND p.rolcanlogin",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(roles().await, 1);
+    engine.install(&two()).await;
+    assert_eq!(roles().await, 1);
+    assert!(
+        assay::capability::sql::sandbox::drop_plugin(&engine.state.db, "swapper", false)
+            .await
+            .unwrap()
+    );
+    assert_eq!(roles().await, 0);
+    engine.install(&one()).await;
+    assert_eq!(roles().await, 1, "provisioned again");
+    assert_eq!(engine.answer().await.as_deref(), Some("swap:v1"));
+}

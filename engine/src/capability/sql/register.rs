@@ -14,20 +14,58 @@ use crate::capability::{RegisterError, Registration};
 use crate::config::Config;
 use crate::db::{Database, DbError};
 
+/// The logins this engine has provisioned, by plugin name.
+///
+/// A new version of a plugin already provisioned by this engine gets the same
+/// role, schema and grants (they follow from its name and `assay.toml`, which
+/// is read once), so with the gate on — no call or migration can then change
+/// its role — it reuses the login instead of provisioning again: the
+/// provisioning transaction was most of a cache-hit reload (BENCHMARKS.md).
+/// Its role and schema are still checked to exist (`assay plugins drop` may
+/// have run meanwhile). With the gate off a call may have changed its own
+/// role, so every load provisions afresh.
+#[derive(Debug, Default)]
+pub struct Provisioned(std::sync::Mutex<std::collections::HashMap<String, sandbox::PluginLogin>>);
+
+impl Provisioned {
+    fn get(&self, plugin: &str) -> Option<sandbox::PluginLogin> {
+        crate::sync::lock(&self.0).get(plugin).cloned()
+    }
+
+    fn keep(&self, plugin: &str, login: &sandbox::PluginLogin) {
+        crate::sync::lock(&self.0).insert(plugin.to_string(), login.clone());
+    }
+}
+
 /// Gives the plugin its sandbox, pool and schema (see the module docs).
 pub async fn register(
     db: &Database,
     config: &Config,
     budget: &Arc<Semaphore>,
+    provisioned: &Provisioned,
     plugin: &Registration<'_>,
 ) -> Result<SqlPlugin, RegisterError> {
     let name = &plugin.identity.name;
     let mut settings = SqlSettings::for_plugin(config, name, plugin.limits);
     let mut conn = db.connection().await?;
-    let login = match provision(&mut conn, name, &settings, config).await {
-        Ok(login) => login,
-        Err(SandboxError::Db(e)) => return Err(e.into()),
-        Err(other) => return Err(RegisterError::Refused(other.to_string())),
+    let reusable = match provisioned.get(name) {
+        Some(login)
+            if config.sandbox.statement_gate && still_there(&conn, name, &login).await? =>
+        {
+            Some(login)
+        }
+        _ => None,
+    };
+    let login = match reusable {
+        Some(login) => login,
+        None => match provision(&mut conn, name, &settings, config).await {
+            Ok(login) => {
+                provisioned.keep(name, &login);
+                login
+            }
+            Err(SandboxError::Db(e)) => return Err(e.into()),
+            Err(other) => return Err(RegisterError::Refused(other.to_string())),
+        },
     };
     if settings.caps.lean && owns_functions(&conn, &login.role).await? {
         // Made while the gate was off, such a function could change the
@@ -63,6 +101,11 @@ pub async fn register(
     )
     .await;
     drop(session);
+    if let Ok(0) = migrated {
+        // Every migration was applied before (and what it did to the role
+        // undone then): nothing ran that could need setting back.
+        return Ok(registered);
+    }
     // Whatever the migrations did to the role (a role may change its own
     // password and session defaults), it is set back before any call.
     let tx = sandbox::begin_provisioning(&mut conn).await?;
@@ -79,6 +122,26 @@ pub async fn register(
         .map_err(DbError::query("re-asserting the plugin role"))?;
     migrated.map_err(|e| RegisterError::Refused(format!("plugin {name}: {e}")))?;
     Ok(registered)
+}
+
+/// Whether `plugin`'s `login` still stands: not dropped (`assay plugins
+/// drop` disables the role and records when), its role able to log in, its
+/// schema there.
+async fn still_there(
+    conn: &crate::db::PgConnection,
+    plugin: &str,
+    login: &sandbox::PluginLogin,
+) -> Result<bool, DbError> {
+    let row = conn
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM assay.plugin_roles r JOIN pg_roles p ON p.rolname = r.role_name
+                            WHERE r.plugin = $1 AND r.role_name = $2 AND r.dropped_at IS NULL AND p.rolcanlogin)
+                AND EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $3)",
+            &[&plugin, &login.role, &login.schema],
+        )
+        .await
+        .map_err(DbError::query("checking the plugin's role and schema"))?;
+    Ok(row.get(0))
 }
 
 /// Whether `role` owns any function or procedure (with the gate on, none can
