@@ -255,8 +255,13 @@ pub fn watch(
     // A file renamed into place is complete: it needs no debounce, so it is
     // handled the moment the rename is seen. (Its debounced event comes
     // later and finds the content already serving.) In-place writes, which
-    // come in bursts, still wait for the debounce.
+    // come in bursts, still wait for the debounce. But the debouncer drops a
+    // rename followed within its window by a removal (a change that came to
+    // nothing, to it), while the rename path has already loaded the file: so
+    // each renamed path is looked at once more after the debounce, which finds
+    // it unchanged (nothing happens) or gone (it is unloaded).
     let renamed = tx.clone();
+    let recheck_after = debounce.saturating_mul(2) + Duration::from_millis(50);
     let mut renames = notify_debouncer_full::notify::recommended_watcher(
         move |result: notify_debouncer_full::notify::Result<
             notify_debouncer_full::notify::Event,
@@ -271,7 +276,16 @@ pub fn watch(
                     EventKind::Modify(ModifyKind::Name(RenameMode::To))
                 )
             {
-                let _ = renamed.send(event.paths);
+                let _ = renamed.send(event.paths.clone());
+                let again = renamed.clone();
+                // A plain thread: this runs on notify's, outside the runtime.
+                // Renames are rare; a thread for each costs nothing that matters.
+                let _ = std::thread::Builder::new()
+                    .name("assay-watch-recheck".into())
+                    .spawn(move || {
+                        std::thread::sleep(recheck_after);
+                        let _ = again.send(event.paths);
+                    });
             }
         },
     )

@@ -498,3 +498,33 @@ async fn a_rename_into_place_is_loaded_without_the_debounce() {
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert_eq!(swapper_version(&live), two, "an in-place write waits");
 }
+
+/// A file removed right after it was renamed into place is unloaded: the
+/// debouncer sees the rename and the removal as one change that came to
+/// nothing, and drops both, while the rename path has already loaded the
+/// file; so each rename is looked at again once its debounce is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_removed_right_after_its_rename_is_unloaded() {
+    let test_db = fresh_database().await;
+    let holder = shared_tempdir();
+    let dir = holder.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    // No rescan: only the events may find the removal.
+    let live = start_live_with(&test_db, &dir, |c| c.plugins.rescan_interval_ms = 0).await;
+    let _watch = watch::watch(Arc::clone(&live), Duration::from_millis(200), |_, _| {}).unwrap();
+    for round in 0..3 {
+        let staged = holder.path().join("staged.wasm");
+        std::fs::write(&staged, built_plugin("swap_one.wasm")).unwrap();
+        std::fs::rename(&staged, dir.join("swapper.wasm")).unwrap();
+        eventually("the renamed file loading", || {
+            swapper_version(&live).as_deref() == Some("1.0.0")
+        })
+        .await;
+        std::fs::remove_file(dir.join("swapper.wasm")).unwrap();
+        eventually(
+            &format!("round {round}: the removed file unloading"),
+            || swapper_version(&live).is_none(),
+        )
+        .await;
+    }
+}
