@@ -376,6 +376,32 @@ async fn rollback_writes_through_nothing_planted_in_the_directory() {
     }
 }
 
+/// A plugin directory watched by a live registry: the rescan every
+/// `rescan_ms` (0: none), events debounced for `debounce`.
+struct Watched {
+    _test_db: TestDb,
+    holder: tempfile::TempDir,
+    dir: PathBuf,
+    live: Arc<LiveRegistry>,
+    _watch: watch::Watch,
+}
+
+async fn watched(rescan_ms: u64, debounce: Duration) -> Watched {
+    let test_db = fresh_database().await;
+    let holder = shared_tempdir();
+    let dir = holder.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    let live = start_live_with(&test_db, &dir, |c| c.plugins.rescan_interval_ms = rescan_ms).await;
+    let watch = watch::watch(Arc::clone(&live), debounce, |_, _| {}).unwrap();
+    Watched {
+        _test_db: test_db,
+        holder,
+        dir,
+        live,
+        _watch: watch,
+    }
+}
+
 /// Waits up to 30 s for `done`.
 async fn eventually(what: &str, done: impl Fn() -> bool) {
     for _ in 0..300 {
@@ -394,12 +420,13 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
 /// that cannot be listed for a while unloads nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_whose_events_are_lost_are_found_by_the_rescan() {
-    let test_db = fresh_database().await;
-    let holder = shared_tempdir();
-    let dir = holder.path().join("plugins");
-    std::fs::create_dir(&dir).unwrap();
-    let live = start_live_with(&test_db, &dir, |c| c.plugins.rescan_interval_ms = 200).await;
-    let _watch = watch::watch(Arc::clone(&live), Duration::from_secs(3600), |_, _| {}).unwrap();
+    let Watched {
+        _test_db,
+        holder,
+        dir,
+        live,
+        _watch,
+    } = watched(200, Duration::from_secs(3600)).await;
 
     let fifo = dir.join("fifo.wasm");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
@@ -468,12 +495,13 @@ async fn a_change_before_the_watch_begins_is_found_by_the_rescan() {
 /// a file written in place still waits for the directory to be quiet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rename_into_place_is_loaded_without_the_debounce() {
-    let test_db = fresh_database().await;
-    let holder = shared_tempdir();
-    let dir = holder.path().join("plugins");
-    std::fs::create_dir(&dir).unwrap();
-    let live = start_live_with(&test_db, &dir, |c| c.plugins.rescan_interval_ms = 0).await;
-    let _watch = watch::watch(Arc::clone(&live), Duration::from_secs(3600), |_, _| {}).unwrap();
+    let Watched {
+        _test_db,
+        holder,
+        dir,
+        live,
+        _watch,
+    } = watched(0, Duration::from_secs(3600)).await;
 
     let staged = holder.path().join("staged.wasm");
     std::fs::write(&staged, built_plugin("swap_one.wasm")).unwrap();
@@ -505,13 +533,14 @@ async fn a_rename_into_place_is_loaded_without_the_debounce() {
 /// file; so each rename is looked at again once its debounce is over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_removed_right_after_its_rename_is_unloaded() {
-    let test_db = fresh_database().await;
-    let holder = shared_tempdir();
-    let dir = holder.path().join("plugins");
-    std::fs::create_dir(&dir).unwrap();
     // No rescan: only the events may find the removal.
-    let live = start_live_with(&test_db, &dir, |c| c.plugins.rescan_interval_ms = 0).await;
-    let _watch = watch::watch(Arc::clone(&live), Duration::from_millis(200), |_, _| {}).unwrap();
+    let Watched {
+        _test_db,
+        holder,
+        dir,
+        live,
+        _watch,
+    } = watched(0, Duration::from_millis(200)).await;
     for round in 0..3 {
         let staged = holder.path().join("staged.wasm");
         std::fs::write(&staged, built_plugin("swap_one.wasm")).unwrap();

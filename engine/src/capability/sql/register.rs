@@ -23,17 +23,24 @@ use crate::db::{Database, DbError};
 /// provisioning transaction was most of a cache-hit reload (BENCHMARKS.md).
 /// Its role and schema are still checked to exist (`assay plugins drop` may
 /// have run meanwhile). With the gate off a call may have changed its own
-/// role, so every load provisions afresh.
+/// role, so every load provisions afresh. Kept with the login: whether its
+/// role owned functions then (with the gate on, it cannot come to own more).
 #[derive(Debug, Default)]
-pub struct Provisioned(std::sync::Mutex<std::collections::HashMap<String, sandbox::PluginLogin>>);
+pub struct Provisioned(std::sync::Mutex<std::collections::HashMap<String, ProvisionedLogin>>);
+
+#[derive(Debug, Clone)]
+struct ProvisionedLogin {
+    login: sandbox::PluginLogin,
+    owns_functions: bool,
+}
 
 impl Provisioned {
-    fn get(&self, plugin: &str) -> Option<sandbox::PluginLogin> {
+    fn get(&self, plugin: &str) -> Option<ProvisionedLogin> {
         crate::sync::lock(&self.0).get(plugin).cloned()
     }
 
-    fn keep(&self, plugin: &str, login: &sandbox::PluginLogin) {
-        crate::sync::lock(&self.0).insert(plugin.to_string(), login.clone());
+    fn keep(&self, plugin: &str, provisioned: &ProvisionedLogin) {
+        crate::sync::lock(&self.0).insert(plugin.to_string(), provisioned.clone());
     }
 }
 
@@ -49,25 +56,35 @@ pub async fn register(
     let mut settings = SqlSettings::for_plugin(config, name, plugin.limits);
     let mut conn = db.connection().await?;
     let reusable = match provisioned.get(name) {
-        Some(login)
-            if config.sandbox.statement_gate && still_there(&conn, name, &login).await? =>
+        Some(earlier)
+            if config.sandbox.statement_gate
+                && still_there(&conn, name, &earlier.login).await? =>
         {
-            Some(login)
+            Some(earlier)
         }
         _ => None,
     };
-    let login = match reusable {
-        Some(login) => login,
+    let ProvisionedLogin {
+        login,
+        owns_functions,
+    } = match reusable {
+        Some(earlier) => earlier,
         None => match provision(&mut conn, name, &settings, config).await {
             Ok(login) => {
-                provisioned.keep(name, &login);
-                login
+                let owns_functions =
+                    settings.caps.lean && role_owns_functions(&conn, &login.role).await?;
+                let fresh = ProvisionedLogin {
+                    login,
+                    owns_functions,
+                };
+                provisioned.keep(name, &fresh);
+                fresh
             }
             Err(SandboxError::Db(e)) => return Err(e.into()),
             Err(other) => return Err(RegisterError::Refused(other.to_string())),
         },
     };
-    if settings.caps.lean && owns_functions(&conn, &login.role).await? {
+    if settings.caps.lean && owns_functions {
         // Made while the gate was off, such a function could change the
         // session where the gate cannot see; so its sessions are reset
         // after every call, as with the gate off.
@@ -146,7 +163,7 @@ async fn still_there(
 
 /// Whether `role` owns any function or procedure (with the gate on, none can
 /// be made; one could have been while it was off).
-async fn owns_functions(conn: &crate::db::PgConnection, role: &str) -> Result<bool, DbError> {
+async fn role_owns_functions(conn: &crate::db::PgConnection, role: &str) -> Result<bool, DbError> {
     let row = conn
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner WHERE r.rolname = $1)",
