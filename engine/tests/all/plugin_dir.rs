@@ -402,6 +402,18 @@ async fn watched(rescan_ms: u64, debounce: Duration) -> Watched {
     }
 }
 
+/// Writes `swap_one` outside `dir`, renames it into place as `swapper.wasm`,
+/// and waits for it to serve.
+async fn rename_swap_one_into_place(outside: &Path, dir: &Path, live: &LiveRegistry) {
+    let staged = outside.join("staged.wasm");
+    std::fs::write(&staged, built_plugin("swap_one.wasm")).unwrap();
+    std::fs::rename(&staged, dir.join("swapper.wasm")).unwrap();
+    eventually("the renamed file loading", || {
+        swapper_version(live).as_deref() == Some("1.0.0")
+    })
+    .await;
+}
+
 /// Waits up to 30 s for `done`.
 async fn eventually(what: &str, done: impl Fn() -> bool) {
     for _ in 0..300 {
@@ -503,13 +515,7 @@ async fn a_rename_into_place_is_loaded_without_the_debounce() {
         _watch,
     } = watched(0, Duration::from_secs(3600)).await;
 
-    let staged = holder.path().join("staged.wasm");
-    std::fs::write(&staged, built_plugin("swap_one.wasm")).unwrap();
-    std::fs::rename(&staged, dir.join("swapper.wasm")).unwrap();
-    eventually("the renamed file loading", || {
-        swapper_version(&live).as_deref() == Some("1.0.0")
-    })
-    .await;
+    rename_swap_one_into_place(holder.path(), &dir, &live).await;
 
     // The editor's way: a temporary file in the directory renamed over.
     let temporary = dir.join(".swapper.wasm.tmp");
@@ -542,13 +548,7 @@ async fn a_file_removed_right_after_its_rename_is_unloaded() {
         _watch,
     } = watched(0, Duration::from_millis(200)).await;
     for round in 0..3 {
-        let staged = holder.path().join("staged.wasm");
-        std::fs::write(&staged, built_plugin("swap_one.wasm")).unwrap();
-        std::fs::rename(&staged, dir.join("swapper.wasm")).unwrap();
-        eventually("the renamed file loading", || {
-            swapper_version(&live).as_deref() == Some("1.0.0")
-        })
-        .await;
+        rename_swap_one_into_place(holder.path(), &dir, &live).await;
         std::fs::remove_file(dir.join("swapper.wasm")).unwrap();
         eventually(
             &format!("round {round}: the removed file unloading"),
