@@ -12,6 +12,13 @@ mod embedded {
 /// that two of them starting at once apply migrations one after the other.
 const MIGRATION_LOCK_KEY: i64 = 0x6173_7361_795f_6d69; // "assay_mi"
 
+/// The embedded migrations, recorded in assay's own schema.
+fn runner() -> refinery::Runner {
+    let mut runner = embedded::migrations::runner();
+    runner.set_migration_table_name("assay.refinery_schema_history");
+    runner
+}
+
 /// Applies every migration not yet applied. Safe to run from several processes at once.
 pub async fn run(db: &Database) -> Result<Vec<String>, DbError> {
     let mut conn = db.connection().await?;
@@ -24,9 +31,7 @@ pub async fn run(db: &Database) -> Result<Vec<String>, DbError> {
         conn.batch_execute("CREATE SCHEMA IF NOT EXISTS assay")
             .await
             .map_err(DbError::query("creating the assay schema"))?;
-        let mut runner = embedded::migrations::runner();
-        runner.set_migration_table_name("assay.refinery_schema_history");
-        let report = runner
+        let report = runner()
             .run_async(&mut *conn)
             .await
             .map_err(|e| DbError::Migrate(e.to_string()))?;
@@ -46,4 +51,21 @@ pub async fn run(db: &Database) -> Result<Vec<String>, DbError> {
         tracing::info!(migration = %name, "applied migration");
     }
     Ok(applied)
+}
+
+/// Applies the migrations up to and including `version` on `client`, as an
+/// older engine would have left the database: for tests of upgrading one. The
+/// engine itself only ever uses [`run`].
+#[doc(hidden)]
+pub async fn run_up_to(client: &mut tokio_postgres::Client, version: i32) -> Result<(), DbError> {
+    client
+        .batch_execute("CREATE SCHEMA IF NOT EXISTS assay")
+        .await
+        .map_err(DbError::query("creating the assay schema"))?;
+    runner()
+        .set_target(refinery::Target::Version(version))
+        .run_async(client)
+        .await
+        .map_err(|e| DbError::Migrate(e.to_string()))?;
+    Ok(())
 }

@@ -9,6 +9,7 @@ mod bench;
 mod cli;
 mod embedded;
 mod faults;
+mod findings;
 mod history;
 mod http;
 mod isolation;
