@@ -55,24 +55,32 @@ JOIN assay.plugin_versions p ON p.id = f.plugin_version_id;
 -- must exist. Locking first, then looking, is what makes this safe under
 -- READ COMMITTED: an outcome deleted before the lock is not found and the
 -- statement fails; one deleted after it waits for this transaction to end.
+--
+-- The queries go through EXECUTE so that each statement is planned for its
+-- own transition table. A plan the session kept from a COPY of thousands of
+-- findings (where reading all outcomes at once is cheapest) would otherwise
+-- be reused for every later one-row statement, scanning every outcome ever
+-- stored; the tests count the scans.
 CREATE FUNCTION assay.findings_check_outcomes() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
     missing record;
+    missing_count bigint;
 BEGIN
-    PERFORM 1
-    FROM assay.run_plugins p
-    JOIN (SELECT DISTINCT run_id, plugin_version_id FROM added) a
-      ON a.run_id = p.run_id AND a.plugin_version_id = p.plugin_version_id
-    FOR KEY SHARE OF p;
+    EXECUTE 'SELECT 1
+             FROM assay.run_plugins p
+             JOIN (SELECT DISTINCT run_id, plugin_version_id FROM added) a
+               ON a.run_id = p.run_id AND a.plugin_version_id = p.plugin_version_id
+             FOR KEY SHARE OF p';
 
-    SELECT a.run_id, a.plugin_version_id INTO missing
-    FROM (SELECT DISTINCT run_id, plugin_version_id FROM added) a
-    WHERE NOT EXISTS (
-        SELECT 1 FROM assay.run_plugins p
-        WHERE p.run_id = a.run_id AND p.plugin_version_id = a.plugin_version_id)
-    LIMIT 1;
-    IF FOUND THEN
+    EXECUTE 'SELECT a.run_id, a.plugin_version_id
+             FROM (SELECT DISTINCT run_id, plugin_version_id FROM added) a
+             WHERE NOT EXISTS (
+                 SELECT 1 FROM assay.run_plugins p
+                 WHERE p.run_id = a.run_id AND p.plugin_version_id = a.plugin_version_id)
+             LIMIT 1' INTO missing;
+    GET DIAGNOSTICS missing_count = ROW_COUNT;
+    IF missing_count > 0 THEN
         RAISE EXCEPTION 'a finding names a plugin outcome that is not in assay.run_plugins: run % has no outcome of plugin version %',
                 missing.run_id, missing.plugin_version_id
             USING ERRCODE = 'foreign_key_violation',
@@ -95,13 +103,13 @@ CREATE TRIGGER findings_check_outcomes_after_update
     FOR EACH STATEMENT EXECUTE FUNCTION assay.findings_check_outcomes();
 
 -- Deleting outcomes (directly, or through a deleted run or document) deletes
--- their findings.
+-- their findings. (EXECUTE for the same reason as above.)
 CREATE FUNCTION assay.run_plugins_delete_findings() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 BEGIN
-    DELETE FROM assay.findings f
-    USING removed r
-    WHERE f.run_id = r.run_id AND f.plugin_version_id = r.plugin_version_id;
+    EXECUTE 'DELETE FROM assay.findings f
+             USING removed r
+             WHERE f.run_id = r.run_id AND f.plugin_version_id = r.plugin_version_id';
     RETURN NULL;
 END
 $$;

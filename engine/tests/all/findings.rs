@@ -427,3 +427,95 @@ async fn findings_stored_before_the_triggers_survive_the_upgrade() {
         .get(0);
     assert_eq!(left, 0);
 }
+
+/// Sequential scans of `table` in the current transaction so far.
+async fn seq_scans(client: &impl tokio_postgres::GenericClient, table: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE schemaname = 'assay' AND relname = $1",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checks_use_the_keys_whatever_size_of_statement_came_before() {
+    // The checks run inside trigger functions, whose plans a session could
+    // keep: one planned for a COPY of thousands of findings (where scanning
+    // all outcomes is cheapest) must not be reused for the next one-row
+    // statement, or every small store scans every outcome ever stored.
+    let (engine, _dir, _run) = engine_with_one_run().await;
+    let mut client = engine.test_db.client().await;
+    let version: i64 = client
+        .query_one("SELECT min(plugin_version_id) FROM assay.run_plugins", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let runs: Vec<Uuid> = client
+        .query(
+            "WITH new_runs AS (
+                 INSERT INTO assay.runs (document_id, started_at, finished_at, status, analyzed_text)
+                 SELECT document_id, started_at, finished_at, status, analyzed_text
+                 FROM assay.runs, generate_series(1, 5000) RETURNING id)
+             INSERT INTO assay.run_plugins (run_id, plugin_version_id, stage, outcome, duration_us)
+             SELECT id, $1, 'analysis', 'ok', 0 FROM new_runs RETURNING run_id",
+            &[&version],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    client
+        .batch_execute("ANALYZE assay.run_plugins, assay.findings")
+        .await
+        .unwrap();
+
+    let tx = client.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO assay.findings (run_id, plugin_version_id, ordinal, label)
+         SELECT $1, $2, n, 'many' FROM generate_series(0, 9999) n",
+        &[&runs[0], &version],
+    )
+    .await
+    .unwrap();
+    let before = seq_scans(&tx, "run_plugins").await;
+    for (ordinal, run) in runs[1..4].iter().enumerate() {
+        tx.execute(
+            "INSERT INTO assay.findings (run_id, plugin_version_id, ordinal, label)
+             VALUES ($1, $2, $3, 'one')",
+            &[run, &version, &i32::try_from(ordinal).unwrap()],
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        seq_scans(&tx, "run_plugins").await,
+        before,
+        "a one-row store looked its outcome up by scanning every outcome"
+    );
+
+    // The same for deletes: one outcome's findings are found by key after a
+    // delete of many.
+    tx.execute(
+        "DELETE FROM assay.run_plugins WHERE run_id = ANY($1)",
+        &[&&runs[2000..4000]],
+    )
+    .await
+    .unwrap();
+    let before = seq_scans(&tx, "findings").await;
+    tx.execute(
+        "DELETE FROM assay.run_plugins WHERE run_id = $1",
+        &[&runs[1]],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        seq_scans(&tx, "findings").await,
+        before,
+        "deleting one outcome scanned every finding"
+    );
+    tx.commit().await.unwrap();
+}
