@@ -179,6 +179,9 @@ pub struct RunReport {
     /// The text after the prompt stage.
     #[serde(skip)]
     pub analyzed_text: String,
+    /// How long storing the run took (its one transaction), for `assay bench pipeline`.
+    #[serde(skip)]
+    pub stored_in: Duration,
 }
 
 impl RunReport {
@@ -413,7 +416,9 @@ impl Pipeline {
             findings,
             plugins: outcomes,
             analyzed_text: doc.text,
+            stored_in: Duration::ZERO,
         };
+        let storing = Instant::now();
         report.run_id = self
             .bounded_write(store::store_run(
                 &self.db,
@@ -424,6 +429,7 @@ impl Pipeline {
             ))
             .await
             .map_err(classify_store_error)?;
+        report.stored_in = storing.elapsed();
         Ok(report)
     }
 

@@ -159,6 +159,23 @@ async fn bench_pipeline_stores_the_repeated_corpus_then_deletes_it() {
     let per_s = report["findings_per_s"].as_f64().unwrap();
     let recomputed = findings / report["seconds"].as_f64().unwrap();
     assert!((per_s - recomputed).abs() <= 1e-6 * per_s, "{report}");
+    // Storing is timed apart from the plugins: part of each document's time,
+    // at most the wall-clock time of every document in flight at once.
+    let storing = report["storing_seconds"].as_f64().unwrap();
+    let in_flight = report["concurrency"].as_f64().unwrap();
+    assert!(
+        storing > 0.0 && storing <= report["seconds"].as_f64().unwrap() * in_flight,
+        "{report}"
+    );
+    let per_storing_s = report["findings_per_storing_s"].as_f64().unwrap();
+    assert!(
+        (per_storing_s - findings / storing).abs() <= 1e-6 * per_storing_s,
+        "{report}"
+    );
+    assert!(
+        (report["findings_per_run"].as_f64().unwrap() - findings / 13.0).abs() < 1e-9,
+        "{report}"
+    );
     let client = db.client().await;
     let left: i64 = client
         .query_one("SELECT count(*) FROM assay.documents", &[])
