@@ -8,8 +8,10 @@
 #![allow(clippy::unwrap_used)]
 
 use assay::pipeline::store::{COPY_FINDINGS, FINDING_COLUMNS};
+use tokio_postgres::GenericClient;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, ToSql};
 use uuid::Uuid;
 
 use crate::support::{TestEngine, doc, engine_on, engine_with, fresh_database, shared_tempdir};
@@ -32,6 +34,15 @@ async fn engine_with_one_run() -> (TestEngine, tempfile::TempDir, Uuid) {
         report.findings.iter().map(|f| f.plugin.as_str()).collect();
     assert!(plugins.len() >= 2, "findings from {plugins:?}");
     (engine, dir, report.run_id)
+}
+
+/// The one value a query returns (a count, an id).
+async fn one<T: for<'a> FromSql<'a>>(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> T {
+    client.query_one(sql, params).await.unwrap().get(0)
 }
 
 /// Findings per plugin in `run`.
@@ -71,23 +82,19 @@ fn assert_refused_as_missing_outcome(result: Result<u64, tokio_postgres::Error>,
 async fn a_finding_for_an_outcome_that_was_never_stored_is_refused() {
     let (engine, _dir, run) = engine_with_one_run().await;
     let client = engine.test_db.client().await;
-    let version: i64 = client
-        .query_one(
-            "SELECT plugin_version_id FROM assay.run_plugins WHERE run_id = $1 LIMIT 1",
-            &[&run],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let unused_version: i64 = client
-        .query_one(
-            "INSERT INTO assay.plugin_versions (name, version, content_sha256, stage)
+    let version: i64 = one(
+        &client,
+        "SELECT plugin_version_id FROM assay.run_plugins WHERE run_id = $1 LIMIT 1",
+        &[&run],
+    )
+    .await;
+    let unused_version: i64 = one(
+        &client,
+        "INSERT INTO assay.plugin_versions (name, version, content_sha256, stage)
              VALUES ('unused', '1', repeat('a', 64), 'analysis') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[],
+    )
+    .await;
 
     // A run that does not exist; a run that exists, with a plugin version that
     // has no outcome in it; and one bad row among good ones.
@@ -157,14 +164,12 @@ async fn a_finding_for_an_outcome_that_was_never_stored_is_refused() {
     .await;
     assert_refused_as_missing_outcome(copied, "a COPY with a finding of no run");
 
-    let stray: i64 = client
-        .query_one(
-            "SELECT count(*) FROM assay.findings WHERE ordinal >= 100000",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let stray: i64 = one(
+        &client,
+        "SELECT count(*) FROM assay.findings WHERE ordinal >= 100000",
+        &[],
+    )
+    .await;
     assert_eq!(stray, 0, "nothing of a refused statement is stored");
 }
 
@@ -199,16 +204,14 @@ async fn a_finding_cannot_be_moved_to_an_outcome_that_does_not_exist() {
 async fn an_outcome_with_findings_keeps_its_key() {
     let (engine, _dir, run) = engine_with_one_run().await;
     let client = engine.test_db.client().await;
-    let other_run: Uuid = client
-        .query_one(
-            "INSERT INTO assay.runs (document_id, started_at, finished_at, status, analyzed_text)
+    let other_run: Uuid = one(
+        &client,
+        "INSERT INTO assay.runs (document_id, started_at, finished_at, status, analyzed_text)
              SELECT document_id, started_at, finished_at, status, analyzed_text
              FROM assay.runs WHERE id = $1 RETURNING id",
-            &[&run],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[&run],
+    )
+    .await;
     assert_refused_as_missing_outcome(
         client
             .execute(
@@ -234,16 +237,9 @@ async fn an_outcome_with_findings_keeps_its_key() {
         )
         .await
         .unwrap();
-    let without_findings: i64 = client
-        .query_one(
-            "SELECT count(*) FROM assay.run_plugins p WHERE p.run_id = $1
+    let without_findings: i64 = one(&client, "SELECT count(*) FROM assay.run_plugins p WHERE p.run_id = $1
              AND NOT EXISTS (SELECT 1 FROM assay.findings f
-                             WHERE f.run_id = p.run_id AND f.plugin_version_id = p.plugin_version_id)",
-            &[&other_run],
-        )
-        .await
-        .unwrap()
-        .get(0);
+                             WHERE f.run_id = p.run_id AND f.plugin_version_id = p.plugin_version_id)", &[&other_run]).await;
     assert_eq!(without_findings, i64::try_from(moved).unwrap());
 }
 
@@ -283,16 +279,14 @@ async fn removing_an_outcome_a_run_or_a_document_removes_its_findings() {
         .execute("DELETE FROM assay.documents WHERE source = 'call-1'", &[])
         .await
         .unwrap();
-    let left: i64 = client
-        .query_one(
-            "SELECT (SELECT count(*) FROM assay.findings WHERE run_id = $1)
+    let left: i64 = one(
+        &client,
+        "SELECT (SELECT count(*) FROM assay.findings WHERE run_id = $1)
                   + (SELECT count(*) FROM assay.run_plugins WHERE run_id = $1)
                   + (SELECT count(*) FROM assay.runs WHERE id = $1)",
-            &[&run],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[&run],
+    )
+    .await;
     assert_eq!(left, 0, "the deleted document's run is gone entirely");
     assert_eq!(
         findings_by_plugin(&client, second.run_id).await,
@@ -304,11 +298,7 @@ async fn removing_an_outcome_a_run_or_a_document_removes_its_findings() {
         .batch_execute("TRUNCATE assay.run_plugins")
         .await
         .unwrap();
-    let findings: i64 = client
-        .query_one("SELECT count(*) FROM assay.findings", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let findings: i64 = one(&client, "SELECT count(*) FROM assay.findings", &[]).await;
     assert_eq!(findings, 0);
 }
 
@@ -320,14 +310,7 @@ async fn a_finding_stored_while_its_outcome_is_deleted_is_not_left_behind() {
     let (engine, _dir, run) = engine_with_one_run().await;
     let mut writer = engine.test_db.client().await;
     let deleter = engine.test_db.client().await;
-    let version: i64 = writer
-        .query_one(
-            "SELECT plugin_version_id FROM assay.run_plugins WHERE run_id = $1 AND findings > 0 LIMIT 1",
-            &[&run],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let version: i64 = one(&writer, "SELECT plugin_version_id FROM assay.run_plugins WHERE run_id = $1 AND findings > 0 LIMIT 1", &[&run]).await;
     let tx = writer.transaction().await.unwrap();
     tx.execute(
         "INSERT INTO assay.findings (run_id, plugin_version_id, ordinal, label)
@@ -349,14 +332,12 @@ async fn a_finding_stored_while_its_outcome_is_deleted_is_not_left_behind() {
     assert!(!delete.is_finished(), "the delete waits for the store");
     tx.commit().await.unwrap();
     assert_eq!(delete.await.unwrap().unwrap(), 1);
-    let left: i64 = writer
-        .query_one(
-            "SELECT count(*) FROM assay.findings WHERE run_id = $1 AND plugin_version_id = $2",
-            &[&run, &version],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let left: i64 = one(
+        &writer,
+        "SELECT count(*) FROM assay.findings WHERE run_id = $1 AND plugin_version_id = $2",
+        &[&run, &version],
+    )
+    .await;
     assert_eq!(left, 0, "no finding outlives its outcome");
 }
 
@@ -420,24 +401,18 @@ async fn findings_stored_before_the_triggers_survive_the_upgrade() {
         .execute("DELETE FROM assay.documents WHERE source = 'old'", &[])
         .await
         .unwrap();
-    let left: i64 = client
-        .query_one("SELECT count(*) FROM assay.findings", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let left: i64 = one(&client, "SELECT count(*) FROM assay.findings", &[]).await;
     assert_eq!(left, 0);
 }
 
 /// Sequential scans of `table` in the current transaction so far.
 async fn seq_scans(client: &impl tokio_postgres::GenericClient, table: &str) -> i64 {
-    client
-        .query_one(
-            "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE schemaname = 'assay' AND relname = $1",
-            &[&table],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    one(
+        client,
+        "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE schemaname = 'assay' AND relname = $1",
+        &[&table],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,11 +423,12 @@ async fn the_checks_use_the_keys_whatever_size_of_statement_came_before() {
     // statement, or every small store scans every outcome ever stored.
     let (engine, _dir, _run) = engine_with_one_run().await;
     let mut client = engine.test_db.client().await;
-    let version: i64 = client
-        .query_one("SELECT min(plugin_version_id) FROM assay.run_plugins", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let version: i64 = one(
+        &client,
+        "SELECT min(plugin_version_id) FROM assay.run_plugins",
+        &[],
+    )
+    .await;
     let runs: Vec<Uuid> = client
         .query(
             "WITH new_runs AS (
