@@ -12,11 +12,24 @@ mod embedded {
 /// that two of them starting at once apply migrations one after the other.
 const MIGRATION_LOCK_KEY: i64 = 0x6173_7361_795f_6d69; // "assay_mi"
 
-/// The embedded migrations, recorded in assay's own schema.
-fn runner() -> refinery::Runner {
-    let mut runner = embedded::migrations::runner();
+/// Applies the embedded migrations `runner` targets, recorded in assay's own
+/// schema, on `client`.
+async fn apply(
+    client: &mut tokio_postgres::Client,
+    runner: refinery::Runner,
+) -> Result<refinery::Report, DbError> {
+    // refinery creates its history table before running V1, so the schema it
+    // lives in must exist first.
+    client
+        .batch_execute("CREATE SCHEMA IF NOT EXISTS assay")
+        .await
+        .map_err(DbError::query("creating the assay schema"))?;
+    let mut runner = runner;
     runner.set_migration_table_name("assay.refinery_schema_history");
     runner
+        .run_async(client)
+        .await
+        .map_err(|e| DbError::Migrate(e.to_string()))
 }
 
 /// Applies every migration not yet applied. Safe to run from several processes at once.
@@ -26,15 +39,7 @@ pub async fn run(db: &Database) -> Result<Vec<String>, DbError> {
         .await
         .map_err(DbError::query("waiting for the migration lock"))?;
     let result: Result<Vec<String>, DbError> = async {
-        // refinery creates its history table before running V1, so the schema it
-        // lives in must exist first.
-        conn.batch_execute("CREATE SCHEMA IF NOT EXISTS assay")
-            .await
-            .map_err(DbError::query("creating the assay schema"))?;
-        let report = runner()
-            .run_async(&mut *conn)
-            .await
-            .map_err(|e| DbError::Migrate(e.to_string()))?;
+        let report = apply(&mut conn, embedded::migrations::runner()).await?;
         Ok(report
             .applied_migrations()
             .iter()
@@ -58,14 +63,6 @@ pub async fn run(db: &Database) -> Result<Vec<String>, DbError> {
 /// engine itself only ever uses [`run`].
 #[doc(hidden)]
 pub async fn run_up_to(client: &mut tokio_postgres::Client, version: i32) -> Result<(), DbError> {
-    client
-        .batch_execute("CREATE SCHEMA IF NOT EXISTS assay")
-        .await
-        .map_err(DbError::query("creating the assay schema"))?;
-    runner()
-        .set_target(refinery::Target::Version(version))
-        .run_async(client)
-        .await
-        .map_err(|e| DbError::Migrate(e.to_string()))?;
-    Ok(())
+    let runner = embedded::migrations::runner().set_target(refinery::Target::Version(version));
+    apply(client, runner).await.map(drop)
 }
