@@ -3,7 +3,8 @@
 //!
 //! - `point_select`: a SELECT by primary key issued from a plugin (the
 //!   `bench-query` plugin, one call per request) beside the same statement
-//!   straight through tokio-postgres, both on a pool of the same settings;
+//!   straight through tokio-postgres, both on a pool of the same settings,
+//!   and from the plugin with instance reuse on (`plugin-reused`);
 //! - `store_findings`: the engine's write of a run (`store_run`: the run, its
 //!   plugin outcomes, the findings by binary COPY) beside the run and one
 //!   INSERT per finding, and beside the run and a bare binary COPY, each in
@@ -38,6 +39,7 @@ fn point_select(c: &mut Criterion, rt: &tokio::runtime::Runtime, db: &Arc<Databa
             &Workload::point(),
             config.sandbox.connections_per_plugin,
             1,
+            true,
         ))
         .expect("set up both paths");
     let mut key = 0i64;
@@ -55,6 +57,16 @@ fn point_select(c: &mut Criterion, rt: &tokio::runtime::Runtime, db: &Arc<Databa
         }
     };
     group.bench_function("plugin", |b| b.to_async(rt).iter(|| paths.plugin(next())));
+    let mut next = {
+        let mut key = 0i64;
+        move || {
+            key = key % ROWS as i64 + 1;
+            key
+        }
+    };
+    group.bench_function("plugin-reused", |b| {
+        b.to_async(rt).iter(|| paths.plugin_reused(next()))
+    });
     group.finish();
     rt.block_on(paths.tear_down()).expect("clean up");
 }

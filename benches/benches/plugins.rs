@@ -3,7 +3,8 @@
 //!
 //! - `call_overhead`: instantiate + `describe` + drop of a trivial plugin, and
 //!   instantiate + `analyze` (+ drop) of it, beside calling the same Rust
-//!   functions directly;
+//!   functions directly; and `analyze` in a reused instance (opt-in
+//!   `reuse_instances`), reported apart;
 //! - `keywords`, `sentiment`, `redact`: each bundled plugin's entry point on
 //!   documents of 1 KB, 16 KB and 256 KB through the runtime (a fresh instance
 //!   per call, as the engine runs it) beside the same crate compiled natively;
@@ -19,6 +20,7 @@ use assay::capability::{self, HostLinker, HostState, Plugin};
 use assay::config::Config;
 use assay::runtime::Runtime;
 use assay::runtime::call::{CallCore, CallLimits};
+use assay::runtime::limits::Reuse;
 use assay::runtime::plugin::{Document, PluginIdentity};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -117,6 +119,19 @@ fn call_overhead(c: &mut Criterion) {
     });
     group.bench_function("analyze/plugin", |b| {
         b.to_async(&bench.rt).iter(|| bench.call(&plugin, &doc))
+    });
+    // Opt-in instance reuse: the instance an earlier call left, no new one.
+    let reusing = Bench {
+        limits: CallLimits {
+            reuse: Reuse::when(true, u32::MAX),
+            ..bench.limits.clone()
+        },
+        ..Bench::new()
+    };
+    let warm_plugin = reusing.load("trivial.wasm");
+    group.bench_function("analyze/plugin-reused", |b| {
+        b.to_async(&reusing.rt)
+            .iter(|| reusing.call(&warm_plugin, &doc))
     });
     group.finish();
 }

@@ -286,6 +286,12 @@ impl CallData for HostState {
     fn core_mut(&mut self) -> &mut CallCore {
         &mut self.core
     }
+
+    /// Every capability as before registration: the SQL session (and with
+    /// it the pool) is let go while the instance waits.
+    fn park(&mut self) {
+        self.caps = CallCapabilities::detached(&self.core);
+    }
 }
 
 /// The host side of every plugin: the capabilities, set up for this engine,
@@ -333,6 +339,18 @@ impl Host {
         let caps = self.capabilities.call(plugin, &core);
         HostState { core, caps }
     }
+
+    /// Makes `state`, parked in a reused instance, the store data of a new
+    /// call of the same plugin under `limits`.
+    pub fn renew_call_state(
+        &self,
+        plugin: &PluginCapabilities,
+        state: &mut HostState,
+        limits: &CallLimits,
+    ) {
+        state.core.renew(limits);
+        state.caps = self.capabilities.call(plugin, &state.core);
+    }
 }
 
 /// The linker plugins are instantiated with: WASI (see `runtime::wasi`), the
@@ -358,13 +376,22 @@ pub async fn load(
 }
 
 /// Calls a plugin that is registered with no engine: no database, no state
-/// (what a benchmark of the runtime alone measures).
+/// (what a benchmark of the runtime alone measures); in an instance an
+/// earlier call left when `limits` reuse instances.
 pub async fn call_detached(
     runtime: &Runtime,
     plugin: &Plugin,
     limits: &CallLimits,
     doc: crate::runtime::plugin::Document,
 ) -> Result<crate::runtime::plugin::CallOutput, CallFailure> {
-    let core = CallCore::new(runtime, Arc::clone(&plugin.identity), limits);
-    crate::runtime::call::invoke(runtime, plugin, HostState::detached(core), doc).await
+    let fresh =
+        || HostState::detached(CallCore::new(runtime, Arc::clone(&plugin.identity), limits));
+    match limits.reuse {
+        None => crate::runtime::call::invoke(runtime, plugin, fresh(), doc).await,
+        Some(reuse) => {
+            let renew = |state: &mut HostState| state.core.renew(limits);
+            crate::runtime::warm::invoke_reusing(runtime, plugin, reuse, limits, fresh, renew, doc)
+                .await
+        }
+    }
 }

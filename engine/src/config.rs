@@ -258,6 +258,18 @@ pub struct LimitsConfig {
     /// Maximum wasm call stack, in KiB. One value for all plugins: the runtime
     /// fixes it per process, not per instance.
     pub wasm_stack_kib: u64,
+    /// Keep a plugin's instance for its next call instead of starting each
+    /// call in a fresh one. Off by default; meant to be turned on per plugin
+    /// (`[limits.plugins.NAME] reuse_instances = true`): what one call
+    /// leaves in the plugin's memory, the next call of the same plugin sees.
+    pub reuse_instances: bool,
+    /// With `reuse_instances`, how many calls one instance serves before it is
+    /// replaced by a fresh one, so nothing a plugin keeps grows for ever.
+    pub calls_per_instance: u32,
+    /// Instances kept between calls, all plugins together. Reserved as
+    /// instance slots on top of `max_concurrent_calls`, so it is fixed for the
+    /// life of the process.
+    pub warm_instances: u32,
     /// Overrides by plugin name: `[limits.plugins.history] call_timeout_ms = 30000`.
     pub plugins: std::collections::BTreeMap<String, PluginLimitsOverride>,
 }
@@ -276,6 +288,9 @@ impl Default for LimitsConfig {
             max_concurrent_calls: 256,
             queue_timeout_ms: 1_000,
             wasm_stack_kib: 512,
+            reuse_instances: false,
+            calls_per_instance: 1_000,
+            warm_instances: 64,
             plugins: Default::default(),
         }
     }
@@ -302,6 +317,10 @@ pub struct PluginLimitsOverride {
     pub max_output_kib: Option<u64>,
     /// See [`LimitsConfig::concurrent_calls`].
     pub concurrent_calls: Option<u32>,
+    /// See [`LimitsConfig::reuse_instances`].
+    pub reuse_instances: Option<bool>,
+    /// See [`LimitsConfig::calls_per_instance`].
+    pub calls_per_instance: Option<u32>,
 }
 
 /// `[pipeline]`

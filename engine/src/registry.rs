@@ -16,12 +16,13 @@ use crate::capability::log::printable;
 use std::time::Duration;
 
 pub use crate::capability::RegisterError;
-use crate::capability::{Host, Plugin, PluginCapabilities, Registration, StartError};
+use crate::capability::{Host, HostState, Plugin, PluginCapabilities, Registration, StartError};
 use crate::config::Config;
 use crate::db::{Database, DbError};
 use crate::runtime::Runtime;
 use crate::runtime::call::{CallCore, CallFailure, CallLimits, invoke};
 use crate::runtime::plugin::{CallOutput, Document, Stage};
+use crate::runtime::warm::invoke_reusing;
 
 /// Where a plugin came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,16 +76,29 @@ impl RegisteredPlugin {
     }
 
     /// Calls the plugin once on `doc` under `limits`: the one place a call's
-    /// store is made, from the runtime's part and each capability's.
+    /// store is made, from the runtime's part and each capability's. With
+    /// instance reuse on for the plugin (`limits.reuse`), in an instance an
+    /// earlier call of this version left, when one is waiting.
     pub async fn call(
         &self,
         runtime: &Runtime,
         limits: &CallLimits,
         doc: Document,
     ) -> Result<CallOutput, CallFailure> {
-        let core = CallCore::new(runtime, Arc::clone(&self.loaded.identity), limits);
-        let data = self.host.call_state(&self.capabilities, core);
-        invoke(runtime, &self.loaded, data, doc).await
+        let fresh = || {
+            let core = CallCore::new(runtime, Arc::clone(&self.loaded.identity), limits);
+            self.host.call_state(&self.capabilities, core)
+        };
+        match limits.reuse {
+            None => invoke(runtime, &self.loaded, fresh(), doc).await,
+            Some(reuse) => {
+                let renew = |state: &mut HostState| {
+                    self.host
+                        .renew_call_state(&self.capabilities, state, limits)
+                };
+                invoke_reusing(runtime, &self.loaded, reuse, limits, fresh, renew, doc).await
+            }
+        }
     }
 
     /// What each capability reports of this plugin, by capability name.

@@ -5,7 +5,9 @@
 //! A plugin version is compiled once and kept pre-instantiated; every call gets a
 //! fresh [`Store`](wasmtime::Store) and instance, dropped when the call ends, so no
 //! memory carries over from one call to the next (the `state` interface is the one
-//! sanctioned memory).
+//! sanctioned memory) — unless the operator turned on instance reuse for the
+//! plugin ([`warm`]), where the next call of the same version may run in the
+//! instance the last one left.
 //!
 //! The runtime knows no host capability. What a call's store holds besides
 //! the runtime's own [`call::CallCore`], and the linker that gives plugins
@@ -17,9 +19,11 @@ pub mod failure;
 pub mod limits;
 pub mod loader;
 pub mod plugin;
+pub mod warm;
 pub mod wasi;
 pub mod wit;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::{Config, Engine};
@@ -39,6 +43,7 @@ pub struct Runtime {
     engine: Engine,
     cache: Option<cache::CompileCache>,
     wasm_stack_kib: u64,
+    warm: Arc<warm::WarmBudget>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -88,12 +93,19 @@ impl Runtime {
             engine,
             cache,
             wasm_stack_kib: (stack / 1024) as u64,
+            warm: Arc::new(warm::WarmBudget::new(settings.limits.warm_instances)),
         })
     }
 
     /// The maximum wasm stack of every call, KiB (`limits.wasm_stack_kib`).
     pub fn wasm_stack_kib(&self) -> u64 {
         self.wasm_stack_kib
+    }
+
+    /// How many instances plugins that reuse them keep between calls, all
+    /// together (`limits.warm_instances`).
+    pub fn warm_budget(&self) -> &Arc<warm::WarmBudget> {
+        &self.warm
     }
 
     /// The compile cache, if any.

@@ -10,6 +10,8 @@
 //! careful application would; the plugin path is a real call as the engine
 //! makes it — a fresh instance, the call's session with its transaction —
 //! but without the rest of the pipeline (no document or findings stored).
+//! With `reuse_instances`, the plugin path is measured a second time with
+//! instance reuse on (`limits.reuse_instances`), beside the first.
 //! The two give the same guarantees: in a call, reads before the first write
 //! run on their own, and a lone write is atomic natively too.
 
@@ -32,6 +34,7 @@ use crate::db::Database;
 use crate::registry::{PluginLoader, PluginSource, RegisteredPlugin};
 use crate::runtime::Runtime;
 use crate::runtime::call::CallLimits;
+use crate::runtime::limits::Reuse;
 use crate::runtime::plugin::{CallOutput, Document};
 
 /// The default statement; `{table}` is replaced by the seeded table.
@@ -119,6 +122,8 @@ pub struct QuerySettings {
     pub pool_size: u32,
     /// Untimed requests per worker before each timed run.
     pub warmup_per_worker: u32,
+    /// Also measure the plugin path with instance reuse on.
+    pub reuse_instances: bool,
 }
 
 /// Everything measured, ready to print or serialise.
@@ -162,6 +167,12 @@ pub struct LevelReport {
     pub native: PathReport,
     /// `plugin.throughput_per_s / native.throughput_per_s`.
     pub ratio: f64,
+    /// Through the plugin with instance reuse on (`--reuse-instances`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused: Option<PathReport>,
+    /// `reused.throughput_per_s / native.throughput_per_s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused_ratio: Option<f64>,
 }
 
 /// One path at one level.
@@ -208,6 +219,7 @@ pub async fn run(
             workload,
             settings.pool_size,
             most,
+            settings.reuse_instances,
         )
         .await
         .with_context(|| format!("workload {}", workload.name))?;
@@ -260,6 +272,8 @@ pub struct QueryPaths {
     schema: String,
     statements: Vec<String>,
     plugin: Arc<dyn Target>,
+    /// The plugin with instance reuse on, when measured.
+    reused: Option<Arc<dyn Target>>,
     native: Arc<dyn Target>,
 }
 
@@ -267,7 +281,8 @@ impl QueryPaths {
     /// Seeds a table of `rows` rows (and the 100 groups they belong to),
     /// loads the `bench-query` plugin with access to them, and opens both
     /// pools of `pool_size` connections; ready for up to `concurrency` calls
-    /// of `workload` at once.
+    /// of `workload` at once (and as many more with `reuse_instances`, which
+    /// adds the plugin path with instance reuse on).
     pub async fn set_up(
         db: &Arc<Database>,
         config: &Config,
@@ -275,6 +290,7 @@ impl QueryPaths {
         workload: &Workload,
         pool_size: u32,
         concurrency: usize,
+        reuse_instances: bool,
     ) -> anyhow::Result<Self> {
         if rows == 0 {
             bail!("--rows must be at least 1");
@@ -287,9 +303,13 @@ impl QueryPaths {
             schema,
             statements,
             plugin: Arc::new(Unset),
+            reused: None,
             native: Arc::new(Unset),
         };
-        match paths.connect(config, pool_size, concurrency).await {
+        match paths
+            .connect(config, pool_size, concurrency, reuse_instances)
+            .await
+        {
             Ok(()) => Ok(paths),
             Err(e) => {
                 // Best effort: the error that stopped us is the one to report.
@@ -309,6 +329,15 @@ impl QueryPaths {
         self.plugin.call(key).await.map_err(RequestFailed)
     }
 
+    /// One request through the plugin with instance reuse on (set up with
+    /// `reuse_instances`; fails otherwise).
+    pub async fn plugin_reused(&self, key: i64) -> Result<(), RequestFailed> {
+        match &self.reused {
+            Some(reused) => reused.call(key).await.map_err(RequestFailed),
+            None => Err(RequestFailed("set up without instance reuse".into())),
+        }
+    }
+
     /// One request straight through tokio-postgres.
     pub async fn native(&self, key: i64) -> Result<(), RequestFailed> {
         self.native.call(key).await.map_err(RequestFailed)
@@ -324,6 +353,7 @@ impl QueryPaths {
         config: &Config,
         pool_size: u32,
         concurrency: usize,
+        reuse_instances: bool,
     ) -> anyhow::Result<()> {
         let mut config = config.clone();
         config.plugins.bundled = false;
@@ -334,6 +364,10 @@ impl QueryPaths {
         config.limits.max_concurrent_calls = config
             .limits
             .max_concurrent_calls
+            .max(u32::try_from(concurrency).unwrap_or(u32::MAX));
+        config.limits.warm_instances = config
+            .limits
+            .warm_instances
             .max(u32::try_from(concurrency).unwrap_or(u32::MAX));
         config.plugins.grants.insert(
             PLUGIN.into(),
@@ -360,10 +394,30 @@ impl QueryPaths {
             .map_err(|e| anyhow::anyhow!("registering the bench-query plugin: {e}"))?;
         self.native = Arc::new(NativeTarget::new(&self.db, &self.statements, pool_size).await?);
         let limits = CallLimits::for_plugin(&config.limits, PLUGIN);
+        if reuse_instances {
+            // Kept instances of one plugin are bounded by its concurrent
+            // calls; calls here are made directly, so let that be all of them.
+            let concurrent_calls = limits
+                .concurrent_calls
+                .max(u32::try_from(concurrency).unwrap_or(u32::MAX));
+            self.reused = Some(Arc::new(PluginTarget {
+                runtime: Arc::clone(&runtime),
+                plugin: Arc::clone(&plugin),
+                limits: CallLimits {
+                    reuse: Reuse::when(true, config.limits.calls_per_instance),
+                    concurrent_calls,
+                    ..limits.clone()
+                },
+                statements: self.statements.clone(),
+            }));
+        }
         self.plugin = Arc::new(PluginTarget {
             runtime,
             plugin,
-            limits,
+            limits: CallLimits {
+                reuse: None,
+                ..limits
+            },
             statements: self.statements.clone(),
         });
         Ok(())
@@ -433,6 +487,10 @@ async fn measure_levels(
     let mut levels = Vec::new();
     for &concurrency in &settings.levels {
         let plugin = measure(&paths.plugin, concurrency, settings, progress).await;
+        let reused = match &paths.reused {
+            Some(reused) => Some(measure(reused, concurrency, settings, progress).await),
+            None => None,
+        };
         let native = measure(&paths.native, concurrency, settings, progress).await;
         if plugin.requests == 0 {
             bail!(
@@ -440,16 +498,22 @@ async fn measure_levels(
                 plugin.first_error.unwrap_or_default()
             );
         }
-        let ratio = if native.throughput_per_s > 0.0 {
-            plugin.throughput_per_s / native.throughput_per_s
-        } else {
-            0.0
+        let ratio_of = |path: &PathReport| {
+            if native.throughput_per_s > 0.0 {
+                path.throughput_per_s / native.throughput_per_s
+            } else {
+                0.0
+            }
         };
+        let ratio = ratio_of(&plugin);
+        let reused_ratio = reused.as_ref().map(ratio_of);
         levels.push(LevelReport {
             concurrency,
             plugin,
             native,
             ratio,
+            reused,
+            reused_ratio,
         });
     }
     Ok(levels)

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use assay::bench::pipeline::{PipelineReport, PipelineSettings};
-use assay::bench::query::{QueryReport, QuerySettings, WORKLOADS, Workload};
+use assay::bench::query::{
+    LevelReport, PathReport, QueryReport, QuerySettings, WORKLOADS, Workload,
+};
 use assay::bench::{Latency, Span};
 use assay::config::Config;
 use assay::db::Database;
@@ -56,6 +58,11 @@ pub struct QueryArgs {
     /// Untimed requests per worker before each run.
     #[arg(long, default_value_t = 20)]
     pub warmup: u32,
+    /// Also measure the plugin path with instance reuse on
+    /// (`limits.reuse_instances`: a call may run in the instance an earlier
+    /// call left), beside the default of a fresh instance per call.
+    #[arg(long)]
+    pub reuse_instances: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -149,10 +156,12 @@ async fn query(config: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
             .unwrap_or(config.sandbox.connections_per_plugin)
             .max(1),
         warmup_per_worker: args.warmup,
+        reuse_instances: args.reuse_instances,
     };
     let total = match span {
         Span::Requests(n) => {
-            Some(n * 2 * (settings.levels.len() * settings.workloads.len()) as u64)
+            let paths = if settings.reuse_instances { 3 } else { 2 };
+            Some(n * paths * (settings.levels.len() * settings.workloads.len()) as u64)
         }
         Span::Duration(_) => None,
     };
@@ -179,13 +188,13 @@ async fn query(config: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
         .queries
         .iter()
         .flat_map(|q| &q.levels)
-        .map(|l| l.plugin.errors + l.native.errors)
+        .flat_map(|l| paths_of(l).map(|(_, r, _)| r.errors))
         .sum();
     if errors > 0 {
         eprintln!("warning: {errors} requests failed");
         for query in &report.queries {
             for level in &query.levels {
-                for (path, r) in [("plugin", &level.plugin), ("native", &level.native)] {
+                for (path, r, _) in paths_of(level) {
                     if let Some(e) = &r.first_error {
                         eprintln!(
                             "  {} at concurrency {} {path}: {e}",
@@ -216,6 +225,21 @@ fn latency_cells(latency: &Latency) -> [String; 3] {
     [ms(latency.p50_ms), ms(latency.p95_ms), ms(latency.p99_ms)]
 }
 
+/// The paths measured at one level, in the order they ran: name, figures,
+/// and the ratio to native (none for native itself).
+fn paths_of(level: &LevelReport) -> impl Iterator<Item = (&'static str, &PathReport, Option<f64>)> {
+    [
+        Some(("plugin", &level.plugin, Some(level.ratio))),
+        level
+            .reused
+            .as_ref()
+            .map(|r| ("plugin, reused", r, level.reused_ratio)),
+        Some(("native", &level.native, None)),
+    ]
+    .into_iter()
+    .flatten()
+}
+
 fn print_query(report: &QueryReport) {
     let mut table = Table::new();
     table
@@ -235,7 +259,7 @@ fn print_query(report: &QueryReport) {
         ]);
     for query in &report.queries {
         for level in &query.levels {
-            for (path, r) in [("plugin", &level.plugin), ("native", &level.native)] {
+            for (path, r, ratio) in paths_of(level) {
                 let [p50, p95, p99] = latency_cells(&r.latency);
                 table.add_row([
                     query.name.clone(),
@@ -247,11 +271,7 @@ fn print_query(report: &QueryReport) {
                     p99,
                     ms(r.pool_wait_ms_mean),
                     r.errors.to_string(),
-                    if path == "plugin" {
-                        format!("{:.2}", level.ratio)
-                    } else {
-                        String::new()
-                    },
+                    ratio.map(|r| format!("{r:.2}")).unwrap_or_default(),
                 ]);
             }
         }
@@ -279,7 +299,7 @@ fn print_query(report: &QueryReport) {
         report.rows, report.pool_size, report.warmup_per_worker
     );
     println!(
-        "plugin: each request is one call — a fresh instance, the call's session (reads before its first write on their own, the rest in one transaction); no document or finding is stored.\nnative: the statements prepared once per connection, run with tokio-postgres one after the other, each in its own implicit transaction."
+        "plugin: each request is one call — a fresh instance, the call's session (reads before its first write on their own, the rest in one transaction); no document or finding is stored.\nplugin, reused (--reuse-instances): the same, in an instance an earlier call left when one is waiting (limits.reuse_instances).\nnative: the statements prepared once per connection, run with tokio-postgres one after the other, each in its own implicit transaction."
     );
 }
 

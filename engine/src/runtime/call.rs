@@ -23,6 +23,7 @@ pub use super::limits::CallLimits;
 use super::limits::{CallLimiter, LimitHit};
 use super::loader::LoadedPlugin;
 use super::plugin::{CallOutput, Document, PluginError, PluginIdentity};
+use super::wit::PluginInstance;
 
 /// How much of what a plugin prints (panic messages, debug output) is kept to
 /// explain a failure. Beyond this its writes fail; it cannot grow host memory.
@@ -47,6 +48,9 @@ pub struct CallCore {
     limiter: CallLimiter,
     limits: CallLimits,
     output: MemoryOutputPipe,
+    /// Where this call's output starts in `output`: past what earlier calls
+    /// of a reused instance printed.
+    output_from: usize,
     plugin: Arc<PluginIdentity>,
     started: Instant,
     deadline: Instant,
@@ -66,11 +70,30 @@ impl CallCore {
             limiter: CallLimiter::new(limits),
             limits: limits.clone(),
             output,
+            output_from: 0,
             plugin,
             started,
             deadline: started + limits.timeout,
             wasm_stack_kib: runtime.wasm_stack_kib(),
         }
+    }
+
+    /// Makes this the runtime's part of a new call of the same plugin in the
+    /// same instance (instance reuse): a new deadline from now, new limits,
+    /// nothing refused yet. WASI and its resource table stay, since the
+    /// instance holds handles into them; captured output starts afresh.
+    pub fn renew(&mut self, limits: &CallLimits) {
+        self.started = Instant::now();
+        self.deadline = self.started + limits.timeout;
+        self.limiter = CallLimiter::new(limits);
+        self.limits = limits.clone();
+        self.output_from = self.output.contents().len();
+    }
+
+    /// Whether the output buffer still has room for another call's panic
+    /// message; an instance whose buffer is nearly full is not reused.
+    pub fn output_room(&self) -> bool {
+        self.output.contents().len() <= CAPTURED_OUTPUT_BYTES / 2
     }
 
     /// The plugin being called.
@@ -95,7 +118,8 @@ impl CallCore {
 
     /// What the plugin printed during the call (lossy UTF-8, trimmed).
     pub fn captured_output(&self) -> String {
-        String::from_utf8_lossy(&self.output.contents())
+        let all = self.output.contents();
+        String::from_utf8_lossy(all.get(self.output_from..).unwrap_or_default())
             .trim()
             .to_string()
     }
@@ -145,17 +169,30 @@ pub trait CallData: WasiView + CallEnd + Send + 'static {
     fn core(&self) -> &CallCore;
     /// The runtime's part, mutably.
     fn core_mut(&mut self) -> &mut CallCore;
+    /// The call is over and its instance is kept for a later call (instance
+    /// reuse): let go of everything the call was given besides the runtime's
+    /// part (its database session, say), so that nothing is held while the
+    /// instance waits.
+    fn park(&mut self);
 }
 
 impl Runtime {
     /// A store for one call holding `data`, enforcing its limits: the
-    /// limiter, and every epoch tick a check of the deadline (trap once it
-    /// passed, otherwise yield so a busy plugin cannot hog a worker thread).
+    /// limiter, and the deadline (see [`Runtime::arm_deadline`]).
     pub fn new_store<T: CallData>(&self, data: T) -> Store<T> {
-        let started = data.core().started;
-        let timeout = data.core().limits.timeout;
         let mut store = Store::new(self.engine(), data);
         store.limiter(|data| &mut data.core_mut().limiter);
+        Self::arm_deadline(&mut store);
+        store
+    }
+
+    /// Every epoch tick from now, a check of the call's deadline as the
+    /// store's data has it: trap once it passed, otherwise yield so a busy
+    /// plugin cannot hog a worker thread. Armed again for each call a reused
+    /// instance serves.
+    pub fn arm_deadline<T: CallData>(store: &mut Store<T>) {
+        let started = store.data().core().started;
+        let timeout = store.data().core().limits.timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if started.elapsed() >= timeout {
@@ -164,7 +201,6 @@ impl Runtime {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        store
     }
 }
 
@@ -180,18 +216,44 @@ pub async fn invoke<T: CallData>(
     data: T,
     doc: Document,
 ) -> Result<CallOutput, CallFailure> {
-    let limits = data.core().limits.clone();
     let mut store = runtime.new_store(data);
-    let result: Option<wasmtime::Result<Result<CallOutput, PluginError>>> = tokio::time::timeout(
-        limits.timeout + DEADLINE_SLACK,
-        plugin.code.call(&mut store, doc),
-    )
-    .await
-    .ok();
+    let (outcome, _fit) = run(plugin, &mut store, None, doc).await;
+    outcome
+}
+
+/// Runs one call in `store`: in `instance` if one is given (instance reuse),
+/// else in a new one. Returns the outcome, and the instance when it is fit for
+/// another call — the plugin's code returned normally (with findings or with
+/// an error of its own); never after a trap, a deadline or an abandoned host
+/// call, which can leave an instance in any state.
+pub(super) async fn run<T: CallData>(
+    plugin: &LoadedPlugin<T>,
+    store: &mut Store<T>,
+    instance: Option<PluginInstance>,
+    doc: Document,
+) -> (Result<CallOutput, CallFailure>, Option<PluginInstance>) {
+    let limits = store.data().core().limits.clone();
+    let called = async {
+        let instance = match instance {
+            Some(instance) => instance,
+            None => plugin.code.instantiate(&mut *store).await?,
+        };
+        let returned = instance.call(&mut *store, doc).await?;
+        wasmtime::Result::Ok((returned, instance))
+    };
+    let result = tokio::time::timeout(limits.timeout + DEADLINE_SLACK, called)
+        .await
+        .ok();
+    let mut fit = None;
     let outcome = match result {
-        Some(Ok(Ok(output))) => Ok(output),
-        Some(Ok(Err(PluginError::InvalidInput(m)))) => Err(CallFailure::InvalidInput(m)),
-        Some(Ok(Err(PluginError::Failed(m)))) => Err(CallFailure::Failed(m)),
+        Some(Ok((returned, instance))) => {
+            fit = Some(instance);
+            match returned {
+                Ok(output) => Ok(output),
+                Err(PluginError::InvalidInput(m)) => Err(CallFailure::InvalidInput(m)),
+                Err(PluginError::Failed(m)) => Err(CallFailure::Failed(m)),
+            }
+        }
         Some(Err(e)) => Err(CallFailure::from_wasmtime(&e, store.data().core())),
         None => {
             store.data_mut().abandon().await;
@@ -207,7 +269,7 @@ pub async fn invoke<T: CallData>(
             Err(failure)
         }
     };
-    match outcome {
+    let outcome = match outcome {
         // A plugin that fails because its time ran out (inside a statement,
         // say) failed for that reason, whatever it reported: say so.
         Err(failure) if failure.is_plugin_reported() && data.core().remaining().is_zero() => {
@@ -222,5 +284,6 @@ pub async fn invoke<T: CallData>(
         }
         Err(failure) if failure.is_plugin_reported() => Err(data.explain(failure)),
         outcome => outcome,
-    }
+    };
+    (outcome, fit)
 }

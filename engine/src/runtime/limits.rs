@@ -41,6 +41,10 @@ pub struct CallLimits {
     pub max_output_bytes: usize,
     /// Calls of this plugin at the same time.
     pub concurrent_calls: u32,
+    /// Whether a call may run in an instance an earlier call of the same
+    /// plugin version left, and how many calls one instance serves at most;
+    /// `None`: a fresh instance for every call.
+    pub reuse: Option<Reuse>,
     /// The plugin whose `[limits.plugins.NAME]` applied, and which settings it
     /// set (so an error names the key that really holds the value).
     pub overridden: Option<(String, Vec<&'static str>)>,
@@ -58,6 +62,7 @@ impl CallLimits {
             max_findings: config.max_findings,
             max_output_bytes: bytes(config.max_output_kib.saturating_mul(1024)),
             concurrent_calls: config.concurrent_calls.max(1),
+            reuse: Reuse::when(config.reuse_instances, config.calls_per_instance),
             overridden: None,
         }
     }
@@ -101,6 +106,14 @@ impl CallLimits {
             limits.concurrent_calls = n.max(1);
             set.push("concurrent_calls");
         }
+        if o.reuse_instances.is_some() || o.calls_per_instance.is_some() {
+            limits.reuse = Reuse::when(
+                o.reuse_instances.unwrap_or(config.reuse_instances),
+                o.calls_per_instance.unwrap_or(config.calls_per_instance),
+            );
+            set.extend(o.reuse_instances.map(|_| "reuse_instances"));
+            set.extend(o.calls_per_instance.map(|_| "calls_per_instance"));
+        }
         limits.overridden = Some((name.to_string(), set));
         limits
     }
@@ -114,6 +127,21 @@ impl CallLimits {
             }
             _ => format!("limits.{setting}"),
         }
+    }
+}
+
+/// Instance reuse, for a plugin that opted in (`reuse_instances`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reuse {
+    /// Calls one instance serves before it is dropped (at least 1).
+    pub calls_per_instance: u32,
+}
+
+impl Reuse {
+    /// Reuse as configured: `None` when it is off, or when an instance may
+    /// serve only one call anyway.
+    pub fn when(enabled: bool, calls_per_instance: u32) -> Option<Self> {
+        (enabled && calls_per_instance > 1).then_some(Self { calls_per_instance })
     }
 }
 
@@ -206,7 +234,8 @@ fn largest<T: Ord + Copy>(
 }
 
 /// The pooling instance allocator sized for `config`: one slot per call that
-/// may run at once (plus [`LOAD_SLOTS`]), each big enough for the largest
+/// may run at once (plus [`LOAD_SLOTS`], plus `warm_instances` for instances
+/// kept between calls of plugins that reuse them), each big enough for the largest
 /// memory and table any plugin is allowed.
 ///
 /// Slots are reserved address space, touched only when used; linear memory is
@@ -217,7 +246,8 @@ pub fn pooling_strategy(config: &Config) -> InstanceAllocationStrategy {
     let components = limits
         .max_concurrent_calls
         .max(1)
-        .saturating_add(LOAD_SLOTS);
+        .saturating_add(LOAD_SLOTS)
+        .saturating_add(limits.warm_instances);
     let instances = largest(limits, limits.instances, |o| o.instances).max(1);
     let memory = largest(limits, limits.memory_mib, |o| o.memory_mib).max(1);
     let table = largest(limits, limits.table_elements, |o| o.table_elements).max(1);

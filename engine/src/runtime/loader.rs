@@ -12,6 +12,7 @@ use super::Runtime;
 use super::cache::Compiled;
 use super::call::{CallCore, CallData, CallFailure, CallLimits};
 use super::plugin::{Manifest, PluginIdentity, Stage};
+use super::warm::WarmInstances;
 use super::wit::{self, PluginCode, WIT_PACKAGE, WitVersion};
 
 /// Largest compiled size of the trigger patterns of one plugin; a pathological
@@ -91,6 +92,8 @@ pub struct LoadedPlugin<T: 'static> {
     pub size: usize,
     /// Whether it was compiled now or taken from the compile cache.
     pub compiled: Compiled,
+    /// Its instances kept between calls, when its calls reuse them.
+    pub warm: WarmInstances<T>,
 }
 
 impl<T: 'static> std::fmt::Debug for LoadedPlugin<T> {
@@ -182,6 +185,7 @@ pub async fn load<T: CallData>(
         triggers,
         size,
         compiled,
+        warm: WarmInstances::new(runtime),
     })
 }
 

@@ -5,9 +5,9 @@
 //! conversions between its generated types and the host's own
 //! ([`super::plugin`]). Capabilities implement each version's host traits
 //! in their own folders. Adding a version is: its `wit/` folder; one module
-//! here; its entry in [`SUPPORTED`], a variant of [`PluginCode`] with an arm
-//! in each of its matches, and a call in [`add_type_interfaces`]; and the
-//! capability code for its interfaces.
+//! here; its entry in [`SUPPORTED`], a variant of [`PluginCode`] and of
+//! [`PluginInstance`] with an arm in each of their matches, and a call in
+//! [`add_type_interfaces`]; and the capability code for its interfaces.
 
 pub mod since_v0_1;
 
@@ -128,6 +128,32 @@ impl<T: Send + 'static> PluginCode<T> {
     ) -> wasmtime::Result<Result<CallOutput, PluginError>> {
         match self {
             PluginCode::V0_1(code) => code.call(store, doc).await,
+        }
+    }
+
+    /// Instantiates it in `store`, for one call or several.
+    pub async fn instantiate(&self, store: &mut Store<T>) -> wasmtime::Result<PluginInstance> {
+        match self {
+            PluginCode::V0_1(code) => code.instantiate(store).await.map(PluginInstance::V0_1),
+        }
+    }
+}
+
+/// A plugin instantiated in a store: its entry points, by contract version.
+pub enum PluginInstance {
+    /// `wit/v0.1`.
+    V0_1(since_v0_1::Instance),
+}
+
+impl PluginInstance {
+    /// Calls it on `doc` in the store it was instantiated in.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        store: &mut Store<T>,
+        doc: Document,
+    ) -> wasmtime::Result<Result<CallOutput, PluginError>> {
+        match self {
+            PluginInstance::V0_1(instance) => instance.call(store, doc).await,
         }
     }
 }

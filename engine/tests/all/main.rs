@@ -17,6 +17,7 @@ mod layers;
 mod limits;
 mod plugin_dir;
 mod reload;
+mod reuse;
 mod sandbox;
 mod session;
 mod sql;

@@ -102,24 +102,47 @@ impl<T: Send + 'static> Code<T> {
         store: &mut Store<T>,
         doc: plugin::Document,
     ) -> wasmtime::Result<Result<plugin::CallOutput, plugin::PluginError>> {
+        let instance = self.instantiate(&mut *store).await?;
+        instance.call(store, doc).await
+    }
+
+    /// A new instance in `store`, to be called once or (with instance reuse)
+    /// several times.
+    pub async fn instantiate(&self, store: &mut Store<T>) -> wasmtime::Result<Instance> {
+        Ok(match self {
+            Code::Analyzer(pre) => Instance::Analyzer(pre.instantiate_async(&mut *store).await?),
+            Code::Prompt(pre) => Instance::Prompt(pre.instantiate_async(&mut *store).await?),
+        })
+    }
+}
+
+/// A 0.1 plugin instantiated in a store, by world.
+pub enum Instance {
+    /// Of the `analyzer` world.
+    Analyzer(analyzer::Analyzer),
+    /// Of the `prompt-processor` world.
+    Prompt(prompt_processor::PromptProcessor),
+}
+
+impl Instance {
+    /// Its `analyze` or `process`, on `doc`.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        store: &mut Store<T>,
+        doc: plugin::Document,
+    ) -> wasmtime::Result<Result<plugin::CallOutput, plugin::PluginError>> {
         let doc = types::Document::from(doc);
         Ok(match self {
-            Code::Analyzer(pre) => {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance
-                    .call_analyze(&mut *store, &doc)
-                    .await?
-                    .map(|found| plugin::CallOutput::Findings(findings(found)))
-                    .map_err(Into::into)
-            }
-            Code::Prompt(pre) => {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance
-                    .call_process(&mut *store, &doc)
-                    .await?
-                    .map(|p| plugin::CallOutput::Processed(p.document.into(), findings(p.findings)))
-                    .map_err(Into::into)
-            }
+            Instance::Analyzer(instance) => instance
+                .call_analyze(&mut *store, &doc)
+                .await?
+                .map(|found| plugin::CallOutput::Findings(findings(found)))
+                .map_err(Into::into),
+            Instance::Prompt(instance) => instance
+                .call_process(&mut *store, &doc)
+                .await?
+                .map(|p| plugin::CallOutput::Processed(p.document.into(), findings(p.findings)))
+                .map_err(Into::into),
         })
     }
 }

@@ -11,6 +11,10 @@
 //! - `state-set <scope> <key> <json>`, `state-get <scope> <key>`, `state-list <scope> <prefix>`
 //! - `loop`                spin forever (after the steps before it; holding its connection)
 //! - `fail`                return an error after all steps (so the transaction rolls back)
+//! - `remember <text>`, `recall` keep `<name>:<text>` in the instance's own
+//!   memory, and list what it keeps (something only instance reuse lets a later call see)
+//! - `print <text>`        write a line to stdout
+//! - `panic <text>`        panic (a trap), after the steps before it
 //!
 //! Its name and migrations can be set in the built component (see
 //! `NAME_SLOT`), so one build serves as any number of differently named and
@@ -57,6 +61,9 @@ const fn slot<const N: usize>(marker: &[u8], value: &[u8]) -> [u8; N] {
 // that tests can make plugins of any name (colliding ones, the longest one)
 // and with any migrations (hostile ones) from this one build, by overwriting
 // the bytes after a marker (`engine/tests/all/support.rs`, `attacker_as`).
+/// What `remember` was given, in this instance's lifetime.
+static MEMORY: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 static NAME_SLOT: [u8; NAME_MARKER.len() + NAME_ROOM] = slot(NAME_MARKER, b"attacker");
 static MIGRATIONS_SLOT: [u8; MIGRATIONS_MARKER.len() + MIGRATIONS_ROOM] =
     slot(MIGRATIONS_MARKER, b"");
@@ -181,6 +188,27 @@ impl Guest for Attacker {
                     fail = true;
                     Ok(String::new())
                 }
+                // What an instance keeps in its own memory between calls
+                // (only with instance reuse; a fresh instance has nothing).
+                "remember" => {
+                    let mut memory = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
+                    // Marked with whose memory it is, so a test can tell.
+                    memory.push(format!(
+                        "{}:{rest}",
+                        slot_text(&NAME_SLOT, NAME_MARKER.len())
+                    ));
+                    Ok(format!("\"remembered\":{}", memory.len()))
+                }
+                "recall" => {
+                    let memory = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
+                    let items: Vec<String> = memory.iter().map(|m| json_string(m)).collect();
+                    Ok(format!("\"recall\":[{}]", items.join(",")))
+                }
+                "print" => {
+                    println!("{rest}");
+                    Ok(String::new())
+                }
+                "panic" => panic!("attacker panics: {rest}"),
                 // What WASI gives a plugin: each use either `denied: why`
                 // or `allowed: what came back`.
                 "wasi" => Ok(format!("\"wasi\":{}", json_string(&wasi(rest)))),
