@@ -120,17 +120,6 @@ impl<T: Send + 'static> PluginCode<T> {
         }
     }
 
-    /// Instantiates it in `store` and calls it on `doc`.
-    pub async fn call(
-        &self,
-        store: &mut Store<T>,
-        doc: Document,
-    ) -> wasmtime::Result<Result<CallOutput, PluginError>> {
-        match self {
-            PluginCode::V0_1(code) => code.call(store, doc).await,
-        }
-    }
-
     /// Instantiates it in `store`, for one call or several.
     pub async fn instantiate(&self, store: &mut Store<T>) -> wasmtime::Result<PluginInstance> {
         match self {

@@ -12,33 +12,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use assay::config::Config;
 use assay::registry::{PluginLoader, PluginSource, RegisterError};
 use serde_json::json;
 
 use crate::sandbox::Sandbox;
-use crate::support::{
-    TestDb, TestEngine, attacker_as, doc, engine_on, fresh_database, shared_tempdir,
-};
-
-/// An engine without the bundled plugins, over `test_db`, loading `plugins`
-/// (file name, bytes) from a directory of its own.
-async fn engine_loading(
-    test_db: TestDb,
-    plugins: &[(&str, Vec<u8>)],
-    adjust: impl FnOnce(&mut Config),
-) -> (TestEngine, tempfile::TempDir) {
-    let dir = shared_tempdir();
-    for (file, bytes) in plugins {
-        std::fs::write(dir.path().join(file), bytes).unwrap();
-    }
-    let engine = engine_on(test_db, dir.path(), |c| {
-        c.plugins.bundled = false;
-        adjust(c);
-    })
-    .await;
-    (engine, dir)
-}
+use crate::support::{TestEngine, attacker_as, doc, engine_loading, fresh_database};
 
 /// Loads `bytes` into a running engine's database as a new version: `Ok` or
 /// the reason it was refused.

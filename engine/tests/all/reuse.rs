@@ -12,7 +12,10 @@
 use assay::config::{Config, PluginLimitsOverride};
 use serde_json::{Value, json};
 
-use crate::support::{TestEngine, attacker_as, built_plugin, doc, outcome, shared_tempdir};
+use crate::support::{
+    TestEngine, attacker_as, built_plugin, doc, engine_loading, fresh_database, outcome,
+    shared_tempdir,
+};
 
 /// Reuse on for the plugin `name`, `calls` calls per instance.
 fn reusing(config: &mut Config, name: &str, calls: u32) {
@@ -34,20 +37,20 @@ struct Engine {
 
 /// An engine with only the attacker plugin under each of `names`.
 async fn engine(names: &[&str], adjust: impl FnOnce(&mut Config)) -> Engine {
-    let dir = shared_tempdir();
-    for name in names {
-        let bytes = if *name == "attacker" {
-            built_plugin("attacker.wasm")
-        } else {
-            attacker_as(name, &[])
-        };
-        std::fs::write(dir.path().join(format!("{name}.wasm")), bytes).unwrap();
-    }
-    let engine = crate::support::engine_with(dir.path(), |c| {
-        c.plugins.bundled = false;
-        adjust(c);
-    })
-    .await;
+    let files: Vec<String> = names.iter().map(|name| format!("{name}.wasm")).collect();
+    let plugins: Vec<(&str, Vec<u8>)> = names
+        .iter()
+        .zip(&files)
+        .map(|(name, file)| {
+            let bytes = if *name == "attacker" {
+                built_plugin("attacker.wasm")
+            } else {
+                attacker_as(name, &[])
+            };
+            (file.as_str(), bytes)
+        })
+        .collect();
+    let (engine, dir) = engine_loading(fresh_database().await, &plugins, adjust).await;
     assert!(
         engine.registry.problems.is_empty(),
         "{:?}",
@@ -227,6 +230,16 @@ async fn the_session_guarantees_hold_with_reuse() {
             json!(["attacker:x"]),
             "gate {gate}"
         );
+        // The instance waiting for the next call holds no connection.
+        let plugins = engine.engine.registry.plugins();
+        let attacker = plugins.iter().find(|p| p.name() == "attacker").unwrap();
+        let pool = attacker.capabilities.sql.pool().state();
+        assert_eq!(engine.engine.runtime.warm_budget().kept(), 1);
+        assert_eq!(
+            (pool.connections, pool.idle_connections),
+            (1, 1),
+            "gate {gate}"
+        );
     }
 }
 
@@ -264,7 +277,7 @@ async fn the_warm_instances_of_all_plugins_are_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_starts_with_no_instances() {
-    let test_db = crate::support::fresh_database().await;
+    let test_db = fresh_database().await;
     let holder = shared_tempdir();
     let dir = holder.path().join("plugins");
     std::fs::create_dir(&dir).unwrap();

@@ -71,6 +71,25 @@ pub async fn engine_on(
     }
 }
 
+/// An engine without the bundled plugins, over `test_db`, loading `plugins`
+/// (file name, bytes) from a directory of its own.
+pub async fn engine_loading(
+    test_db: TestDb,
+    plugins: &[(&str, Vec<u8>)],
+    adjust: impl FnOnce(&mut Config),
+) -> (TestEngine, tempfile::TempDir) {
+    let dir = shared_tempdir();
+    for (file, bytes) in plugins {
+        std::fs::write(dir.path().join(file), bytes).unwrap();
+    }
+    let engine = engine_on(test_db, dir.path(), |c| {
+        c.plugins.bundled = false;
+        adjust(c);
+    })
+    .await;
+    (engine, dir)
+}
+
 pub fn doc(source: &str, kind: &str, text: &str) -> DocumentInput {
     DocumentInput {
         source: source.into(),

@@ -96,16 +96,6 @@ impl<T: Send + 'static> Code<T> {
         Ok(manifest.into())
     }
 
-    /// A fresh instance's `analyze` or `process`.
-    pub async fn call(
-        &self,
-        store: &mut Store<T>,
-        doc: plugin::Document,
-    ) -> wasmtime::Result<Result<plugin::CallOutput, plugin::PluginError>> {
-        let instance = self.instantiate(&mut *store).await?;
-        instance.call(store, doc).await
-    }
-
     /// A new instance in `store`, to be called once or (with instance reuse)
     /// several times.
     pub async fn instantiate(&self, store: &mut Store<T>) -> wasmtime::Result<Instance> {
