@@ -16,8 +16,8 @@ use assay::runtime::call::{CallFailure, CallLimits};
 use assay::runtime::plugin::Document;
 
 use crate::support::{
-    PrivateServer, TestDb, TestEngine, built_plugin, doc, engine_on, faulty_engine, outcome,
-    shared_tempdir, slow_statements,
+    PrivateServer, TestDb, TestEngine, built_plugin, doc, engine_on, faulty_engine, fresh_database,
+    outcome, shared_tempdir, slow_statements,
 };
 
 /// Every stored run is whole: its findings are exactly what its plugins
@@ -470,4 +470,48 @@ async fn a_server_that_stops_answering_fails_documents_instead_of_hanging_them()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_runs_whole(&engine.test_db, &[before]).await;
+}
+
+/// A connection returned to a plugin's pool goes to the call that has waited
+/// longest, not to one that asks a moment later: otherwise, under load, a
+/// few calls could wait out the whole connect timeout while the others went
+/// through in a millisecond.
+#[tokio::test(flavor = "current_thread")]
+async fn connections_are_given_out_in_the_order_asked() {
+    use assay::capability::sql::pool::{PoolSettings, build_pool};
+    let test_db = fresh_database().await;
+    let user = test_db.config.get_user().unwrap().to_string();
+    let password = String::from_utf8(test_db.config.get_password().unwrap().to_vec()).unwrap();
+    let pool = build_pool(
+        &test_db.config,
+        &user,
+        &password,
+        &Arc::new(tokio::sync::Semaphore::new(4)),
+        4,
+        &PoolSettings {
+            max_connections: 1,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            statement_timeout: Duration::from_secs(5),
+            search_path: "public".into(),
+        },
+    );
+    let held = pool.get_owned().await.unwrap();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let waiter = tokio::spawn({
+        let (pool, order) = (pool.clone(), Arc::clone(&order));
+        async move {
+            let _conn = pool.get_owned().await.unwrap();
+            order.lock().unwrap().push("waited");
+        }
+    });
+    // Let the waiter ask and wait (one thread: it runs only while we sleep).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(held);
+    // Asked after the waiter, before it could run again.
+    let latecomer = pool.get_owned().await.unwrap();
+    order.lock().unwrap().push("latecomer");
+    drop(latecomer);
+    waiter.await.unwrap();
+    assert_eq!(*order.lock().unwrap(), ["waited", "latecomer"]);
 }

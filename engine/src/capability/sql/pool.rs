@@ -33,9 +33,17 @@ use crate::db::LastConnectError;
 /// times out, and then reports only "timed out". The pool keeps the last
 /// connect error so a call can say *why* (refused, authentication, too many
 /// clients, the budget) rather than just that it waited.
+///
+/// Calls take connections in the order they asked. bb8 alone is not fair: a
+/// returned connection wakes one waiter, but a call that asks in the
+/// meantime takes it first, so under load a few calls could wait out the
+/// whole connect timeout while others went through in a millisecond. A FIFO
+/// semaphore with one permit per connection (`turns`) in front of the pool
+/// gives the connections out in turn.
 #[derive(Clone)]
 pub struct SandboxPool {
     pool: bb8::Pool<SandboxManager>,
+    turns: Arc<Semaphore>,
     last_error: LastConnectError,
     max_connections: u32,
     connect_timeout: Duration,
@@ -58,22 +66,38 @@ impl SandboxPool {
     /// A connection, or why there is none within the connect timeout.
     pub async fn get_owned(&self) -> Result<SandboxPooled, PoolUnavailable> {
         let asked = Instant::now();
-        self.pool.get_owned().await.map_err(|e| PoolUnavailable(match e {
+        let turn = match tokio::time::timeout(
+            self.connect_timeout,
+            Arc::clone(&self.turns).acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(turn)) => turn,
+            // The semaphore is never closed; a timeout is every connection busy.
+            _ => return Err(self.unavailable(bb8::RunError::TimedOut, asked)),
+        };
+        match self.pool.get_owned().await {
+            Ok(conn) => Ok(SandboxPooled { conn, _turn: turn }),
+            Err(e) => Err(self.unavailable(e, asked)),
+        }
+    }
+
+    /// Why no connection came, for the plugin and the operator.
+    fn unavailable(&self, e: bb8::RunError<ConnectError>, asked: Instant) -> PoolUnavailable {
+        PoolUnavailable(match e {
             bb8::RunError::User(e) => format!("cannot connect to PostgreSQL: {e}"),
-            bb8::RunError::TimedOut => {
-                match self.last_error.since(asked) {
-                    Some(cause) => format!(
-                        "cannot connect to PostgreSQL within {} ms (database.connect_timeout_ms): {cause}",
-                        self.connect_timeout.as_millis()
-                    ),
-                    None => format!(
-                        "all {} connections of the plugin (sandbox.connections_per_plugin) stayed busy for {} ms (database.connect_timeout_ms)",
-                        self.max_connections,
-                        self.connect_timeout.as_millis()
-                    ),
-                }
-            }
-        }))
+            bb8::RunError::TimedOut => match self.last_error.since(asked) {
+                Some(cause) => format!(
+                    "cannot connect to PostgreSQL within {} ms (database.connect_timeout_ms): {cause}",
+                    self.connect_timeout.as_millis()
+                ),
+                None => format!(
+                    "all {} connections of the plugin (sandbox.connections_per_plugin) stayed busy for {} ms (database.connect_timeout_ms)",
+                    self.max_connections,
+                    self.connect_timeout.as_millis()
+                ),
+            },
+        })
     }
 
     /// Connections open and idle.
@@ -82,8 +106,26 @@ impl SandboxPool {
     }
 }
 
-/// A connection taken from a [`SandboxPool`].
-pub type SandboxPooled = bb8::PooledConnection<'static, SandboxManager>;
+/// A connection taken from a [`SandboxPool`], with its caller's turn.
+pub struct SandboxPooled {
+    // Dropped in this order: the connection is back in the pool before the
+    // turn passes to the next caller, who therefore finds it idle.
+    conn: bb8::PooledConnection<'static, SandboxManager>,
+    _turn: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for SandboxPooled {
+    type Target = SandboxConnection;
+    fn deref(&self) -> &SandboxConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for SandboxPooled {
+    fn deref_mut(&mut self) -> &mut SandboxConnection {
+        &mut self.conn
+    }
+}
 
 /// Why a plugin connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -391,6 +433,7 @@ pub fn build_pool(
         });
     SandboxPool {
         pool,
+        turns: Arc::new(Semaphore::new(settings.max_connections.max(1) as usize)),
         last_error,
         max_connections: settings.max_connections.max(1),
         connect_timeout: settings.connect_timeout,
