@@ -66,19 +66,19 @@ impl SandboxPool {
     /// A connection, or why there is none within the connect timeout.
     pub async fn get_owned(&self) -> Result<SandboxPooled, PoolUnavailable> {
         let asked = Instant::now();
-        let turn = match tokio::time::timeout(
-            self.connect_timeout,
-            Arc::clone(&self.turns).acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(turn)) => turn,
-            // The semaphore is never closed; a timeout is every connection busy.
-            _ => return Err(self.unavailable(bb8::RunError::TimedOut, asked)),
+        // One deadline for both waits: for a turn, then for bb8 (which is
+        // quick with a turn in hand unless it has to connect).
+        let wait = async {
+            let turn = Arc::clone(&self.turns)
+                .acquire_owned()
+                .await
+                .map_err(|_| bb8::RunError::TimedOut)?; // never closed
+            let conn = self.pool.get_owned().await?;
+            Ok(SandboxPooled { conn, _turn: turn })
         };
-        match self.pool.get_owned().await {
-            Ok(conn) => Ok(SandboxPooled { conn, _turn: turn }),
-            Err(e) => Err(self.unavailable(e, asked)),
+        match tokio::time::timeout(self.connect_timeout, wait).await {
+            Ok(result) => result.map_err(|e| self.unavailable(e, asked)),
+            Err(_) => Err(self.unavailable(bb8::RunError::TimedOut, asked)),
         }
     }
 
@@ -416,8 +416,9 @@ pub fn build_pool(
         ))
         .connect_timeout(settings.connect_timeout);
     let last_error = LastConnectError::default();
+    let max_connections = settings.max_connections.max(1);
     let pool = bb8::Pool::builder()
-        .max_size(settings.max_connections.max(1))
+        .max_size(max_connections)
         .min_idle(None)
         .connection_timeout(settings.connect_timeout)
         .idle_timeout(Some(settings.idle_timeout))
@@ -433,9 +434,9 @@ pub fn build_pool(
         });
     SandboxPool {
         pool,
-        turns: Arc::new(Semaphore::new(settings.max_connections.max(1) as usize)),
+        turns: Arc::new(Semaphore::new(max_connections as usize)),
         last_error,
-        max_connections: settings.max_connections.max(1),
+        max_connections,
         connect_timeout: settings.connect_timeout,
     }
 }
