@@ -393,32 +393,6 @@ mod tests {
         });
     }
 
-    /// Instance reuse is off unless asked for, per plugin in the file or the
-    /// environment, and an error names the key that turned it on.
-    #[test]
-    fn instance_reuse_is_chosen_per_plugin() {
-        use crate::runtime::call::CallLimits;
-        figment::Jail::expect_with(|jail| {
-            jail.clear_env();
-            jail.create_file(
-                "assay.toml",
-                "[limits.plugins.history]\nreuse_instances = true\ncalls_per_instance = 50\n",
-            )?;
-            jail.set_env("ASSAY__LIMITS__PLUGINS__KEYWORDS__REUSE_INSTANCES", "true");
-            let config = Config::load(Path::new("assay.toml")).map_err(|e| e.to_string())?;
-            let history = CallLimits::for_plugin(&config.limits, "history");
-            assert_eq!(history.reuse.map(|r| r.calls_per_instance), Some(50));
-            assert_eq!(
-                history.key("reuse_instances"),
-                "limits.plugins.history.reuse_instances"
-            );
-            let keywords = CallLimits::for_plugin(&config.limits, "keywords");
-            assert_eq!(keywords.reuse.map(|r| r.calls_per_instance), Some(1_000));
-            assert_eq!(CallLimits::for_plugin(&config.limits, "redact").reuse, None);
-            Ok(())
-        });
-    }
-
     #[test]
     fn file_then_env_then_database_url() {
         figment::Jail::expect_with(|jail| {
