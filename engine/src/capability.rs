@@ -27,6 +27,7 @@ use crate::db::{Database, DbError};
 use crate::runtime::call::{CallCore, CallData, CallEnd, CallFailure, CallLimits};
 use crate::runtime::loader::LoadedPlugin;
 use crate::runtime::plugin::{Manifest, PluginIdentity};
+use crate::runtime::steps::HostSteps;
 use crate::runtime::{Runtime, wit};
 
 /// A plugin as this host loads it: its calls' stores hold a [`HostState`].
@@ -227,6 +228,12 @@ macro_rules! capabilities {
                 $( let failure = self.$field.explain(failure); )*
                 failure
             }
+
+            fn host_steps(&self) -> HostSteps {
+                let mut all = HostSteps::default();
+                $( all += self.$field.host_steps(); )*
+                all
+            }
         }
     };
 }
@@ -275,6 +282,10 @@ impl CallEnd for HostState {
 
     fn explain(&self, failure: CallFailure) -> CallFailure {
         self.caps.explain(failure)
+    }
+
+    fn host_steps(&self) -> HostSteps {
+        self.caps.host_steps()
     }
 }
 

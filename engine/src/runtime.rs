@@ -1,6 +1,7 @@
 //! The WebAssembly runtime: one wasmtime [`Engine`] per process, the contract
 //! versions it links ([`wit`]), loading ([`loader`]) and calling ([`call`])
-//! plugins, and the limits of every call ([`limits`]).
+//! plugins, the limits of every call ([`limits`]) and where its time goes
+//! ([`steps`]).
 //!
 //! A plugin version is compiled once and kept pre-instantiated; every call gets a
 //! fresh [`Store`](wasmtime::Store) and instance, dropped when the call ends, so no
@@ -19,6 +20,7 @@ pub mod failure;
 pub mod limits;
 pub mod loader;
 pub mod plugin;
+pub mod steps;
 pub mod warm;
 pub mod wasi;
 pub mod wit;
@@ -44,6 +46,7 @@ pub struct Runtime {
     cache: Option<cache::CompileCache>,
     wasm_stack_kib: u64,
     warm: Arc<warm::WarmBudget>,
+    steps: steps::StepTotals,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -94,6 +97,7 @@ impl Runtime {
             cache,
             wasm_stack_kib: (stack / 1024) as u64,
             warm: Arc::new(warm::WarmBudget::new(settings.limits.warm_instances)),
+            steps: steps::StepTotals::default(),
         })
     }
 
@@ -106,6 +110,11 @@ impl Runtime {
     /// together (`limits.warm_instances`).
     pub fn warm_budget(&self) -> &Arc<warm::WarmBudget> {
         &self.warm
+    }
+
+    /// Every call's steps added up (see [`steps`]).
+    pub fn steps(&self) -> &steps::StepTotals {
+        &self.steps
     }
 
     /// The compile cache, if any.

@@ -36,6 +36,7 @@ use crate::runtime::Runtime;
 use crate::runtime::call::CallLimits;
 use crate::runtime::limits::Reuse;
 use crate::runtime::plugin::{CallOutput, Document};
+use crate::runtime::steps::{StepSums, StepsPerCall};
 
 /// The default statement; `{table}` is replaced by the seeded table.
 pub const DEFAULT_QUERY: &str = "SELECT payload FROM {table} WHERE id = $1";
@@ -192,6 +193,10 @@ pub struct PathReport {
     pub pool_wait_ms_mean: f64,
     /// The first failure, if any.
     pub first_error: Option<String>,
+    /// Through a plugin: where the mean call's time went, by step, from the
+    /// engine's own clocks (see `crate::runtime::steps`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<StepsPerCall>,
 }
 
 /// Runs the benchmark: for each workload, seeds its tables, loads the plugin,
@@ -529,6 +534,10 @@ trait Target: Send + Sync + 'static {
     fn call(&self, key: i64) -> BoxFuture<'_, Result<(), String>>;
     /// bb8's counters of the path's pool.
     fn pool_statistics(&self) -> bb8::Statistics;
+    /// The steps of every call so far, for a path through a plugin.
+    fn steps(&self) -> Option<StepSums> {
+        None
+    }
 }
 
 struct PluginTarget {
@@ -564,6 +573,10 @@ impl Target for PluginTarget {
 
     fn pool_statistics(&self) -> bb8::Statistics {
         self.plugin.capabilities.sql.pool().state().statistics
+    }
+
+    fn steps(&self) -> Option<StepSums> {
+        Some(self.runtime.steps().snapshot())
     }
 }
 
@@ -709,10 +722,15 @@ async fn measure(
     let _ = workers(target, concurrency, warmup, rows, 0, None).await;
 
     let before = target.pool_statistics();
+    let steps_before = target.steps();
     let started = Instant::now();
     let outcomes = workers(target, concurrency, settings.span, rows, 1, Some(progress)).await;
     let seconds = started.elapsed().as_secs_f64();
     let after = target.pool_statistics();
+    let steps = match (target.steps(), steps_before) {
+        (Some(after), Some(before)) => (after - before).per_call(),
+        _ => None,
+    };
 
     let mut samples = Vec::new();
     let mut errors = 0;
@@ -735,6 +753,7 @@ async fn measure(
         latency: Latency::of(&mut samples),
         pool_wait_ms_mean: waited.as_secs_f64() * 1_000.0 / gets as f64,
         first_error,
+        steps,
     }
 }
 

@@ -39,6 +39,7 @@ use super::{Capability, HostState, RegisterError, Registration, Start, StartErro
 use crate::config::Config;
 use crate::db::Database;
 use crate::runtime::call::{CallCore, CallEnd, CallFailure};
+use crate::runtime::steps::HostSteps;
 
 /// The SQL capability, set up for the engine.
 pub struct Sql {
@@ -89,14 +90,17 @@ impl SqlCall {
         &mut self,
         work: impl AsyncFnOnce(&mut SqlSession) -> Result<T, SqlError>,
     ) -> Result<T, SqlError> {
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(remaining, work(&mut self.session)).await {
+        let started = Instant::now();
+        let remaining = self.deadline.saturating_duration_since(started);
+        let result = match tokio::time::timeout(remaining, work(&mut self.session)).await {
             Ok(result) => result,
             Err(_) => {
                 self.session.abandon_statement().await;
                 Err(SqlError::Timeout)
             }
-        }
+        };
+        self.session.count_host_call(started.elapsed());
+        result
     }
 
     /// The call's session.
@@ -118,6 +122,10 @@ impl CallEnd for SqlCall {
             }
             Err(session::NotCommitted(m)) => Err(CallFailure::Failed(m)),
         }
+    }
+
+    fn host_steps(&self) -> HostSteps {
+        self.session.steps()
     }
 
     /// A plugin that failed after the database went away failed because of it.

@@ -277,6 +277,7 @@ fn print_query(report: &QueryReport) {
         }
     }
     println!("{table}");
+    print_steps(report);
     let span = match (report.duration_s, report.requests_per_run) {
         (Some(s), _) => format!("{s} s per run"),
         (_, Some(n)) => format!("{n} requests per run"),
@@ -301,6 +302,58 @@ fn print_query(report: &QueryReport) {
     println!(
         "plugin: each request is one call — a fresh instance, the call's session (reads before its first write on their own, the rest in one transaction); no document or finding is stored.\nplugin, reused (--reuse-instances): the same, in an instance an earlier call left when one is waiting (limits.reuse_instances).\nnative: the statements prepared once per connection, run with tokio-postgres one after the other, each in its own implicit transaction."
     );
+}
+
+/// Where the plugin paths' mean call spent its time, step by step.
+fn print_steps(report: &QueryReport) {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header([
+            "query",
+            "concurrency",
+            "path",
+            "call µs",
+            "instantiate",
+            "in plugin",
+            "gate",
+            "connection wait",
+            "on server (trips)",
+            "host, rest",
+            "ending (trips)",
+            "other",
+        ]);
+    let us = |v: f64| format!("{v:.1}");
+    let mut any = false;
+    for query in &report.queries {
+        for level in &query.levels {
+            for (path, r, _) in paths_of(level) {
+                let Some(s) = &r.steps else { continue };
+                any = true;
+                table.add_row([
+                    query.name.clone(),
+                    level.concurrency.to_string(),
+                    path.to_string(),
+                    us(s.total_us),
+                    us(s.instantiate_us),
+                    us(s.in_plugin_us),
+                    us(s.checking_us),
+                    us(s.waiting_us),
+                    format!("{} ({:.2})", us(s.on_server_us), s.round_trips),
+                    us(s.in_host_rest_us),
+                    format!("{} ({:.2})", us(s.ending_us), s.ending_round_trips),
+                    us(s.other_us),
+                ]);
+            }
+        }
+    }
+    if any {
+        println!(
+            "where a plugin call's time went, mean µs per call (the engine's own clocks, wall time: under concurrency it includes waiting for a core):"
+        );
+        println!("{table}");
+    }
 }
 
 async fn pipeline(config: &Config, args: PipelineArgs) -> anyhow::Result<Outcome> {

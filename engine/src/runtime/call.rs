@@ -23,6 +23,7 @@ pub use super::limits::CallLimits;
 use super::limits::{CallLimiter, LimitHit};
 use super::loader::LoadedPlugin;
 use super::plugin::{CallOutput, Document, PluginError, PluginIdentity};
+use super::steps::{CallSteps, HostSteps};
 use super::wit::PluginInstance;
 
 /// How much of what a plugin prints (panic messages, debug output) is kept to
@@ -160,6 +161,12 @@ pub trait CallEnd: Send {
     fn explain(&self, failure: CallFailure) -> CallFailure {
         failure
     }
+
+    /// What the capabilities' host functions spent in the call, as they
+    /// timed it (read after [`CallEnd::finish`]).
+    fn host_steps(&self) -> HostSteps {
+        HostSteps::default()
+    }
 }
 
 /// The `T` of a call's `Store<T>`: the runtime's [`CallCore`] and whatever
@@ -217,7 +224,7 @@ pub async fn invoke<T: CallData>(
     doc: Document,
 ) -> Result<CallOutput, CallFailure> {
     let mut store = runtime.new_store(data);
-    let (outcome, _fit) = run(plugin, &mut store, None, doc).await;
+    let (outcome, _fit) = run(runtime, plugin, &mut store, None, doc).await;
     outcome
 }
 
@@ -225,21 +232,31 @@ pub async fn invoke<T: CallData>(
 /// else in a new one. Returns the outcome, and the instance when it is fit for
 /// another call — the plugin's code returned normally (with findings or with
 /// an error of its own); never after a trap, a deadline or an abandoned host
-/// call, which can leave an instance in any state.
+/// call, which can leave an instance in any state. Its steps are added to
+/// the runtime's [`Runtime::steps`].
 pub(super) async fn run<T: CallData>(
+    runtime: &Runtime,
     plugin: &LoadedPlugin<T>,
     store: &mut Store<T>,
     instance: Option<PluginInstance>,
     doc: Document,
 ) -> (Result<CallOutput, CallFailure>, Option<PluginInstance>) {
     let limits = store.data().core().limits.clone();
+    let mut steps = CallSteps::default();
     let called = async {
         let instance = match instance {
             Some(instance) => instance,
-            None => plugin.code.instantiate(&mut *store).await?,
+            None => {
+                let started = Instant::now();
+                let instance = plugin.code.instantiate(&mut *store).await?;
+                steps.instantiate = Some(started.elapsed());
+                instance
+            }
         };
-        let returned = instance.call(&mut *store, doc).await?;
-        wasmtime::Result::Ok((returned, instance))
+        let started = Instant::now();
+        let returned = instance.call(&mut *store, doc).await;
+        steps.call = started.elapsed();
+        wasmtime::Result::Ok((returned?, instance))
     };
     let result = tokio::time::timeout(limits.timeout + DEADLINE_SLACK, called)
         .await
@@ -261,6 +278,7 @@ pub(super) async fn run<T: CallData>(
         }
     };
     let data = store.data_mut();
+    let ending = Instant::now();
     let outcome = match outcome {
         Ok(output) => data.finish(true).await.map(|()| output),
         Err(failure) => {
@@ -269,6 +287,10 @@ pub(super) async fn run<T: CallData>(
             Err(failure)
         }
     };
+    steps.ending = ending.elapsed();
+    steps.host = data.host_steps();
+    steps.total = data.core().started.elapsed();
+    runtime.steps().record(&steps);
     let outcome = match outcome {
         // A plugin that fails because its time ran out (inside a statement,
         // say) failed for that reason, whatever it reported: say so.

@@ -154,7 +154,7 @@ pub async fn invoke_reusing<T: CallData>(
         }
         None => (runtime.new_store(fresh()), None, 0),
     };
-    let (outcome, fit) = super::call::run(plugin, &mut store, instance, doc).await;
+    let (outcome, fit) = super::call::run(runtime, plugin, &mut store, instance, doc).await;
     let calls = calls.saturating_add(1);
     if let Some(instance) = fit
         && calls < reuse.calls_per_instance

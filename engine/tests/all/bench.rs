@@ -36,6 +36,7 @@ async fn bench_query_reports_both_paths_per_level_and_cleans_up() {
             "2",
             "--query",
             "all",
+            "--reuse-instances",
             "--json",
         ],
     );
@@ -60,8 +61,15 @@ async fn bench_query_reports_both_paths_per_level_and_cleans_up() {
                 .collect::<Vec<_>>(),
             [1, 3]
         );
+        // Read-write runs two statements per request, the others one.
+        let statements = query["statements"].as_array().unwrap().len() as f64;
+        let writes = query["name"] != "point" && query["name"] != "join";
         for level in levels {
-            for path in ["plugin", "native"] {
+            for path in ["plugin", "reused"] {
+                assert_steps(&level[path], statements, writes, path == "reused");
+            }
+            assert_eq!(level["native"].get("steps"), None, "{level}");
+            for path in ["plugin", "reused", "native"] {
                 let r = &level[path];
                 assert_eq!(r["requests"], 60, "{path}: {r}");
                 assert_eq!(r["errors"], 0, "{path}: {r}");
@@ -101,6 +109,57 @@ async fn bench_query_reports_both_paths_per_level_and_cleans_up() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0, "schemas left behind");
+}
+
+/// The step breakdown of a plugin path counts what its calls did: every
+/// timed call, an instance per call unless reused, one round trip per
+/// statement, one more to end a call that wrote (a lone read has nothing to
+/// end but an occasional session reset), and times that add up to the call.
+fn assert_steps(path: &Value, statements: f64, writes: bool, reused: bool) {
+    let steps = &path["steps"];
+    let number = |key: &str| {
+        steps[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key}: {path}"))
+    };
+    assert_eq!(number("calls"), 60.0, "{path}");
+    let instantiated = number("instantiated");
+    if reused {
+        assert!(instantiated <= 3.0, "at most one per worker: {path}");
+    } else {
+        assert_eq!(instantiated, 60.0, "{path}");
+        assert!(number("instantiate_us") > 0.0, "{path}");
+    }
+    assert_eq!(number("round_trips"), statements, "{path}");
+    assert_eq!(number("host_calls"), statements, "{path}");
+    let ending = number("ending_round_trips");
+    if writes {
+        assert_eq!(ending, 1.0, "{path}");
+    } else {
+        assert!(
+            ending <= 0.1,
+            "a lone read ends without a round trip: {path}"
+        );
+    }
+    assert!(number("on_server_us") > 0.0, "{path}");
+    let parts: f64 = [
+        "instantiate_us",
+        "in_plugin_us",
+        "checking_us",
+        "waiting_us",
+        "on_server_us",
+        "in_host_rest_us",
+        "ending_us",
+        "other_us",
+    ]
+    .iter()
+    .map(|key| number(key))
+    .sum();
+    let total = number("total_us");
+    assert!(
+        (parts - total).abs() <= 1e-6 * total,
+        "{parts} != {total}: {path}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

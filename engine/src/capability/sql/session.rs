@@ -25,7 +25,7 @@
 //! issued natively does.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt as _, pin_mut};
 use tokio_postgres::error::SqlState;
@@ -34,6 +34,7 @@ use super::gate;
 use super::pool::{SandboxConnection, SandboxPool, SandboxPooled};
 use super::types::{Column, DbError, RowSet, SqlError, Value};
 use super::values::{Param, RawCell, readable};
+use crate::runtime::steps::HostSteps;
 
 /// Errors after which a cached statement is prepared afresh next time:
 /// `feature_not_supported` ("cached plan must not change result type", after
@@ -152,6 +153,8 @@ pub struct SqlSession {
     aborted: bool,
     /// Why the database was unavailable to this call, if it was.
     unavailable: Option<String>,
+    /// Where the call's SQL time went (see `crate::runtime::steps`).
+    steps: HostSteps,
 }
 
 impl SqlSession {
@@ -167,7 +170,19 @@ impl SqlSession {
             failed_alone: false,
             aborted: false,
             unavailable: None,
+            steps: HostSteps::default(),
         }
+    }
+
+    /// Where the call's SQL time went so far.
+    pub fn steps(&self) -> HostSteps {
+        self.steps
+    }
+
+    /// Adds a host function's call and its time to the session's steps.
+    pub(crate) fn count_host_call(&mut self, took: Duration) {
+        self.steps.calls += 1;
+        self.steps.in_host += took;
     }
 
     /// The call's connection, taken from the pool on first use.
@@ -176,7 +191,10 @@ impl SqlSession {
             let pool = self.pool.as_ref().ok_or_else(|| {
                 SqlError::Denied("the database is not available in this call".into())
             })?;
-            match pool.get_owned().await {
+            let waiting = Instant::now();
+            let got = pool.get_owned().await;
+            self.steps.waiting += waiting.elapsed();
+            match got {
                 Ok(conn) => self.conn = Some(conn),
                 Err(super::pool::PoolUnavailable(message)) => {
                     self.unavailable = Some(message.clone());
@@ -216,12 +234,15 @@ impl SqlSession {
         let in_transaction = self.in_transaction;
         let conn: &SandboxConnection = self.checkout().await?;
         let mut failed_alone = false;
+        let sent = Instant::now();
+        let mut round_trips = 1;
         let (began, result) = if lone {
             conn.server_refused.store(false, Ordering::Relaxed);
             match work(conn).await {
                 Err(SqlError::Db(db)) if db.code == READ_ONLY_TRANSACTION => {
                     // It wrote after all, and the server refused it with no
                     // effect: run it again where writes belong.
+                    round_trips += 1;
                     (true, begin_with(conn, work).await)
                 }
                 done => {
@@ -234,11 +255,14 @@ impl SqlSession {
         } else {
             (true, begin_with(conn, work).await)
         };
+        let on_server = sent.elapsed();
         if let Err(SqlError::Db(db)) = &result
             && STALE_STATEMENT_CODES.contains(&db.code.as_str())
         {
             conn.statements.evict(statement);
         }
+        self.steps.on_server += on_server;
+        self.steps.round_trips += round_trips;
         if began {
             self.in_transaction = true;
         }
@@ -249,6 +273,13 @@ impl SqlSession {
     /// Admits a plugin statement (size, what the client can carry, the
     /// statement cap, the gate); whether the gate found it a plain read.
     fn admit(&mut self, statement: &str) -> Result<bool, SqlError> {
+        let checking = Instant::now();
+        let admitted = self.admit_untimed(statement);
+        self.steps.checking += checking.elapsed();
+        admitted
+    }
+
+    fn admit_untimed(&mut self, statement: &str) -> Result<bool, SqlError> {
         if statement.len() > MAX_STATEMENT_BYTES {
             return Err(SqlError::Denied(format!(
                 "the statement is {} bytes; at most {MAX_STATEMENT_BYTES} are accepted (pass large values as parameters)",
@@ -461,6 +492,8 @@ impl SqlSession {
             None => Ok(()),
         };
         let ending = async { futures::join!(run(end), run(reset)) };
+        // Pipelined, so one round trip for both.
+        self.steps.ending_round_trips += 1;
         let Ok((ended, discarded)) =
             tokio::time::timeout(self.caps.statement_timeout, ending).await
         else {
