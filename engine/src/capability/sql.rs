@@ -56,6 +56,8 @@ pub struct Sql {
 pub struct SqlPlugin {
     pool: SandboxPool,
     caps: SqlCaps,
+    /// The statement gate's verdicts on its statements (see [`gate::Verdicts`]).
+    verdicts: Arc<gate::Verdicts>,
 }
 
 impl SqlPlugin {
@@ -69,10 +71,19 @@ impl SqlPlugin {
         &self.caps
     }
 
+    /// The statement gate's verdicts kept for its calls.
+    pub fn verdicts(&self) -> &gate::Verdicts {
+        &self.verdicts
+    }
+
     /// A session of the plugin's, as one of its calls gets (for tools that
     /// run SQL as a plugin outside a call, such as the query benchmark).
     pub fn session(&self) -> SqlSession {
-        SqlSession::new(Some(self.pool.clone()), self.caps.clone())
+        SqlSession::new(
+            Some(self.pool.clone()),
+            self.caps.clone(),
+            Arc::clone(&self.verdicts),
+        )
     }
 }
 
@@ -179,7 +190,7 @@ impl Capability for Sql {
 
     fn detached(call: &CallCore) -> SqlCall {
         SqlCall {
-            session: SqlSession::new(None, SqlCaps::default()),
+            session: SqlSession::new(None, SqlCaps::default(), Arc::default()),
             deadline: call.deadline(),
         }
     }

@@ -391,6 +391,49 @@ pub struct Inspected {
     pub plain_read: bool,
 }
 
+/// How many verdicts [`Verdicts`] keeps per plugin before it starts afresh.
+pub const VERDICTS_KEPT: usize = 512;
+
+/// The longest statement whose verdict [`Verdicts`] keeps: plugins repeat
+/// short statements; a long one is rarely run twice.
+pub const VERDICT_STATEMENT_BYTES: usize = 4 * 1024;
+
+/// The gate's verdicts on the statements one plugin version was let run,
+/// kept so that a statement run in every call is lexed once, not every time
+/// (a few microseconds each). Safe because a verdict is a function of the
+/// statement's text alone: the same bytes get the same verdict. Refusals
+/// are not kept (they are rare and end in an error anyway). Bounded: at
+/// [`VERDICTS_KEPT`] entries it is emptied, so a plugin that never repeats
+/// a statement costs at most that many short strings.
+#[derive(Debug, Default)]
+pub struct Verdicts {
+    admitted: std::sync::Mutex<std::collections::HashMap<Box<str>, Inspected>>,
+}
+
+impl Verdicts {
+    /// [`inspect`], answered from the verdicts kept when the same statement
+    /// was let through before.
+    pub fn inspect(&self, statement: &str) -> Result<Inspected, Denied> {
+        if let Some(kept) = crate::sync::lock(&self.admitted).get(statement) {
+            return Ok(*kept);
+        }
+        let inspected = inspect(statement)?;
+        if statement.len() <= VERDICT_STATEMENT_BYTES {
+            let mut admitted = crate::sync::lock(&self.admitted);
+            if admitted.len() >= VERDICTS_KEPT {
+                admitted.clear();
+            }
+            admitted.insert(statement.into(), inspected);
+        }
+        Ok(inspected)
+    }
+
+    /// How many verdicts are kept.
+    pub fn kept(&self) -> usize {
+        crate::sync::lock(&self.admitted).len()
+    }
+}
+
 /// [`check`], and what the statement is.
 pub fn inspect(statement: &str) -> Result<Inspected, Denied> {
     if statement.contains('\0') {
@@ -768,7 +811,39 @@ fn check_settings_views(tokens: &[Token]) -> Result<(), Denied> {
 
 #[cfg(test)]
 mod tests {
-    use super::{check, inspect, leading_keyword};
+    use super::{
+        VERDICT_STATEMENT_BYTES, VERDICTS_KEPT, Verdicts, check, inspect, leading_keyword,
+    };
+
+    /// A kept verdict is the verdict: a refused statement is refused every
+    /// time it is asked, an admitted one keeps what the gate learnt of it,
+    /// and what is kept stays bounded.
+    #[test]
+    fn kept_verdicts_are_the_gates_own_and_bounded() {
+        let verdicts = Verdicts::default();
+        for sql in [
+            "SELECT payload FROM t WHERE id = $1",
+            "UPDATE t SET hits = hits + 1 WHERE id = $1",
+            "SET ROLE postgres",
+            "SELECT set_config('role', 'postgres', false)",
+            "SELECT 1; DROP TABLE t",
+            "SELECT pg_catalog . /* */ set_config('a', 'b', true)",
+        ] {
+            for _ in 0..3 {
+                assert_eq!(verdicts.inspect(sql), inspect(sql), "{sql}");
+            }
+        }
+        assert_eq!(verdicts.kept(), 2, "only the two admitted statements");
+        let long = format!("SELECT 1 -- {}", "x".repeat(VERDICT_STATEMENT_BYTES));
+        assert!(verdicts.inspect(&long).is_ok());
+        assert_eq!(verdicts.kept(), 2, "a long statement is not kept");
+        for n in 0..VERDICTS_KEPT * 3 {
+            let sql = format!("SELECT {n}");
+            assert!(verdicts.inspect(&sql).is_ok());
+            assert!(verdicts.kept() <= VERDICTS_KEPT);
+        }
+        assert!(verdicts.inspect("SET ROLE postgres").is_err());
+    }
 
     #[test]
     fn ordinary_statements_pass() {

@@ -104,6 +104,7 @@ pub async fn register(
     let registered = SqlPlugin {
         pool,
         caps: settings.caps,
+        verdicts: Arc::default(),
     };
     if plugin.manifest.migrations.is_empty() {
         return Ok(registered);

@@ -24,6 +24,7 @@
 //! A call that runs one cached read costs one round trip, as the same query
 //! issued natively does.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -142,6 +143,8 @@ pub struct NotCommitted(pub String);
 pub struct SqlSession {
     pool: Option<SandboxPool>,
     caps: SqlCaps,
+    /// The gate's verdicts on the plugin's statements, shared by its calls.
+    verdicts: Arc<gate::Verdicts>,
     conn: Option<SandboxPooled>,
     statements: u32,
     /// The call's transaction has begun on `conn`.
@@ -160,10 +163,11 @@ pub struct SqlSession {
 impl SqlSession {
     /// A session that connects from the plugin's `pool` on first use; `None`
     /// when the call may not use the database (e.g. `describe`).
-    pub fn new(pool: Option<SandboxPool>, caps: SqlCaps) -> Self {
+    pub fn new(pool: Option<SandboxPool>, caps: SqlCaps, verdicts: Arc<gate::Verdicts>) -> Self {
         Self {
             pool,
             caps,
+            verdicts,
             conn: None,
             statements: 0,
             in_transaction: false,
@@ -297,7 +301,10 @@ impl SqlSession {
         if !self.caps.gate {
             return Ok(false);
         }
-        let inspected = gate::inspect(statement).map_err(|d| SqlError::Denied(d.0))?;
+        let inspected = self
+            .verdicts
+            .inspect(statement)
+            .map_err(|d| SqlError::Denied(d.0))?;
         Ok(inspected.plain_read)
     }
 
