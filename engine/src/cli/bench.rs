@@ -240,23 +240,29 @@ fn paths_of(level: &LevelReport) -> impl Iterator<Item = (&'static str, &PathRep
     .flatten()
 }
 
-fn print_query(report: &QueryReport) {
+/// A table in the style every `assay bench` table has, with `header`.
+fn table_with_header(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
         .load_preset(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header([
-            "query",
-            "concurrency",
-            "path",
-            "requests/s",
-            "p50 ms",
-            "p95 ms",
-            "p99 ms",
-            "pool wait ms",
-            "errors",
-            "plugin/native",
-        ]);
+        .set_header(header);
+    table
+}
+
+fn print_query(report: &QueryReport) {
+    let mut table = table_with_header(&[
+        "query",
+        "concurrency",
+        "path",
+        "requests/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "pool wait ms",
+        "errors",
+        "plugin/native",
+    ]);
     for query in &report.queries {
         for level in &query.levels {
             for (path, r, ratio) in paths_of(level) {
@@ -306,24 +312,20 @@ fn print_query(report: &QueryReport) {
 
 /// Where the plugin paths' mean call spent its time, step by step.
 fn print_steps(report: &QueryReport) {
-    let mut table = Table::new();
-    table
-        .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header([
-            "query",
-            "concurrency",
-            "path",
-            "call µs",
-            "instantiate",
-            "in plugin",
-            "gate",
-            "connection wait",
-            "on server (trips)",
-            "host, rest",
-            "ending (trips)",
-            "other",
-        ]);
+    let mut table = table_with_header(&[
+        "query",
+        "concurrency",
+        "path",
+        "call µs",
+        "instantiate",
+        "in plugin",
+        "gate",
+        "connection wait",
+        "on server (trips)",
+        "host, rest",
+        "ending (trips)",
+        "other",
+    ]);
     let us = |v: f64| format!("{v:.1}");
     let mut any = false;
     for query in &report.queries {
