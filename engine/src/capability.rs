@@ -1,5 +1,5 @@
 //! Host capabilities offered to plugins, one folder each: `sql`, `state`,
-//! `log`. A capability is one unit ([`Capability`]): what it sets up once per
+//! `log`, `inference`. A capability is one unit ([`Capability`]): what it sets up once per
 //! engine, what it resolves once per plugin version when that version is
 //! registered (for SQL: role, schema, grants, pool, migrations), its per-call
 //! context with the WIT host implementation on it, how it ends a call
@@ -12,6 +12,7 @@
 //! below is the one place the capabilities are named together: adding one is
 //! its folder and one line there.
 
+pub mod inference;
 pub mod log;
 pub mod sql;
 pub mod state;
@@ -245,6 +246,8 @@ capabilities! {
     state: state::State,
     /// Log lines, to `tracing`.
     log: log::Log,
+    /// Language models (contract 0.2), accounted outside the call's transaction.
+    inference: inference::Inference,
 }
 
 /// The data of a call's store: the runtime's part and every capability's.

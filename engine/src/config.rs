@@ -27,6 +27,8 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     /// The HTTP service of `assay up`.
     pub server: ServerConfig,
+    /// Language models plugins may use (`inference`, contract 0.2).
+    pub inference: InferenceConfig,
 }
 
 /// `[server]`: `assay up`.
@@ -344,6 +346,111 @@ impl Default for PipelineConfig {
     }
 }
 
+/// `[inference]`: the model server plugins reach through the host, and what
+/// each plugin may ask of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct InferenceConfig {
+    /// An OpenAI-compatible server's API root, e.g. `https://api.openai.com/v1`
+    /// or `http://127.0.0.1:8080/v1` (llama.cpp, vLLM, Ollama). Unset: no
+    /// completion backend (completion calls fail `unavailable`, naming this
+    /// setting), and `embed` uses the built-in hashing embedder.
+    pub base_url: Option<String>,
+    /// The environment variable holding the API key, e.g. `OPENAI_API_KEY`;
+    /// read once at start-up, sent as a bearer token, never logged or stored.
+    /// Unset: no key is sent (local servers).
+    pub api_key_env: Option<String>,
+    /// The model a request that names none gets; the only model a plugin may
+    /// use unless its `[inference.plugins.NAME] models` lists more.
+    pub default_model: Option<String>,
+    /// The server's embedding model. Unset: `embed` uses the built-in hashing
+    /// embedder even when `base_url` is set.
+    pub embedding_model: Option<String>,
+    /// The name of the answer-length field sent: `max_tokens` (understood by
+    /// every OpenAI-compatible server) or `max_completion_tokens` (OpenAI's
+    /// newer name, required by some of its models).
+    pub max_tokens_field: MaxTokensField,
+    /// Longest wait for a connection to the server.
+    pub connect_timeout_ms: u64,
+    /// Longest one request may take (never past the plugin call's deadline).
+    pub request_timeout_ms: u64,
+    /// Retries of a request the server refused for now (429, 5xx, no
+    /// connection), honouring `Retry-After`, with jittered backoff, never
+    /// past the call's deadline.
+    pub max_retries: u32,
+    /// Model requests in flight across the engine; more wait for a turn.
+    pub max_in_flight: u32,
+    /// Model requests in flight per plugin: a plugin with slow requests
+    /// cannot take every turn.
+    pub max_in_flight_per_plugin: u32,
+    /// Largest request a plugin may send (its messages, or texts to embed), in bytes.
+    pub max_request_bytes: usize,
+    /// Largest answer read from the server, in bytes; a larger one is a bad response.
+    pub max_response_bytes: usize,
+    /// Most output tokens one request may ask for (also what a request that
+    /// names no limit gets).
+    pub max_output_tokens: u32,
+    /// Most model requests (completions and server embeddings) one call may make.
+    pub requests_per_call: u32,
+    /// Tokens (input and output) one plugin may use per clock hour (UTC); 0: no limit.
+    pub tokens_per_hour: u64,
+    /// Tokens (input and output) one plugin may use per day (UTC); 0: no limit.
+    pub tokens_per_day: u64,
+    /// Per plugin: more models, and other limits than the ones above.
+    pub plugins: std::collections::BTreeMap<String, PluginInferencePolicy>,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            api_key_env: None,
+            default_model: None,
+            embedding_model: None,
+            max_tokens_field: MaxTokensField::MaxTokens,
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 60_000,
+            max_retries: 2,
+            max_in_flight: 16,
+            max_in_flight_per_plugin: 4,
+            max_request_bytes: 1024 * 1024,
+            max_response_bytes: 4 * 1024 * 1024,
+            max_output_tokens: 1024,
+            requests_per_call: 16,
+            tokens_per_hour: 0,
+            tokens_per_day: 0,
+            plugins: Default::default(),
+        }
+    }
+}
+
+/// How the answer-length limit is named in a chat completion request.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MaxTokensField {
+    /// `max_tokens`.
+    MaxTokens,
+    /// `max_completion_tokens`.
+    MaxCompletionTokens,
+}
+
+/// `[inference.plugins.NAME]`: one plugin's inference policy. Unset fields
+/// take the `[inference]` value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginInferencePolicy {
+    /// Models it may use besides `inference.default_model`.
+    pub models: Vec<String>,
+    /// See [`InferenceConfig::max_output_tokens`].
+    pub max_output_tokens: Option<u32>,
+    /// See [`InferenceConfig::requests_per_call`].
+    pub requests_per_call: Option<u32>,
+    /// See [`InferenceConfig::tokens_per_hour`].
+    pub tokens_per_hour: Option<u64>,
+    /// See [`InferenceConfig::tokens_per_day`].
+    pub tokens_per_day: Option<u64>,
+}
+
 /// Why the configuration could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -430,6 +537,7 @@ mod tests {
         // The example grant and override blocks are illustrative.
         assert!(config.plugins.grants.remove("history").is_some());
         assert!(config.limits.plugins.remove("history").is_some());
+        assert!(config.inference.plugins.remove("audit-report").is_some());
         assert_eq!(config, Config::default());
     }
 

@@ -26,7 +26,7 @@ use arc_swap::ArcSwap;
 
 use crate::registry::{RegisteredPlugin, Registry};
 use crate::runtime::Runtime;
-use crate::runtime::call::{CallFailure, CallLimits};
+use crate::runtime::call::{CallContext, CallFailure, CallLimits};
 use crate::runtime::failure::FailureKind;
 use crate::runtime::loader::stage_name;
 use crate::runtime::plugin::{CallOutput, Document, Finding, PluginIdentity, Stage};
@@ -154,9 +154,46 @@ pub struct PluginOutcome {
     pub findings: usize,
     /// Wall-clock time of the call, microseconds.
     pub duration_us: u64,
+    /// What its model requests used (left out of JSON when it made none).
+    #[serde(skip_serializing_if = "ModelUsage::is_empty")]
+    pub model: ModelUsage,
     /// `assay.plugin_versions.id` of the version that ran.
     #[serde(skip)]
     pub version_id: i64,
+}
+
+impl PluginOutcome {
+    /// With the model usage of `plugin`'s call in run `run`.
+    fn with_model_usage(mut self, plugin: &RegisteredPlugin, run: Uuid) -> Self {
+        let (requests, usage) = plugin.capabilities.inference.take_run_usage(run);
+        self.model = ModelUsage {
+            requests,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cached_tokens: usage.cached_tokens,
+        };
+        self
+    }
+}
+
+/// Model requests of one plugin call, and their tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ModelUsage {
+    /// Requests sent to the model server or answered from the cache.
+    pub requests: u32,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Input tokens the server had cached.
+    pub cached_tokens: u64,
+}
+
+impl ModelUsage {
+    /// Whether no request was made.
+    pub fn is_empty(&self) -> bool {
+        *self == ModelUsage::default()
+    }
 }
 
 /// The result of analysing one document.
@@ -217,6 +254,8 @@ pub struct Pipeline {
     admission: Arc<admission::Admission>,
     failures: Arc<failures::FailureLog>,
     write_timeout: Duration,
+    /// `assay analyze --no-cache`: capabilities answer nothing from caches.
+    no_cache: bool,
 }
 
 impl Pipeline {
@@ -247,7 +286,15 @@ impl Pipeline {
             admission: Arc::new(admission::Admission::new(config)),
             failures: Arc::default(),
             write_timeout: Duration::from_millis(config.database.write_timeout_ms),
+            no_cache: false,
         }
+    }
+
+    /// With `bypass` set, plugin calls answer nothing from caches (the
+    /// inference cache): every model request goes to the model.
+    pub fn bypass_caches(mut self, bypass: bool) -> Self {
+        self.no_cache = bypass;
+        self
     }
 
     /// Failures seen by this pipeline, by plugin and kind.
@@ -288,6 +335,13 @@ impl Pipeline {
 
     async fn run_admitted(&self, input: DocumentInput) -> Result<RunReport, PipelineError> {
         let started_at = SystemTime::now();
+        // The run's id is chosen now, so that what its calls record (model
+        // requests) names it before it is stored.
+        let run_id = Uuid::new_v4();
+        let context = CallContext {
+            run: Some(run_id),
+            no_cache: self.no_cache,
+        };
         // One snapshot for the whole run: a swap while it runs does not mix versions.
         let registry = self.registry.load_full();
         let document_id = self
@@ -316,7 +370,7 @@ impl Pipeline {
             let started = Instant::now();
             let limits = CallLimits::for_plugin(&self.limits, plugin.name());
             let result = self
-                .call(plugin, &limits, doc.clone())
+                .call(plugin, &limits, context, doc.clone())
                 .await
                 .and_then(|out| match out {
                     CallOutput::Processed(next, found) => {
@@ -331,13 +385,19 @@ impl Pipeline {
                 });
             match result {
                 Ok((next, records)) => {
-                    outcomes.push(ran(plugin, records.len(), started.elapsed()));
+                    outcomes.push(
+                        ran(plugin, records.len(), started.elapsed())
+                            .with_model_usage(plugin, run_id),
+                    );
                     findings.extend(records);
                     doc = next;
                 }
                 Err(failure) => {
                     prompt_failed = true;
-                    outcomes.push(failed(plugin, &failure, started.elapsed()));
+                    outcomes.push(
+                        failed(plugin, &failure, started.elapsed())
+                            .with_model_usage(plugin, run_id),
+                    );
                 }
             }
         }
@@ -361,17 +421,17 @@ impl Pipeline {
             tasks.spawn(async move {
                 let started = Instant::now();
                 let limits = CallLimits::for_plugin(&this.limits, plugin.name());
-                let result =
-                    this.call(&plugin, &limits, doc.clone())
-                        .await
-                        .and_then(|out| match out {
-                            CallOutput::Findings(found) => {
-                                finding_records(&plugin, Stage::Analysis, found, &doc.text, &limits)
-                            }
-                            CallOutput::Processed(..) => Err(CallFailure::InvalidOutput(
-                                "an analysis plugin returned a document".into(),
-                            )),
-                        });
+                let result = this
+                    .call(&plugin, &limits, context, doc.clone())
+                    .await
+                    .and_then(|out| match out {
+                        CallOutput::Findings(found) => {
+                            finding_records(&plugin, Stage::Analysis, found, &doc.text, &limits)
+                        }
+                        CallOutput::Processed(..) => Err(CallFailure::InvalidOutput(
+                            "an analysis plugin returned a document".into(),
+                        )),
+                    });
                 (plugin, result, started.elapsed())
             });
         }
@@ -386,13 +446,15 @@ impl Pipeline {
         // Concurrent completion order is arbitrary; report in registry order.
         analysis.sort_by(|a, b| a.0.name().cmp(b.0.name()));
         for (plugin, result, elapsed) in analysis {
-            match result {
+            let outcome = match result {
                 Ok(records) => {
-                    outcomes.push(ran(&plugin, records.len(), elapsed));
+                    let outcome = ran(&plugin, records.len(), elapsed);
                     findings.extend(records);
+                    outcome
                 }
-                Err(failure) => outcomes.push(failed(&plugin, &failure, elapsed)),
-            }
+                Err(failure) => failed(&plugin, &failure, elapsed),
+            };
+            outcomes.push(outcome.with_model_usage(&plugin, run_id));
         }
 
         for failure in outcomes.iter().filter(|o| o.outcome == Outcome::Failed) {
@@ -408,7 +470,7 @@ impl Pipeline {
             RunStatus::Ok
         };
         let mut report = RunReport {
-            run_id: Uuid::nil(),
+            run_id,
             document_id,
             source: input.source.clone(),
             kind: input.kind.clone(),
@@ -457,6 +519,7 @@ impl Pipeline {
         &self,
         plugin: &RegisteredPlugin,
         limits: &CallLimits,
+        context: CallContext,
         doc: Document,
     ) -> Result<CallOutput, CallFailure> {
         let _turn = self
@@ -464,7 +527,7 @@ impl Pipeline {
             .call(plugin.name(), limits)
             .await
             .map_err(|admission::Overloaded(m)| CallFailure::Overloaded(m))?;
-        plugin.call(&self.runtime, limits, doc).await
+        plugin.call(&self.runtime, limits, context, doc).await
     }
 }
 
@@ -501,6 +564,7 @@ fn ran(plugin: &RegisteredPlugin, findings: usize, elapsed: Duration) -> PluginO
         message: None,
         findings,
         duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        model: ModelUsage::default(),
         version_id: plugin.version_id,
     }
 }

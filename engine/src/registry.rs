@@ -20,7 +20,7 @@ use crate::capability::{Host, HostState, Plugin, PluginCapabilities, Registratio
 use crate::config::Config;
 use crate::db::{Database, DbError};
 use crate::runtime::Runtime;
-use crate::runtime::call::{CallCore, CallFailure, CallLimits, invoke};
+use crate::runtime::call::{CallContext, CallCore, CallFailure, CallLimits, invoke};
 use crate::runtime::plugin::{CallOutput, Document, Stage};
 use crate::runtime::warm::invoke_reusing;
 
@@ -83,16 +83,19 @@ impl RegisteredPlugin {
         &self,
         runtime: &Runtime,
         limits: &CallLimits,
+        context: CallContext,
         doc: Document,
     ) -> Result<CallOutput, CallFailure> {
         let fresh = || {
-            let core = CallCore::new(runtime, Arc::clone(&self.loaded.identity), limits);
+            let mut core = CallCore::new(runtime, Arc::clone(&self.loaded.identity), limits);
+            core.set_context(context);
             self.host.call_state(&self.capabilities, core)
         };
         match limits.reuse {
             None => invoke(runtime, &self.loaded, fresh(), doc).await,
             Some(reuse) => {
                 let renew = |state: &mut HostState| {
+                    state.core.set_context(context);
                     self.host
                         .renew_call_state(&self.capabilities, state, limits)
                 };

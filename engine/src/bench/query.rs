@@ -563,7 +563,11 @@ impl Target for PluginTarget {
                     .join("\n;\n"),
                 metadata: "{}".into(),
             };
-            match self.plugin.call(&self.runtime, &self.limits, doc).await {
+            match self
+                .plugin
+                .call(&self.runtime, &self.limits, Default::default(), doc)
+                .await
+            {
                 Ok(CallOutput::Findings(_)) => Ok(()),
                 Ok(CallOutput::Processed(..)) => Err("bench-query returned a document".into()),
                 Err(failure) => Err(failure.to_string()),

@@ -8,7 +8,7 @@ use wasmtime::component::{HasSelf, Linker};
 use super::{Capability, HostState, RegisterError, Registration, Start, StartError};
 use crate::runtime::call::{CallCore, CallEnd, CallFailure};
 use crate::runtime::plugin::PluginIdentity;
-use crate::runtime::wit::since_v0_1::log as v0_1;
+use crate::runtime::wit::{since_v0_1, since_v0_2};
 
 /// Longest message kept; longer ones are cut (a plugin cannot flood the log with one line).
 pub const MAX_MESSAGE_BYTES: usize = 4096;
@@ -100,22 +100,45 @@ impl Capability for Log {
     }
 
     fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-        v0_1::add_to_linker::<HostState, HasSelf<LogCall>>(linker, |state| &mut state.caps.log)
+        since_v0_1::log::add_to_linker::<HostState, HasSelf<LogCall>>(linker, |state| {
+            &mut state.caps.log
+        })?;
+        since_v0_2::log::add_to_linker::<HostState, HasSelf<LogCall>>(linker, |state| {
+            &mut state.caps.log
+        })
     }
 }
 
-impl v0_1::Host for LogCall {
-    async fn log(&mut self, level: v0_1::Level, message: String) -> wasmtime::Result<()> {
-        let level = match level {
-            v0_1::Level::Trace => Level::Trace,
-            v0_1::Level::Debug => Level::Debug,
-            v0_1::Level::Info => Level::Info,
-            v0_1::Level::Warn => Level::Warn,
-            v0_1::Level::Error => Level::Error,
-        };
-        self.log(level, message);
-        Ok(())
-    }
+/// The host trait of one version's `log` module (every version so far has
+/// 0.1's interface).
+macro_rules! log_version {
+    ($v:ident) => {
+        impl $v::Host for LogCall {
+            async fn log(&mut self, level: $v::Level, message: String) -> wasmtime::Result<()> {
+                let level = match level {
+                    $v::Level::Trace => Level::Trace,
+                    $v::Level::Debug => Level::Debug,
+                    $v::Level::Info => Level::Info,
+                    $v::Level::Warn => Level::Warn,
+                    $v::Level::Error => Level::Error,
+                };
+                self.log(level, message);
+                Ok(())
+            }
+        }
+    };
+}
+
+mod v0_1 {
+    use super::*;
+    use crate::runtime::wit::since_v0_1::log as version;
+    log_version!(version);
+}
+
+mod v0_2 {
+    use super::*;
+    use crate::runtime::wit::since_v0_2::log as version;
+    log_version!(version);
 }
 
 impl LogCall {

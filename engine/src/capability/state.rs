@@ -16,7 +16,7 @@ use super::sql::sandbox::{MAX_STATE_VALUE_BYTES, STATE_TABLE, quote_ident, schem
 use super::sql::types::{SqlError, Value};
 use super::{Capability, HostState, RegisterError, Registration, Start, StartError};
 use crate::runtime::call::{CallCore, CallEnd};
-use crate::runtime::wit::since_v0_1::state as v0_1;
+use crate::runtime::wit::{since_v0_1, since_v0_2};
 
 /// Why a state operation failed (the capability's own; each contract
 /// version converts it).
@@ -85,10 +85,14 @@ impl Capability for State {
     }
 
     fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-        v0_1::add_to_linker::<HostState, StateData>(linker, |state| StateView {
-            sql: &mut state.caps.sql,
-            table: state.caps.state.table.clone(),
-        })
+        fn view(state: &mut HostState) -> StateView<'_> {
+            StateView {
+                sql: &mut state.caps.sql,
+                table: state.caps.state.table.clone(),
+            }
+        }
+        since_v0_1::state::add_to_linker::<HostState, StateData>(linker, view)?;
+        since_v0_2::state::add_to_linker::<HostState, StateData>(linker, view)
     }
 }
 
@@ -273,53 +277,71 @@ impl StateView<'_> {
     }
 }
 
-impl v0_1::Host for StateView<'_> {
-    async fn get(
-        &mut self,
-        scope: String,
-        key: String,
-    ) -> wasmtime::Result<Result<Option<String>, v0_1::StateError>> {
-        Ok(StateView::get(self, scope, key).await.map_err(Into::into))
-    }
+/// The host trait and error conversion of one version's `state` module
+/// (every version so far has 0.1's interface).
+macro_rules! state_version {
+    ($v:ident) => {
+        impl $v::Host for StateView<'_> {
+            async fn get(
+                &mut self,
+                scope: String,
+                key: String,
+            ) -> wasmtime::Result<Result<Option<String>, $v::StateError>> {
+                Ok(StateView::get(self, scope, key).await.map_err(Into::into))
+            }
 
-    async fn set(
-        &mut self,
-        scope: String,
-        key: String,
-        value: String,
-    ) -> wasmtime::Result<Result<(), v0_1::StateError>> {
-        Ok(StateView::set(self, scope, key, value)
-            .await
-            .map_err(Into::into))
-    }
+            async fn set(
+                &mut self,
+                scope: String,
+                key: String,
+                value: String,
+            ) -> wasmtime::Result<Result<(), $v::StateError>> {
+                Ok(StateView::set(self, scope, key, value)
+                    .await
+                    .map_err(Into::into))
+            }
 
-    async fn delete(
-        &mut self,
-        scope: String,
-        key: String,
-    ) -> wasmtime::Result<Result<bool, v0_1::StateError>> {
-        Ok(StateView::delete(self, scope, key)
-            .await
-            .map_err(Into::into))
-    }
+            async fn delete(
+                &mut self,
+                scope: String,
+                key: String,
+            ) -> wasmtime::Result<Result<bool, $v::StateError>> {
+                Ok(StateView::delete(self, scope, key)
+                    .await
+                    .map_err(Into::into))
+            }
 
-    async fn list_keys(
-        &mut self,
-        scope: String,
-        prefix: String,
-    ) -> wasmtime::Result<Result<Vec<String>, v0_1::StateError>> {
-        Ok(StateView::list_keys(self, scope, prefix)
-            .await
-            .map_err(Into::into))
-    }
+            async fn list_keys(
+                &mut self,
+                scope: String,
+                prefix: String,
+            ) -> wasmtime::Result<Result<Vec<String>, $v::StateError>> {
+                Ok(StateView::list_keys(self, scope, prefix)
+                    .await
+                    .map_err(Into::into))
+            }
+        }
+
+        impl From<StateError> for $v::StateError {
+            fn from(e: StateError) -> Self {
+                match e {
+                    StateError::Invalid(m) => $v::StateError::Invalid(m),
+                    StateError::Unavailable(m) => $v::StateError::Unavailable(m),
+                    StateError::Failed(m) => $v::StateError::Failed(m),
+                }
+            }
+        }
+    };
 }
 
-impl From<StateError> for v0_1::StateError {
-    fn from(e: StateError) -> Self {
-        match e {
-            StateError::Invalid(m) => v0_1::StateError::Invalid(m),
-            StateError::Unavailable(m) => v0_1::StateError::Unavailable(m),
-            StateError::Failed(m) => v0_1::StateError::Failed(m),
-        }
-    }
+mod v0_1 {
+    use super::*;
+    use crate::runtime::wit::since_v0_1::state as version;
+    state_version!(version);
+}
+
+mod v0_2 {
+    use super::*;
+    use crate::runtime::wit::since_v0_2::state as version;
+    state_version!(version);
 }

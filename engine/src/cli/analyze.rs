@@ -26,6 +26,10 @@ pub struct AnalyzeArgs {
     /// Print one JSON object per document instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Send every model request to the model, answering none from the
+    /// inference cache (the answers are still cached for later runs).
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 /// Runs the command.
@@ -63,7 +67,7 @@ pub async fn run(config: &Config, args: AnalyzeArgs) -> anyhow::Result<Outcome> 
             config.plugins.dir.display()
         );
     }
-    let pipeline = engine.pipeline().clone();
+    let pipeline = engine.pipeline().clone().bypass_caches(args.no_cache);
 
     let mut reports: Vec<RunReport> = Vec::new();
     let mut document_errors = Vec::new();

@@ -52,6 +52,12 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
             let failures =
                 assay::pipeline::store::recent_failures(engine.db(), RECENT_FAILURES_WINDOW)
                     .await?;
+            let usage: std::collections::HashMap<String, _> =
+                assay::capability::inference::ledger::usage_by_plugin(engine.db())
+                    .await?
+                    .into_iter()
+                    .map(|u| (u.plugin.clone(), u))
+                    .collect();
             let mut table = Table::new();
             table
                 .load_preset(presets::UTF8_FULL_CONDENSED)
@@ -67,6 +73,7 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
                     "kinds",
                     "triggers",
                     "failures (last hour)",
+                    "model tokens (hour / day)",
                 ]);
             for plugin in registry.plugins() {
                 let m = &plugin.loaded.manifest;
@@ -98,6 +105,18 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
                                 .join(", ")
                         },
                     ),
+                    usage.get(&id.name).map_or_else(
+                        || "none".to_string(),
+                        |u| {
+                            format!(
+                                "{} / {} ({} requests, {} cached)",
+                                u.tokens_last_hour,
+                                u.tokens_last_day,
+                                u.requests_last_day,
+                                u.cache_hits_last_day
+                            )
+                        },
+                    ),
                 ]);
             }
             for problem in &registry.problems {
@@ -115,6 +134,7 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
                     String::new(),
                     String::new(),
                     problem.source.clone(),
+                    String::new(),
                     String::new(),
                     String::new(),
                     String::new(),

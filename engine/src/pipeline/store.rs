@@ -123,9 +123,10 @@ pub async fn store_run(
     };
     let run_id: Uuid = tx
         .query_one(
-            "INSERT INTO assay.runs (document_id, started_at, finished_at, status, analyzed_text)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO assay.runs (id, document_id, started_at, finished_at, status, analyzed_text)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             &[
+                &report.run_id,
                 &document_id,
                 &started_at,
                 &finished_at,
@@ -154,11 +155,29 @@ pub async fn store_run(
         .iter()
         .map(|p| i32::try_from(p.findings).unwrap_or(i32::MAX))
         .collect();
+    let model_requests: Vec<i32> = plugins
+        .iter()
+        .map(|p| i32::try_from(p.model.requests).unwrap_or(i32::MAX))
+        .collect();
+    let tokens = |f: fn(&crate::pipeline::ModelUsage) -> u64| -> Vec<i64> {
+        plugins
+            .iter()
+            .map(|p| i64::try_from(f(&p.model)).unwrap_or(i64::MAX))
+            .collect()
+    };
+    let (input, output, cached) = (
+        tokens(|m| m.input_tokens),
+        tokens(|m| m.output_tokens),
+        tokens(|m| m.cached_tokens),
+    );
     tx.execute(
         "INSERT INTO assay.run_plugins
-             (run_id, plugin_version_id, stage, outcome, error_kind, error_message, duration_us, findings)
-         SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::int4[])",
-        &[&run_id, &version_ids, &stages, &outcomes, &kinds, &messages, &durations, &counts],
+             (run_id, plugin_version_id, stage, outcome, error_kind, error_message, duration_us, findings,
+              model_requests, input_tokens, output_tokens, cached_tokens)
+         SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::int4[],
+                                  $9::int4[], $10::int8[], $11::int8[], $12::int8[])",
+        &[&run_id, &version_ids, &stages, &outcomes, &kinds, &messages, &durations, &counts,
+          &model_requests, &input, &output, &cached],
     )
     .await
     .map_err(DbError::query("storing plugin outcomes"))?;

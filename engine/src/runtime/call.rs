@@ -40,6 +40,16 @@ pub const DEADLINE_SLACK: Duration = Duration::from_millis(50);
 #[error("the call ran past its deadline of {} ms", .0.as_millis())]
 pub struct DeadlineExceeded(pub Duration);
 
+/// What a call is for, as far as the host's capabilities need to know: the
+/// run it belongs to (for accounting) and the caller's wishes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallContext {
+    /// The run (`assay.runs.id`) the call is part of, if any.
+    pub run: Option<uuid::Uuid>,
+    /// Answer nothing from caches (`assay analyze --no-cache`).
+    pub no_cache: bool,
+}
+
 /// What every call's store holds whatever the host links: WASI (no files,
 /// no network, no environment; output captured), the resource limiter, the
 /// limits and the deadline.
@@ -56,6 +66,7 @@ pub struct CallCore {
     started: Instant,
     deadline: Instant,
     wasm_stack_kib: u64,
+    context: CallContext,
 }
 
 impl CallCore {
@@ -76,6 +87,7 @@ impl CallCore {
             started,
             deadline: started + limits.timeout,
             wasm_stack_kib: runtime.wasm_stack_kib(),
+            context: CallContext::default(),
         }
     }
 
@@ -95,6 +107,16 @@ impl CallCore {
     /// message; an instance whose buffer is nearly full is not reused.
     pub fn output_room(&self) -> bool {
         self.output.contents().len() <= CAPTURED_OUTPUT_BYTES / 2
+    }
+
+    /// Makes `context` what the call is for.
+    pub fn set_context(&mut self, context: CallContext) {
+        self.context = context;
+    }
+
+    /// What the call is for.
+    pub fn context(&self) -> &CallContext {
+        &self.context
     }
 
     /// The plugin being called.

@@ -40,6 +40,21 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
             json!({ "status": "unavailable", "error": format!("no answer within {} ms", HEALTH_DB_TIMEOUT.as_millis()) })
         }
     };
+    // Model usage per plugin, from every engine's record on this database;
+    // null when the database does not answer.
+    let inference = tokio::time::timeout(
+        HEALTH_DB_TIMEOUT,
+        crate::capability::inference::ledger::usage_by_plugin(&state.db),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .map(|usage| {
+        usage
+            .into_iter()
+            .map(|u| (u.plugin.clone(), json!(u)))
+            .collect::<Map<String, Value>>()
+    });
     let failures = state.pipeline.failures().summary();
     let engine_pool = state.db.pool.state();
     let plugin_pools: Map<String, Value> = registry
@@ -80,5 +95,6 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
             "plugins": plugin_pools,
         },
         "plugins": { "loaded": registry.plugins().len(), "refused": registry.problems.len() },
+        "inference": { "by_plugin": inference },
     }))
 }

@@ -22,6 +22,8 @@
 #![deny(missing_docs)]
 #![allow(clippy::unwrap_used)]
 
+pub mod fake_model;
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};

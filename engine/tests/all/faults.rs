@@ -113,7 +113,7 @@ async fn faulty_sql_call(engine: &TestEngine) -> Result<(), CallFailure> {
         metadata: "{}".into(),
     };
     plugin
-        .call(&engine.runtime, &limits, document)
+        .call(&engine.runtime, &limits, Default::default(), document)
         .await
         .map(|_| ())
 }

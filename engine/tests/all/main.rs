@@ -12,6 +12,7 @@ mod faults;
 mod findings;
 mod history;
 mod http;
+mod inference;
 mod isolation;
 mod layers;
 mod limits;

@@ -74,5 +74,13 @@ async fn failure_kinds_outcomes_and_statuses_match_the_schema() {
         allowed(&client, "assay.runs", "status").await,
         sorted([RunStatus::Ok, RunStatus::Partial].map(RunStatus::as_str))
     );
+    assert_eq!(
+        allowed(&client, "assay.inference_requests", "outcome").await,
+        sorted(
+            assay::capability::inference::types::OUTCOMES
+                .iter()
+                .copied()
+        )
+    );
     drop(engine);
 }

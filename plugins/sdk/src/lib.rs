@@ -2,7 +2,7 @@
 //!
 //! A plugin is a library crate built as a WebAssembly component for
 //! `wasm32-wasip2`. This crate gives it everything it needs from the plugin
-//! contract (`wit/v0.1`, `assay:plugin@0.1.0`):
+//! contract (`wit/v0.2`, `assay:plugin@0.2.0`):
 //!
 //! - [`analyzer`]: the world of analysis plugins, which read a document and
 //!   report findings: its [`Guest`](analyzer::Guest) trait and the types it
@@ -14,8 +14,9 @@
 //!   [`Finding`](types::Finding), [`Span`](types::Span),
 //!   [`Manifest`](types::Manifest), [`Migration`](types::Migration), …);
 //! - the host's interfaces: [`sql`] (queries and statements in the call's
-//!   transaction), [`state`] (small JSON values kept between calls) and
-//!   [`log`] (lines in the host's log);
+//!   transaction), [`state`] (small JSON values kept between calls),
+//!   [`log`] (lines in the host's log) and [`inference`] (chat completion
+//!   and embeddings, under the operator's policy);
 //! - [`text`]: helpers for text work (words, sentences, speaker labels, stop
 //!   words), for spans (offsets that fit the contract's `u32`) and for JSON
 //!   (string literals for a finding's `data`).
@@ -111,14 +112,15 @@ pub mod text;
 ///
 /// The generated bindings also carry the contract's interfaces under
 /// `analyzer::assay::plugin`; use them through [`types`](crate::types),
-/// [`sql`](crate::sql), [`state`](crate::state) and [`log`](crate::log).
+/// [`sql`](crate::sql), [`state`](crate::state), [`log`](crate::log) and
+/// [`inference`](crate::inference).
 // The bindings are generated from the contract: their documentation is the
 // WIT's, and the SQL import glue takes many parameters.
 #[allow(missing_docs, clippy::too_many_arguments)]
 pub mod analyzer {
     wit_bindgen::generate!({
         world: "analyzer",
-        path: "../../wit/v0.1",
+        path: "../../wit/v0.2",
         // The export macro is used by the plugin crates, not by this one.
         pub_export_macro: true,
         default_bindings_module: "$crate::analyzer",
@@ -135,14 +137,15 @@ pub mod analyzer {
 pub mod prompt {
     wit_bindgen::generate!({
         world: "prompt-processor",
-        path: "../../wit/v0.1",
+        path: "../../wit/v0.2",
         // One set of interface types for both worlds, so a `Document` or a
         // `Finding` is the same type whichever world a plugin is written for.
         with: {
-            "assay:plugin/types@0.1.0": crate::types,
-            "assay:plugin/sql@0.1.0": crate::sql,
-            "assay:plugin/state@0.1.0": crate::state,
-            "assay:plugin/log@0.1.0": crate::log,
+            "assay:plugin/types@0.2.0": crate::types,
+            "assay:plugin/sql@0.2.0": crate::sql,
+            "assay:plugin/state@0.2.0": crate::state,
+            "assay:plugin/log@0.2.0": crate::log,
+            "assay:plugin/inference@0.2.0": crate::inference,
         },
         pub_export_macro: true,
         default_bindings_module: "$crate::prompt",
@@ -151,7 +154,7 @@ pub mod prompt {
     pub use crate::types::{Finding, Migration, Span, Stage};
 }
 
-pub use analyzer::assay::plugin::{log, sql, state, types};
+pub use analyzer::assay::plugin::{inference, log, sql, state, types};
 
 /// Exports an analysis plugin: a type implementing
 /// [`analyzer::Guest`] becomes the component's `describe` and `analyze`.

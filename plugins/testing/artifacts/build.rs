@@ -17,6 +17,8 @@ const TESTING: &[(&str, &str)] = &[
     ("swap-two", "swap_two.wasm"),
     ("bad-describe", "bad_describe.wasm"),
     ("future-wit", "future_wit.wasm"),
+    ("asker", "asker.wasm"),
+    ("legacy-v0-1", "legacy_v0_1.wasm"),
     ("not-a-plugin", "not-a-plugin.wasm"),
 ];
 
