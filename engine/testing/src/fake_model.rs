@@ -125,6 +125,11 @@ impl FakeModel {
         self.lock().requests.clone()
     }
 
+    /// The requests it has in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.lock().in_flight
+    }
+
     /// The most requests it had in flight at once.
     pub fn most_in_flight(&self) -> usize {
         self.lock().most_in_flight

@@ -580,6 +580,48 @@ async fn the_key_goes_to_the_server_only_and_requests_in_flight_are_bounded() {
 }
 
 #[tokio::test]
+async fn a_slow_model_does_not_hold_up_calls_that_do_not_ask_it() {
+    let model = FakeModel::start().await;
+    let (engine, _dir) = engine(Some(&model), |c| {
+        c.inference.max_in_flight = 2;
+        c.inference.max_in_flight_per_plugin = 2;
+        c.limits.call_timeout_ms = 20_000;
+    })
+    .await;
+    let slow = || {
+        Scripted::Slow(
+            Duration::from_secs(1),
+            Box::new(Scripted::answer("slow", 1, 1)),
+        )
+    };
+    model.script([slow(), slow(), slow(), slow()]);
+    let questions: Vec<String> = (0..4).map(|i| format!("slow question {i}")).collect();
+    let asking = futures::future::join_all(questions.iter().map(|q| ask(&engine, q, json!({}))));
+    let not_asking = async {
+        // Once every model turn of the engine is taken and waited on …
+        while model.in_flight() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // … a call that does not ask the model runs and ends all the same.
+        let report = ask(&engine, "no question", json!({"ask": "none"})).await;
+        let still_waiting = model.in_flight();
+        (report, still_waiting)
+    };
+    let (answers, (report, still_waiting)) = tokio::join!(asking, not_asking);
+    assert!(
+        still_waiting > 0,
+        "it ended while the model was still answering"
+    );
+    assert_eq!(outcome(&report, "asker").outcome, Outcome::Ok);
+    assert_eq!(outcome(&report, "legacy").outcome, Outcome::Ok);
+    assert!(asked(&report).is_empty());
+    for answered in &answers {
+        assert_eq!(only(answered).0, "answer");
+    }
+    assert_eq!(model.most_in_flight(), 2);
+}
+
+#[tokio::test]
 async fn embeddings_come_from_the_server_when_an_embedding_model_is_set() {
     let model = FakeModel::start().await;
     let (engine, _dir) = engine(Some(&model), |c| {
