@@ -71,7 +71,7 @@ pub struct InferencePlugin {
     runs: Mutex<HashMap<Uuid, (u32, Usage)>>,
 }
 
-/// Most runs whose usage is kept untaken; past it the oldest are dropped
+/// Most runs whose usage is kept untaken; past it, what is kept is dropped
 /// (the requests stay recorded in `assay.inference_requests` either way).
 const RUNS_KEPT: usize = 4_096;
 
@@ -101,12 +101,11 @@ impl InferencePlugin {
     }
 }
 
-/// One call's inference: the plugin's policy, and what the call has used.
+/// One call's inference: the plugin's policy, and how many requests the call has made.
 pub struct InferenceCall {
     bound: Option<Bound>,
     deadline: Instant,
     requests: u32,
-    usage: Usage,
 }
 
 struct Bound {
@@ -184,7 +183,6 @@ impl Capability for Inference {
             bound: None,
             deadline: call.deadline(),
             requests: 0,
-            usage: Usage::default(),
         }
     }
 
@@ -229,10 +227,15 @@ fn estimated_input_tokens(request: &ResolvedRequest) -> u64 {
     (bytes as u64).div_ceil(4)
 }
 
+fn micros_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
 impl InferenceCall {
-    /// What the call has used so far.
-    pub fn usage(&self) -> (u32, Usage) {
-        (self.requests, self.usage)
+    /// Counts a request's usage for the call and its run, and records it.
+    async fn account(&self, shared: &Shared, plugin: &InferencePlugin, record: Record<'_>) {
+        plugin.add_run_usage(record.run, record.usage);
+        shared.ledger.record(record).await;
     }
 
     fn bound(&self) -> Result<&Bound, InferenceError> {
@@ -265,21 +268,21 @@ impl InferenceCall {
             Ok(c) => (c.usage, c.from_cache, c.model.clone(), "ok"),
             Err((e, used)) => (*used, false, asked_model.unwrap_or_default(), e.outcome()),
         };
-        self.usage += usage;
-        plugin.add_run_usage(run, usage);
-        shared
-            .ledger
-            .record(Record {
+        self.account(
+            &shared,
+            &plugin,
+            Record {
                 plugin: &plugin.identity,
                 run,
                 kind: "complete",
                 model: &model,
                 usage,
-                latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                latency_us: micros_since(started),
                 outcome: outcome_name,
                 from_cache,
-            })
-            .await;
+            },
+        )
+        .await;
         outcome.map_err(|(e, _)| e)
     }
 
@@ -455,21 +458,21 @@ impl InferenceCall {
             Ok(e) => (e.usage, "ok"),
             Err(e) => (Usage::default(), e.outcome()),
         };
-        self.usage += usage;
-        plugin.add_run_usage(run, usage);
-        shared
-            .ledger
-            .record(Record {
+        self.account(
+            &shared,
+            &plugin,
+            Record {
                 plugin: &plugin.identity,
                 run,
                 kind: "embed",
                 model: &model_name,
                 usage,
-                latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                latency_us: micros_since(started),
                 outcome: outcome_name,
                 from_cache: false,
-            })
-            .await;
+            },
+        )
+        .await;
         outcome
     }
 

@@ -3,7 +3,7 @@
 //! refuses a contract version it does not support.
 //!
 //! That is why it generates its own bindings instead of using `assay-plugin`,
-//! whose bindings are those of the contract the host supports (0.1.0).
+//! whose bindings are those of the newest contract the host supports.
 
 pub mod bindings {
     // The generated SQL import glue takes many parameters; that is not ours to style.
