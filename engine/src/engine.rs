@@ -44,8 +44,9 @@ pub enum EngineError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     /// The host's capabilities could not be set up for the plugins (the SQL
-    /// sandbox: the connection budget, hardening the database).
-    #[error("setting up the plugin sandbox")]
+    /// sandbox: the connection budget, hardening the database; inference:
+    /// its model server settings).
+    #[error("setting up what plugins are offered (the SQL sandbox, inference)")]
     Sandbox(#[source] RegistryError),
     /// The plugins could not be loaded at all (one bad plugin is not this:
     /// it is refused and reported in the registry's problems).
@@ -175,7 +176,13 @@ impl EngineBuilder {
                 pipeline,
             )
         } else {
-            let registry = Arc::new(Registry::load(&runtime, &config, &db).await?);
+            let registry = Registry::load(&runtime, &config, &db)
+                .await
+                .map_err(|e| match e {
+                    e @ RegistryError::Capability(_) => EngineError::Sandbox(e),
+                    e => EngineError::Registry(e),
+                })?;
+            let registry = Arc::new(registry);
             let pipeline = Pipeline::new(
                 Arc::clone(&runtime),
                 Arc::clone(&registry),

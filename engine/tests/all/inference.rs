@@ -734,6 +734,21 @@ async fn the_binary_caches_bypasses_and_lists_model_usage() {
     let row = listed.lines().find(|l| l.contains("asker")).unwrap();
     // Two answers of 7 input and 5 output tokens each; one cached.
     assert!(row.contains("24 / 24 (3 requests, 1 cached)"), "{listed}");
+
+    // A key variable that is named but not set stops the engine, naming it.
+    let out = crate::cli::assay(Some(&db.url), dir.path())
+        .env("ASSAY__INFERENCE__BASE_URL", &model.url)
+        .env("ASSAY__INFERENCE__API_KEY_ENV", "ASSAY_TEST_KEY_NOBODY_SET")
+        .env_remove("ASSAY_TEST_KEY_NOBODY_SET")
+        .args(["analyze", "call.txt"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("inference.api_key_env names ASSAY_TEST_KEY_NOBODY_SET"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
