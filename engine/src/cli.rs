@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod bench;
 pub mod plugins;
+pub mod prompts;
 pub mod up;
 
 use anyhow::Context as _;

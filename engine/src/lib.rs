@@ -3,11 +3,13 @@
 //! Plugins are WebAssembly components implementing the contract in `wit/`.
 //! The layers, each importing only from those before it:
 //!
-//! 1. settings, in [`config`] (and [`sync`], the one policy for locks);
-//! 2. the engine's database, in [`db`] (pool, embedded server, migrations);
+//! 1. settings, in [`config`] (and [`sync`], the one policy for locks, and
+//!    [`fsread`], reading files planted by others);
+//! 2. the engine's database, in [`db`] (pool, embedded server, migrations),
+//!    and the [`prompts`] library kept in it;
 //! 3. [`runtime`] (wasmtime, contract versions, loading and calling plugins,
 //!    limits; it names no capability) and [`capability`] (what plugins are
-//!    offered: SQL, state, log — one folder each);
+//!    offered: SQL, state, log, inference — one folder each);
 //! 4. the loaded plugins, versions and hot reload, in [`registry`];
 //! 5. staged runs over documents and the run store, in [`pipeline`];
 //! 6. [`engine`]: one assembly of all of the above;
@@ -42,7 +44,9 @@ pub mod capability;
 pub mod config;
 pub mod db;
 pub mod engine;
+pub mod fsread;
 pub mod pipeline;
+pub mod prompts;
 pub mod registry;
 pub mod runtime;
 pub mod service;

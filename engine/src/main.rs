@@ -40,6 +40,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::plugins::PluginsCommand,
     },
+    /// The prompt library: import a prompt tree, list, show and trace prompts.
+    Prompts {
+        #[command(subcommand)]
+        command: cli::prompts::PromptsCommand,
+    },
     /// Measure throughput and latency, each beside its native baseline.
     Bench {
         #[command(subcommand)]
@@ -76,6 +81,7 @@ fn main() -> ExitCode {
             Command::Up => cli::up::run(&config).await,
             Command::Migrate => cli::migrate(&config).await,
             Command::Plugins { command } => cli::plugins::run(&config, command).await,
+            Command::Prompts { command } => cli::prompts::run(&config, command).await,
             Command::Bench { command } => cli::bench::run(&config, command).await,
         }
     });

@@ -26,6 +26,7 @@ pub mod connections;
 pub mod data;
 pub mod guard;
 pub mod health;
+pub mod prompts;
 
 pub use admin::RollbackRequest;
 pub use data::AnalyzeRequest;
@@ -113,6 +114,7 @@ pub fn router(state: Arc<AppState>, local_addr: SocketAddr) -> Router {
         .merge(data::routes())
         .merge(admin::routes())
         .merge(health::routes())
+        .merge(prompts::routes())
         // After the routes: it applies to those added before it.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
@@ -131,8 +133,7 @@ impl IntoResponse for ApiError {
 }
 
 /// What the API offers, for 404 and 405 messages.
-const ROUTES: &str =
-    "POST /v1/analyze, GET /v1/plugins, POST /v1/plugins/{name}/rollback, GET /healthz";
+const ROUTES: &str = "POST /v1/analyze, GET /v1/prompts, GET /v1/plugins, POST /v1/plugins/{name}/rollback, GET /healthz";
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError(

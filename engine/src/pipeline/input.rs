@@ -154,8 +154,14 @@ fn walk(dir: &Path, problems: &mut Vec<InputProblem>) -> Vec<PathBuf> {
     let walker = walkdir::WalkDir::new(dir)
         .sort_by_file_name()
         .into_iter()
-        // Hidden files and folders (`.git`, `.assay`, editor swap files) are not documents.
-        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+        // Hidden files and folders (`.git`, `.assay`, editor swap files) are not
+        // documents; nor is a prompt tree found below (its marker file says so).
+        .filter_entry(|e| {
+            e.depth() == 0
+                || !(e.file_name().to_string_lossy().starts_with('.')
+                    || (e.file_type().is_dir()
+                        && e.path().join(crate::prompts::tree::TREE_MARKER).exists()))
+        });
     for entry in walker {
         match entry {
             Ok(entry) if entry.file_type().is_file() => {

@@ -10,11 +10,13 @@
 //! file system delays nothing but itself.
 
 use std::collections::BTreeMap;
-use std::fs::{File, FileType, Metadata, OpenOptions};
-use std::io::Read as _;
-use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+use std::fs::OpenOptions;
+
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::fsread::FileError;
 
 /// Longest one plugin file may take to read before it is given up on (a
 /// regular file on a healthy disk takes milliseconds).
@@ -57,66 +59,15 @@ pub enum ReadError {
 pub const PRECOMPILED_REFUSED: &str = "precompiled artifacts (.cwasm) are never loaded: they are native code \
      that would run unchecked; place the .wasm component instead";
 
-/// What kind of non-regular file `file_type` is, in words.
-fn describe(file_type: FileType) -> &'static str {
-    if file_type.is_dir() {
-        "a directory"
-    } else if file_type.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if file_type.is_char_device() {
-        "a character device"
-    } else if file_type.is_block_device() {
-        "a block device"
-    } else if file_type.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
-    }
-}
-
-fn check(meta: &Metadata, max: u64) -> Result<(), ReadError> {
-    if !meta.is_file() {
-        return Err(ReadError::NotRegular(describe(meta.file_type())));
-    }
-    if meta.len() > max {
-        return Err(ReadError::TooLarge {
-            size: meta.len(),
-            max,
-        });
-    }
-    Ok(())
-}
-
 /// Reads a plugin file: a regular file of at most `max` bytes. Blocking, but
-/// never on the file's account: see the module docs.
+/// never on the file's account: see the module docs and [`crate::fsread`].
 pub fn read_component(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
-    let io = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::NotFound => ReadError::Missing,
-        _ => ReadError::Io(e),
-    };
-    // Looked at before opening: a FIFO or a device is never opened at all.
-    check(&std::fs::metadata(path).map_err(io)?, max)?;
-    // O_NONBLOCK: should the path be swapped for a FIFO between the look and
-    // the open, the open still returns at once (and the check below refuses it).
-    let file: File = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    check(&meta, max)?;
-    // Bounded even if the file grows while it is read.
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(max.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    if bytes.len() as u64 > max {
-        return Err(ReadError::TooLarge {
-            size: bytes.len() as u64,
-            max,
-        });
-    }
-    Ok(bytes)
+    crate::fsread::read_regular(path, max).map_err(|e| match e {
+        FileError::Missing => ReadError::Missing,
+        FileError::NotRegular(what) => ReadError::NotRegular(what),
+        FileError::TooLarge { size, max } => ReadError::TooLarge { size, max },
+        FileError::Io(e) => ReadError::Io(e),
+    })
 }
 
 /// [`read_component`] on a blocking thread, given up after [`READ_DEADLINE`].

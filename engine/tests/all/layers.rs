@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u32)] = &[
     ("config", 0),
     ("sync", 0),
+    ("fsread", 0),
     ("db", 1),
     ("bundled", 1),
+    ("prompts", 1),
     ("runtime", 2),
     ("capability", 3),
     ("registry", 4),

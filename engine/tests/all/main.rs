@@ -17,6 +17,7 @@ mod isolation;
 mod layers;
 mod limits;
 mod plugin_dir;
+mod prompts;
 mod reload;
 mod reuse;
 mod sandbox;
