@@ -1,5 +1,5 @@
 //! Host capabilities offered to plugins, one folder each: `sql`, `state`,
-//! `log`, `inference`. A capability is one unit ([`Capability`]): what it sets up once per
+//! `log`, `inference`, `prompts`. A capability is one unit ([`Capability`]): what it sets up once per
 //! engine, what it resolves once per plugin version when that version is
 //! registered (for SQL: role, schema, grants, pool, migrations), its per-call
 //! context with the WIT host implementation on it, how it ends a call
@@ -14,6 +14,7 @@
 
 pub mod inference;
 pub mod log;
+pub mod prompts;
 pub mod sql;
 pub mod state;
 
@@ -248,6 +249,8 @@ capabilities! {
     log: log::Log,
     /// Language models (contract 0.2), accounted outside the call's transaction.
     inference: inference::Inference,
+    /// The prompt library, read-only (contract 0.2).
+    prompts: prompts::Prompts,
 }
 
 /// The data of a call's store: the runtime's part and every capability's.

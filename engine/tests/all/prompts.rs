@@ -424,3 +424,64 @@ async fn get_v1_prompts_lists_current_versions_by_filter() {
         (200, 9)
     );
 }
+
+#[tokio::test]
+async fn a_plugin_reads_the_library_through_the_host_in_run_part_order() {
+    let (engine, _dir) = crate::support::engine_loading(
+        fresh_database().await,
+        &[("asker.wasm", crate::support::built_plugin("asker.wasm"))],
+        |_| {},
+    )
+    .await;
+    store::import(&engine.db, &tree::read_tree(&examples()).unwrap())
+        .await
+        .unwrap();
+    let mut input = crate::support::doc("audit.txt", "audit", "The lobby is dark.");
+    input.metadata = serde_json::json!({
+        "ask": "prompts", "scenario": "design-audit", "report_type": "summary", "building_type": "hotel"
+    })
+    .as_object()
+    .cloned()
+    .unwrap();
+    let report = engine.pipeline.run(input.clone()).await.unwrap();
+    let found: Vec<(i64, String, bool)> = report
+        .findings
+        .iter()
+        .map(|f| {
+            (
+                f.data["part"].as_i64().unwrap(),
+                f.data["name"].as_str().unwrap().to_string(),
+                f.data["json"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (1, "issues".into(), true),
+            (1, "overview".into(), false),
+            (2, "recommendations".into(), false)
+        ]
+    );
+    // Each names its exact version, as stored.
+    let client = engine.test_db.client().await;
+    for f in &report.findings {
+        let id = f.data["prompt_version"].as_i64().unwrap();
+        let text: String = client
+            .query_one(
+                "SELECT text FROM assay.prompt_versions WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(f.data["text"].as_str().unwrap(), text);
+    }
+    // Nothing for a selection the library does not have.
+    input
+        .metadata
+        .insert("building_type".into(), "castle".into());
+    let report = engine.pipeline.run(input).await.unwrap();
+    assert!(report.findings.is_empty());
+    assert_eq!(report.plugins[0].outcome, assay::pipeline::Outcome::Ok);
+}

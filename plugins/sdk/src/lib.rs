@@ -15,8 +15,9 @@
 //!   [`Manifest`](types::Manifest), [`Migration`](types::Migration), …);
 //! - the host's interfaces: [`sql`] (queries and statements in the call's
 //!   transaction), [`state`] (small JSON values kept between calls),
-//!   [`log`] (lines in the host's log) and [`inference`] (chat completion
-//!   and embeddings, under the operator's policy);
+//!   [`log`] (lines in the host's log), [`inference`] (chat completion
+//!   and embeddings, under the operator's policy) and [`prompts`] (the
+//!   operator's prompt library, read-only);
 //! - [`text`]: helpers for text work (words, sentences, speaker labels, stop
 //!   words), for spans (offsets that fit the contract's `u32`) and for JSON
 //!   (string literals for a finding's `data`).
@@ -112,8 +113,8 @@ pub mod text;
 ///
 /// The generated bindings also carry the contract's interfaces under
 /// `analyzer::assay::plugin`; use them through [`types`](crate::types),
-/// [`sql`](crate::sql), [`state`](crate::state), [`log`](crate::log) and
-/// [`inference`](crate::inference).
+/// [`sql`](crate::sql), [`state`](crate::state), [`log`](crate::log),
+/// [`inference`](crate::inference) and [`prompts`](crate::prompts).
 // The bindings are generated from the contract: their documentation is the
 // WIT's, and the SQL import glue takes many parameters.
 #[allow(missing_docs, clippy::too_many_arguments)]
@@ -146,6 +147,7 @@ pub mod prompt {
             "assay:plugin/state@0.2.0": crate::state,
             "assay:plugin/log@0.2.0": crate::log,
             "assay:plugin/inference@0.2.0": crate::inference,
+            "assay:plugin/prompts@0.2.0": crate::prompts,
         },
         pub_export_macro: true,
         default_bindings_module: "$crate::prompt",
@@ -154,7 +156,7 @@ pub mod prompt {
     pub use crate::types::{Finding, Migration, Span, Stage};
 }
 
-pub use analyzer::assay::plugin::{inference, log, sql, state, types};
+pub use analyzer::assay::plugin::{inference, log, prompts, sql, state, types};
 
 /// Exports an analysis plugin: a type implementing
 /// [`analyzer::Guest`] becomes the component's `describe` and `analyze`.

@@ -1,7 +1,7 @@
 //! Contract version 0.2 (`wit/v0.2`, frozen): its generated bindings, and the
 //! conversions between its types and the host's own.
 //!
-//! Both worlds import the same `sql`, `state`, `log` and `inference` interfaces; the
+//! Both worlds import the same `sql`, `state`, `log`, `inference` and `prompts` interfaces; the
 //! prompt-processor bindings reuse the analyzer's interface types so that one
 //! implementation of each host trait serves both. The rest (entry points,
 //! conversions) is [`super::version_glue`].
@@ -37,10 +37,11 @@ pub mod prompt_processor {
             "assay:plugin/state": super::analyzer::assay::plugin::state,
             "assay:plugin/log": super::analyzer::assay::plugin::log,
             "assay:plugin/inference": super::analyzer::assay::plugin::inference,
+            "assay:plugin/prompts": super::analyzer::assay::plugin::prompts,
         },
     });
 }
 
-pub use analyzer::assay::plugin::{inference, log, sql, state, types};
+pub use analyzer::assay::plugin::{inference, log, prompts, sql, state, types};
 
 super::version_glue!();

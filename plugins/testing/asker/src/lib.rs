@@ -3,7 +3,9 @@
 //! tests can see each answer and each error variant as a plugin sees it.
 //!
 //! Metadata (all optional):
-//! - `ask`: `"complete"` (the default), `"embed"`, or `"both"`;
+//! - `ask`: `"complete"` (the default), `"embed"`, `"both"`, or `"prompts"`
+//!   (the library's prompts of the metadata's `scenario`, `report_type` and
+//!   `building_type`, a finding each);
 //! - `model`, `max_tokens`, `temperature`, `cache`, `stop`: the request's;
 //! - `format`: `"text"` (default), `"json"`, or a JSON Schema object;
 //! - `system`: a system message before the document's text;
@@ -77,6 +79,9 @@ impl Guest for Asker {
     fn analyze(doc: Document) -> Result<Vec<Finding>, PluginError> {
         let meta: Value = serde_json::from_str(&doc.metadata).unwrap_or(json!({}));
         let ask = meta["ask"].as_str().unwrap_or("complete");
+        if ask == "prompts" {
+            return prompts(&meta);
+        }
         let fail = meta["fail"].as_bool().unwrap_or(false);
         let repeat = number(&meta["repeat"]).map_or(1, |n| n as u64);
         let mut found = Vec::new();
@@ -183,6 +188,35 @@ fn embed(doc: &Document, meta: &Value) -> Result<Finding, InferenceError> {
             "input": e.usage.input_tokens,
         }),
     ))
+}
+
+/// The prompts of the metadata's scenario, report type and building type,
+/// one finding each.
+fn prompts(meta: &Value) -> Result<Vec<Finding>, PluginError> {
+    let field = |name: &str| meta[name].as_str().unwrap_or("").to_string();
+    let found = assay_plugin::prompts::lookup(
+        &field("scenario"),
+        &field("report_type"),
+        &field("building_type"),
+    )
+    .map_err(|e| PluginError::Failed(format!("{e:?}")))?;
+    Ok(found
+        .into_iter()
+        .map(|p| {
+            finding(
+                "prompt",
+                json!({
+                    "part": p.run_part,
+                    "name": p.name,
+                    "prompt_version": p.version_id,
+                    "version": p.version,
+                    "json": p.json_answer,
+                    "sha256": p.content_sha256,
+                    "text": p.text,
+                }),
+            )
+        })
+        .collect())
 }
 
 assay_plugin::export_analyzer!(Asker);
