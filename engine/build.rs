@@ -18,6 +18,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("keywords", "keywords.wasm"),
     ("sentiment", "sentiment.wasm"),
     ("history", "history.wasm"),
+    ("audit-report", "audit_report.wasm"),
 ];
 
 /// Plugins built into the binary for its tools, never loaded by default.

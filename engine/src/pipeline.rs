@@ -164,14 +164,24 @@ pub struct PluginOutcome {
 
 impl PluginOutcome {
     /// With the model usage of `plugin`'s call in run `run`.
+    /// A call that failed after a completion found no model server
+    /// configured is recorded as skipped, with what to set.
     fn with_model_usage(mut self, plugin: &RegisteredPlugin, run: Uuid) -> Self {
-        let (requests, usage) = plugin.capabilities.inference.take_run_usage(run);
+        let used = plugin.capabilities.inference.take_run_usage(run);
         self.model = ModelUsage {
-            requests,
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            cached_tokens: usage.cached_tokens,
+            requests: used.requests,
+            input_tokens: used.usage.input_tokens,
+            output_tokens: used.usage.output_tokens,
+            cached_tokens: used.usage.cached_tokens,
         };
+        if used.no_backend && self.outcome == Outcome::Failed {
+            self.outcome = Outcome::Skipped;
+            self.error_kind = None;
+            self.message = Some(format!(
+                "needs a language model: {}",
+                crate::capability::inference::NO_BACKEND
+            ));
+        }
         self
     }
 }

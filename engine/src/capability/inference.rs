@@ -26,6 +26,8 @@ pub mod types;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use crate::sync::lock;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -68,7 +70,20 @@ pub struct InferencePlugin {
     turns: Arc<Semaphore>,
     /// Requests and tokens per run, until the pipeline takes them for the
     /// run's outcome (see [`InferencePlugin::take_run_usage`]).
-    runs: Mutex<HashMap<Uuid, (u32, Usage)>>,
+    runs: Mutex<HashMap<Uuid, RunUsage>>,
+}
+
+/// What one plugin's call in one run asked of the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunUsage {
+    /// Requests made (completions and server embeddings), answered or not.
+    pub requests: u32,
+    /// Their tokens.
+    pub usage: Usage,
+    /// Whether a completion failed because no model server is configured:
+    /// a call that then fails did not fail on its own account, and the run
+    /// records it as skipped.
+    pub no_backend: bool,
 }
 
 /// Most runs whose usage is kept untaken; past it, what is kept is dropped
@@ -78,26 +93,20 @@ const RUNS_KEPT: usize = 4_096;
 impl InferencePlugin {
     /// The requests made and tokens used by this plugin's call in `run`, now
     /// taken (a second take gives nothing).
-    pub fn take_run_usage(&self, run: Uuid) -> (u32, Usage) {
-        self.runs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&run)
-            .unwrap_or_default()
+    pub fn take_run_usage(&self, run: Uuid) -> RunUsage {
+        lock(&self.runs).remove(&run).unwrap_or_default()
     }
 
-    fn add_run_usage(&self, run: Option<Uuid>, usage: Usage) {
+    fn add_run_usage(&self, run: Option<Uuid>, usage: Usage, no_backend: bool) {
         let Some(run) = run else { return };
-        let mut runs = self
-            .runs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut runs = lock(&self.runs);
         if runs.len() >= RUNS_KEPT && !runs.contains_key(&run) {
             runs.clear();
         }
         let entry = runs.entry(run).or_default();
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 += usage;
+        entry.requests = entry.requests.saturating_add(1);
+        entry.usage += usage;
+        entry.no_backend |= no_backend;
     }
 }
 
@@ -234,7 +243,10 @@ fn micros_since(started: Instant) -> u64 {
 impl InferenceCall {
     /// Counts a request's usage for the call and its run, and records it.
     async fn account(&self, shared: &Shared, plugin: &InferencePlugin, record: Record<'_>) {
-        plugin.add_run_usage(record.run, record.usage);
+        let no_backend = record.kind == "complete"
+            && record.outcome == "unavailable"
+            && shared.backend.is_none();
+        plugin.add_run_usage(record.run, record.usage, no_backend);
         shared.ledger.record(record).await;
     }
 

@@ -247,10 +247,39 @@ fn document(
     if doc.text.trim().is_empty() {
         return Err("is empty; there is nothing to analyse".into());
     }
+    // The path's `key=value` folders, then the document's own, then --meta.
+    for (key, value) in path_metadata(source) {
+        doc.metadata.entry(key).or_insert(Value::String(value));
+    }
     doc.metadata
         .extend(meta.iter().map(|(k, v)| (k.clone(), v.clone())));
     doc.validate().map_err(|InvalidDocument(m)| m)?;
     Ok(doc)
+}
+
+/// Metadata from the folders of a document's path named `key=value`, e.g.
+/// `audits/scenario=design-audit/building_type=hotel/lobby.md` gives
+/// `scenario` and `building_type` (keys are lowercase ASCII letters, digits
+/// and `_`, starting with a letter; the file's own name never counts). A
+/// document's own metadata and `--meta` win over them.
+pub fn path_metadata(source: &str) -> Vec<(String, String)> {
+    let path = Path::new(source);
+    let Some(folders) = path.parent() else {
+        return Vec::new();
+    };
+    folders
+        .components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .filter_map(|folder| folder.split_once('='))
+        .filter(|(key, value)| {
+            let mut chars = key.chars();
+            key.len() <= 64
+                && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !value.trim().is_empty()
+        })
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
 }
 
 fn json_document(source: &str, text: &str, default_kind: &str) -> Result<DocumentInput, String> {
@@ -303,6 +332,26 @@ fn json_document(source: &str, text: &str, default_kind: &str) -> Result<Documen
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_value_folders_of_the_path_are_metadata() {
+        assert_eq!(
+            path_metadata(
+                "audits/scenario=design-audit/building_type=hotel/report_type=summary/lobby.md"
+            ),
+            [
+                ("scenario".to_string(), "design-audit".to_string()),
+                ("building_type".to_string(), "hotel".to_string()),
+                ("report_type".to_string(), "summary".to_string()),
+            ]
+        );
+        assert!(
+            path_metadata("a=b.txt").is_empty(),
+            "the file's own name never counts"
+        );
+        assert!(path_metadata("Key=x/ =y/k=/1k=z/doc.txt").is_empty());
+        assert!(path_metadata("-").is_empty());
+    }
 
     fn doc(ext: &str, text: &[u8]) -> Result<DocumentInput, String> {
         document(

@@ -16,7 +16,7 @@ async fn examples_are_analysed_by_every_plugin_and_stored() {
     let names: BTreeSet<&str> = engine.registry.plugins().iter().map(|p| p.name()).collect();
     assert_eq!(
         names,
-        BTreeSet::from(["history", "keywords", "redact", "sentiment"]),
+        BTreeSet::from(["audit-report", "history", "keywords", "redact", "sentiment"]),
         "problems: {:?}",
         engine.registry.problems
     );
@@ -81,6 +81,16 @@ async fn examples_are_analysed_by_every_plugin_and_stored() {
         .get(0);
     assert_eq!(documents as usize, docs.len());
     for plugin in engine.registry.plugins() {
+        if plugin.name() == "audit-report" {
+            // It needs imported prompts, a selection in the metadata and a
+            // model (tests/all/audit_report.rs); here it ran and found nothing.
+            assert!(
+                reports
+                    .iter()
+                    .all(|r| outcome(r, "audit-report").outcome == "ok")
+            );
+            continue;
+        }
         let row = client
             .query_one(
                 "SELECT count(*), min(plugin_sha256), min(plugin_version) FROM assay.finding_details WHERE plugin = $1",

@@ -250,11 +250,12 @@ async fn without_a_model_server_completions_are_unavailable_and_embeddings_built
     assert_eq!(found[1].0, "embedding");
     assert_eq!(found[1].1["model"], "assay-hashing-v1-512");
     assert_eq!(found[1].1["dimensions"], 512);
-    // A plugin that cannot go on without a model fails with the reason, and
-    // the run says so; nothing is made up.
+    // A plugin that cannot go on without a model is skipped with the reason
+    // (the run is not partial: nothing failed on its own account); nothing
+    // is made up.
     let report = ask(&engine, "The boiler leaks.", json!({"fail": true})).await;
     let asker = outcome(&report, "asker");
-    assert_eq!(asker.outcome, Outcome::Failed);
+    assert_eq!(asker.outcome, Outcome::Skipped, "{asker:?}");
     assert!(
         asker
             .message
@@ -263,7 +264,26 @@ async fn without_a_model_server_completions_are_unavailable_and_embeddings_built
             .contains("inference.base_url"),
         "{asker:?}"
     );
+    assert!(asker.error_kind.is_none());
+    assert_eq!(report.status, assay::pipeline::RunStatus::Ok);
     assert_eq!(outcome(&report, "legacy").outcome, Outcome::Ok);
+    // With a server that is down, the same failure is the plugin's: failed.
+    let (down, _dir) = crate::inference::engine(None, |c: &mut Config| {
+        c.inference.base_url = Some("http://127.0.0.1:9/v1".into());
+        c.inference.max_retries = 0;
+    })
+    .await;
+    let report = ask(&down, "The boiler leaks.", json!({"fail": true})).await;
+    let asker = outcome(&report, "asker");
+    assert_eq!(asker.outcome, Outcome::Failed, "{asker:?}");
+    assert!(
+        asker
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("cannot be reached"),
+        "{asker:?}"
+    );
 }
 
 #[tokio::test]
@@ -734,6 +754,28 @@ async fn the_binary_caches_bypasses_and_lists_model_usage() {
     let row = listed.lines().find(|l| l.contains("asker")).unwrap();
     // Two answers of 7 input and 5 output tokens each; one cached.
     assert!(row.contains("24 / 24 (3 requests, 1 cached)"), "{listed}");
+
+    // With the most verbose logging, the key reaches the server and no log.
+    let out = crate::cli::assay(Some(&db.url), dir.path())
+        .env("ASSAY__INFERENCE__BASE_URL", &model.url)
+        .env("ASSAY__INFERENCE__DEFAULT_MODEL", "small")
+        .env("ASSAY__INFERENCE__API_KEY_ENV", "ASSAY_TEST_BINARY_KEY")
+        .env("ASSAY_TEST_BINARY_KEY", "sk-binary-very-secret")
+        .env("ASSAY__PLUGINS__BUNDLED", "false")
+        .env("RUST_LOG", "trace")
+        .args(["analyze", "call.txt", "--json", "--no-cache"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let logged = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(logged.len() > 1_000, "trace logging is on: {logged}");
+    assert!(!logged.contains("very-secret"), "the key is in the output");
+    let (_, _, auth) = model.requests().pop().unwrap();
+    assert_eq!(auth.as_deref(), Some("Bearer sk-binary-very-secret"));
 
     // A key variable that is named but not set stops the engine, naming it.
     let out = crate::cli::assay(Some(&db.url), dir.path())

@@ -18,7 +18,7 @@ fn examples() -> std::path::PathBuf {
 }
 
 /// A copy of the example tree to change.
-fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     for entry in walkdir::WalkDir::new(from) {
         let entry = entry.unwrap();
         let target = to.join(entry.path().strip_prefix(from).unwrap());

@@ -5,6 +5,10 @@
 //!
 //! None of it goes through the plugin call's transaction: tokens spent stay
 //! spent (and recorded) when the call fails or traps.
+//!
+//! Windows are UTC clock hours and days, truncated in UTC and a fixed 1 or
+//! 24 hours long, so the engine session's time zone (and its daylight
+//! saving) never moves them.
 
 use std::sync::Arc;
 
@@ -18,7 +22,10 @@ use crate::runtime::plugin::PluginIdentity;
 #[derive(Debug)]
 pub struct Reservation {
     tokens: i64,
+    /// The end of the hour window held (milliseconds since the epoch), which
+    /// names it; none when the plugin has no hourly budget.
     hour: Option<i64>,
+    /// The same for the day window.
     day: Option<i64>,
 }
 
@@ -104,7 +111,7 @@ impl Ledger {
                      ON CONFLICT (plugin, window_kind, window_start)
                          DO UPDATE SET reserved = b.reserved
                      RETURNING b.used, b.reserved,
-                         (extract(epoch FROM b.window_start + ('1 ' || $2)::interval) * 1000)::bigint",
+                         (extract(epoch FROM b.window_start + (CASE $2 WHEN 'hour' THEN interval '1 hour' ELSE interval '24 hours' END)) * 1000)::bigint",
                     &[&plugin, &kind],
                 )
                 .await
@@ -128,10 +135,9 @@ impl Ledger {
             .await
             .map_err(DbError::query("reserve a token budget"))
             .map_err(unavailable)?;
-            let start: i64 = resets;
             match kind {
-                "hour" => reservation.hour = Some(start),
-                _ => reservation.day = Some(start),
+                "hour" => reservation.hour = Some(resets),
+                _ => reservation.day = Some(resets),
             }
         }
         tx.commit()
@@ -157,7 +163,7 @@ impl Ledger {
                     "UPDATE assay.inference_budgets
                      SET reserved = greatest(reserved - $3, 0), used = used + $4
                      WHERE plugin = $1 AND window_kind = $2
-                       AND window_start = to_timestamp($5::bigint / 1000.0) - ('1 ' || $2)::interval",
+                       AND window_start = to_timestamp($5::bigint / 1000.0) - (CASE $2 WHEN 'hour' THEN interval '1 hour' ELSE interval '24 hours' END)",
                     &[&plugin, &kind, &reservation.tokens, &used, &resets],
                 )
                 .await

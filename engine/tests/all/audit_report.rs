@@ -1,0 +1,267 @@
+//! The bundled `audit-report` plugin: the prompt library's prompts run part
+//! by part over a document through a scripted model server on loopback.
+
+// Tests: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use assay::pipeline::{Outcome, RunReport, input};
+use assay::prompts::{store, tree};
+use assay_testing::fake_model::{FakeModel, Scripted};
+use serde_json::{Value, json};
+
+use crate::support::{TestEngine, engine_with, outcome, shared_tempdir, workspace};
+
+fn examples() -> std::path::PathBuf {
+    workspace().join("examples").join("prompts")
+}
+
+async fn engine(model: Option<&FakeModel>) -> (TestEngine, tempfile::TempDir) {
+    let dir = shared_tempdir();
+    let url = model.map(|m| m.url.clone());
+    let engine = engine_with(dir.path(), |c| {
+        c.inference.base_url = url;
+        c.inference.default_model = Some("auditor".into());
+    })
+    .await;
+    store::import(&engine.db, &tree::read_tree(&examples()).unwrap())
+        .await
+        .unwrap();
+    (engine, dir)
+}
+
+async fn audit(engine: &TestEngine, text: &str, building: &str) -> RunReport {
+    let mut doc = crate::support::doc("lobby.md", "audit", text);
+    doc.metadata =
+        json!({"scenario": "design-audit", "report_type": "summary", "building_type": building})
+            .as_object()
+            .cloned()
+            .unwrap();
+    engine.pipeline.run(doc).await.unwrap()
+}
+
+fn audited(report: &RunReport) -> Vec<(String, Value)> {
+    report
+        .findings
+        .iter()
+        .filter(|f| f.plugin == "audit-report")
+        .map(|f| (f.label.clone(), f.data.clone()))
+        .collect()
+}
+
+fn user_message(body: &Value) -> String {
+    body["messages"][1]["content"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn prompts_run_part_by_part_each_part_seeing_the_earlier_answers() {
+    let model = FakeModel::start().await;
+    let (engine, _dir) = engine(Some(&model)).await;
+    // Part 1 (issues, then overview, by name), then part 2.
+    model.script([
+        Scripted::answer(
+            r#"{"issues": [{"area": "lobby", "problem": "dark", "severity": "high"}]}"#,
+            50,
+            20,
+        ),
+        Scripted::answer("The lobby is dark; the signage is small.", 40, 10),
+        Scripted::answer("1. Add lighting to the lobby.", 60, 8),
+    ]);
+    let report = audit(
+        &engine,
+        "Auditor: the lobby is dark and the signs are small.",
+        "hotel",
+    )
+    .await;
+    assert_eq!(
+        outcome(&report, "audit-report").outcome,
+        Outcome::Ok,
+        "{:?}",
+        report.plugins
+    );
+    let found = audited(&report);
+    let labels: Vec<&str> = found.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["audit:issues", "report:overview", "report:recommendations"]
+    );
+    assert_eq!(
+        found[0].1["answer"]["issues"][0]["severity"], "high",
+        "the JSON answer, parsed"
+    );
+    assert_eq!(
+        found[1].1["text"],
+        "The lobby is dark; the signage is small."
+    );
+    assert_eq!(found[2].1["part"], 2);
+
+    let requests = model.requests();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[0].1["response_format"]["type"], "json_object");
+    assert!(requests[1].1.get("response_format").is_none());
+    assert_eq!(requests[0].1["temperature"], 0.0);
+    // Part 1's prompts see the document only; part 2 sees both answers.
+    for r in &requests[..2] {
+        assert!(
+            !user_message(&r.1).contains("earlier parts"),
+            "{}",
+            user_message(&r.1)
+        );
+    }
+    let last = user_message(&requests[2].1);
+    assert!(
+        last.contains("the lobby is dark and the signs are small"),
+        "{last}"
+    );
+    assert!(
+        last.contains(r#""severity": "high""#) && last.contains("the signage is small"),
+        "{last}"
+    );
+    assert!(
+        requests[2].1["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("recommendations")
+    );
+
+    // Every finding names its prompt's exact version and the model.
+    let client = engine.test_db.client().await;
+    for (label, data) in &found {
+        let row = client
+            .query_one(
+                "SELECT p.name, v.content_sha256 FROM assay.prompt_versions v JOIN assay.prompts p ON p.id = v.prompt_id WHERE v.id = $1",
+                &[&data["prompt_version"].as_i64().unwrap()],
+            )
+            .await
+            .unwrap();
+        assert!(label.ends_with(&row.get::<_, String>(0)), "{label}");
+        assert_eq!(data["prompt_sha256"], row.get::<_, String>(1));
+        assert_eq!(data["model"], "auditor");
+    }
+    let tokens = outcome(&report, "audit-report").model;
+    assert_eq!(
+        (tokens.requests, tokens.input_tokens, tokens.output_tokens),
+        (3, 150, 38)
+    );
+
+    // The same document again: every answer from the cache, no tokens, nothing sent.
+    let again = audit(
+        &engine,
+        "Auditor: the lobby is dark and the signs are small.",
+        "hotel",
+    )
+    .await;
+    assert!(
+        audited(&again).iter().all(|(_, d)| d["from_cache"] == true),
+        "{:?}",
+        audited(&again)
+    );
+    assert_eq!(
+        audited(&again)
+            .iter()
+            .map(|(_, d)| d["prompt_version"].clone())
+            .collect::<Vec<_>>(),
+        found
+            .iter()
+            .map(|(_, d)| d["prompt_version"].clone())
+            .collect::<Vec<_>>()
+    );
+    let tokens = outcome(&again, "audit-report").model;
+    assert_eq!(
+        (tokens.requests, tokens.input_tokens + tokens.output_tokens),
+        (3, 0)
+    );
+    assert_eq!(model.requests().len(), 3);
+
+    // A changed prompt: its findings name the new version; it alone is asked again.
+    let changed = shared_tempdir();
+    crate::prompts::copy_tree(&examples(), changed.path());
+    std::fs::write(
+        changed
+            .path()
+            .join("design-audit/summary/hotel/part1/overview.txt"),
+        "Describe the lobby only.\n",
+    )
+    .unwrap();
+    store::import(&engine.db, &tree::read_tree(changed.path()).unwrap())
+        .await
+        .unwrap();
+    let third = audit(
+        &engine,
+        "Auditor: the lobby is dark and the signs are small.",
+        "hotel",
+    )
+    .await;
+    let third_found = audited(&third);
+    assert_ne!(
+        third_found[1].1["prompt_version"],
+        found[1].1["prompt_version"]
+    );
+    assert_eq!(
+        third_found[0].1["prompt_version"],
+        found[0].1["prompt_version"]
+    );
+    assert_eq!(third_found[0].1["from_cache"], true);
+    assert_eq!(third_found[1].1["from_cache"], false);
+    // Part 2 sees a new part-1 answer, so it is a new request too.
+    assert_eq!(model.requests().len(), 5);
+}
+
+#[tokio::test]
+async fn without_a_selection_or_a_model_it_says_so_and_makes_nothing_up() {
+    let (engine, _dir) = engine(None).await;
+    // A selection the library has, no model server: skipped, with the setting.
+    let report = audit(&engine, "The lobby is dark.", "hotel").await;
+    let o = outcome(&report, "audit-report");
+    assert_eq!(o.outcome, Outcome::Skipped, "{o:?}");
+    assert!(
+        o.message.as_deref().unwrap().contains("inference.base_url"),
+        "{o:?}"
+    );
+    assert!(audited(&report).is_empty());
+    assert_eq!(report.status, "ok");
+    // A selection the library does not have, or none: no findings, no request.
+    let report = audit(&engine, "The lobby is dark.", "castle").await;
+    assert_eq!(outcome(&report, "audit-report").outcome, Outcome::Ok);
+    assert!(audited(&report).is_empty());
+    let plain = engine
+        .pipeline
+        .run(crate::support::doc("x.txt", "audit", "The lobby is dark."))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&plain, "audit-report").outcome, Outcome::Ok);
+    assert!(outcome(&plain, "audit-report").model.is_empty());
+}
+
+#[test]
+fn key_value_folders_of_a_documents_path_select_its_prompts() {
+    let dir = shared_tempdir();
+    let folder = dir
+        .path()
+        .join("scenario=design-audit/report_type=summary/building_type=hotel");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("lobby.md"), "The lobby is dark.").unwrap();
+    std::fs::write(
+        dir.path().join("other.json"),
+        r#"{"text": "x", "metadata": {"building_type": "restaurant"}}"#,
+    )
+    .unwrap();
+    let mut meta = serde_json::Map::new();
+    meta.insert("report_type".into(), "compliance".into());
+    let (docs, problems) = input::collect(&[dir.path().to_path_buf()], "audit", &meta);
+    assert!(problems.is_empty(), "{problems:?}");
+    let lobby = docs
+        .iter()
+        .find(|d| d.source.ends_with("lobby.md"))
+        .unwrap();
+    assert_eq!(lobby.metadata["scenario"], "design-audit");
+    assert_eq!(lobby.metadata["building_type"], "hotel");
+    assert_eq!(
+        lobby.metadata["report_type"], "compliance",
+        "--meta wins over the path"
+    );
+    let other = docs
+        .iter()
+        .find(|d| d.source.ends_with("other.json"))
+        .unwrap();
+    assert_eq!(other.metadata["building_type"], "restaurant");
+}
