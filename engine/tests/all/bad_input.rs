@@ -61,7 +61,7 @@ async fn broken_components_are_refused_and_the_rest_load() {
     );
     assert_eq!(
         engine.registry.plugins().len(),
-        4,
+        assay::bundled::BUNDLED.len(),
         "the bundled plugins still load"
     );
 }
