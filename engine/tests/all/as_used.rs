@@ -244,18 +244,6 @@ impl Drop for Up {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in walkdir::WalkDir::new(from) {
-        let entry = entry.unwrap();
-        let target = to.join(entry.path().strip_prefix(from).unwrap());
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -263,7 +251,7 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn analyze_in_a_working_directory_with_the_default_configuration() {
     let work = Workdir::new();
-    copy_dir(&workspace().join("examples"), &work.path().join("examples"));
+    crate::support::copy_dir(&workspace().join("examples"), &work.path().join("examples"));
     let out = work
         .assay()
         .args(["analyze", "examples/"])

@@ -174,7 +174,7 @@ async fn prompts_run_part_by_part_each_part_seeing_the_earlier_answers() {
 
     // A changed prompt: its findings name the new version; it alone is asked again.
     let changed = shared_tempdir();
-    crate::prompts::copy_tree(&examples(), changed.path());
+    crate::support::copy_dir(&examples(), changed.path());
     std::fs::write(
         changed
             .path()

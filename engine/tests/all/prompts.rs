@@ -17,19 +17,6 @@ fn examples() -> std::path::PathBuf {
     workspace().join("examples").join("prompts")
 }
 
-/// A copy of the example tree to change.
-pub(crate) fn copy_tree(from: &Path, to: &Path) {
-    for entry in walkdir::WalkDir::new(from) {
-        let entry = entry.unwrap();
-        let target = to.join(entry.path().strip_prefix(from).unwrap());
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 async fn counts(client: &tokio_postgres::Client) -> (i64, i64) {
     let row = client
         .query_one(
@@ -67,7 +54,7 @@ async fn importing_is_idempotent_and_a_changed_prompt_is_a_new_version() {
 
     // A changed text, and a prompt marked JSON from now on: one version each.
     let dir = shared_tempdir();
-    copy_tree(&examples(), dir.path());
+    crate::support::copy_dir(&examples(), dir.path());
     let part1 = dir.path().join("design-audit/summary/hotel/part1");
     std::fs::write(part1.join("overview.txt"), "Describe the lobby only.\n").unwrap();
     let themes = dir

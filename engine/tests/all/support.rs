@@ -373,3 +373,16 @@ pub fn attacker_as(name: &str, migrations: &[&str]) -> Vec<u8> {
     );
     bytes
 }
+
+/// Copies the directory tree `from` into `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.unwrap();
+        let target = to.join(entry.path().strip_prefix(from).unwrap());
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
