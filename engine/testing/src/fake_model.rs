@@ -48,6 +48,8 @@ pub enum Scripted {
     },
     /// A body sent as it is, with 200.
     Raw(String),
+    /// A `307 Temporary Redirect` to this URL.
+    Redirect(String),
     /// The next answer, after a wait.
     Slow(Duration, Box<Scripted>),
 }
@@ -208,6 +210,11 @@ async fn play(shared: &Mutex<Shared>, scripted: Scripted, model: &str) -> Respon
             response
         }
         Scripted::Raw(body) => (StatusCode::OK, body).into_response(),
+        Scripted::Redirect(to) => {
+            let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+            response.headers_mut().insert("location", to.parse().expect("a header value"));
+            response
+        }
         Scripted::Slow(..) => unreachable!("unwrapped above"),
     };
     end(shared);

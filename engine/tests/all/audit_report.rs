@@ -265,3 +265,65 @@ fn key_value_folders_of_a_documents_path_select_its_prompts() {
         .unwrap();
     assert_eq!(other.metadata["building_type"], "restaurant");
 }
+
+/// As a user runs it, from the README: the built binary in a working
+/// directory, `assay prompts import` of the example tree, then
+/// `assay analyze` of an audit whose folders select the prompts; the model
+/// server set by environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_imports_prompts_and_audits_a_document_selected_by_its_path() {
+    let model = FakeModel::start().await;
+    let db = crate::support::fresh_database().await;
+    let work = shared_tempdir();
+    let folder = work
+        .path()
+        .join("audits/scenario=design-audit/report_type=summary/building_type=restaurant");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("dining-room.md"),
+        "Auditor: the dining room is loud and dim.",
+    )
+    .unwrap();
+    let assay = |args: &[&str]| {
+        let out = crate::cli::assay(Some(&db.url), work.path())
+            .env("ASSAY__INFERENCE__BASE_URL", &model.url)
+            .env("ASSAY__INFERENCE__DEFAULT_MODEL", "auditor")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assay(&["prompts", "import", &examples().display().to_string()]);
+    model.script([
+        Scripted::answer("The room is loud and dim.", 30, 8),
+        Scripted::answer(
+            r#"{"entrance": 3, "layout": 3, "lighting": 2, "acoustics": 1, "comment": "loud"}"#,
+            40,
+            20,
+        ),
+    ]);
+    let out = assay(&["analyze", "audits", "--kind", "audit", "--json"]);
+    let run: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let labels: Vec<&str> = run["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["plugin"] == "audit-report")
+        .map(|f| f["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["report:overview", "audit:scores"], "{run}");
+    let scores = run["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["label"] == "audit:scores")
+        .unwrap();
+    assert_eq!(scores["data"]["answer"]["acoustics"], 1);
+    assert_eq!(model.requests().len(), 2);
+}

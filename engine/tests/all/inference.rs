@@ -581,6 +581,16 @@ async fn the_key_goes_to_the_server_only_and_requests_in_flight_are_bounded() {
         );
     }
     assert!(model.most_in_flight() <= 2, "{}", model.most_in_flight());
+    // A redirect is not followed: the key never reaches where it points.
+    let elsewhere = FakeModel::start().await;
+    model.script([Scripted::Redirect(format!(
+        "{}/chat/completions",
+        elsewhere.url
+    ))]);
+    let (label, data) = only(&ask(&engine, "redirected", json!({})).await);
+    assert_eq!(label, "error:invalid-request", "{data}");
+    assert!(data["message"].as_str().unwrap().contains("307"), "{data}");
+    assert!(elsewhere.requests().is_empty(), "the redirect was followed");
     assert!(
         model
             .requests()
