@@ -19,6 +19,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("sentiment", "sentiment.wasm"),
     ("history", "history.wasm"),
     ("audit-report", "audit_report.wasm"),
+    ("ask-sql", "ask_sql.wasm"),
 ];
 
 /// Plugins built into the binary for its tools, never loaded by default.

@@ -4,6 +4,7 @@
 
 mod analyze;
 mod as_used;
+mod ask_sql;
 mod audit_report;
 mod bad_input;
 mod bench;

@@ -273,6 +273,18 @@ fn attacks(history_role: &str) -> Vec<Attack> {
             Code("42501"),
         ),
         attack(
+            "lo_create",
+            "query SELECT lo_create(0)",
+            Denied,
+            Code("42501"),
+        ),
+        attack(
+            "lo_from_bytea",
+            "query SELECT lo_from_bytea(0, '\\x00')",
+            Denied,
+            Code("42501"),
+        ),
+        attack(
             "lo_export",
             "query SELECT lo_export(1, '/tmp/assay-stolen')",
             Denied,

@@ -19,10 +19,9 @@
 //! reason, and the run records the plugin as skipped, saying which setting
 //! to set.
 
+use assay_plugin::Explain;
 use assay_plugin::analyzer::{Document, Finding, Guest, Manifest, PluginError};
-use assay_plugin::inference::{
-    self, CompletionRequest, InferenceError, Message, ResponseFormat, Role,
-};
+use assay_plugin::inference::{self, CompletionRequest, Message, ResponseFormat, Role};
 use assay_plugin::prompts::{self, Prompt};
 use assay_plugin::types::Stage;
 use serde_json::{Value, json};
@@ -56,20 +55,6 @@ pub fn user_message(doc: &Document, earlier: &[(String, String)]) -> String {
         }
     }
     content
-}
-
-fn describe_error(e: &InferenceError) -> String {
-    match e {
-        InferenceError::ModelNotAllowed(m) => format!("model not allowed: {m}"),
-        InferenceError::BudgetExceeded(b) => format!(
-            "a model budget is spent ({:?}: {} of {} used)",
-            b.budget, b.used, b.limit
-        ),
-        InferenceError::Timeout => "the model did not answer in time".into(),
-        InferenceError::Unavailable(m) => format!("unavailable: {m}"),
-        InferenceError::InvalidRequest(m) => format!("invalid request: {m}"),
-        InferenceError::BadResponse(m) => format!("bad response: {m}"),
-    }
 }
 
 fn prompt_path(p: &Prompt) -> String {
@@ -134,11 +119,7 @@ impl Guest for AuditReport {
                 cache: true,
             };
             let answer = inference::complete(&request).map_err(|e| {
-                PluginError::Failed(format!(
-                    "prompt {}: {}",
-                    prompt_path(prompt),
-                    describe_error(&e)
-                ))
+                PluginError::Failed(format!("prompt {}: {}", prompt_path(prompt), e.explain()))
             })?;
             let mut data = json!({
                 "part": prompt.run_part,

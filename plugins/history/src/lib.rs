@@ -13,7 +13,7 @@ mod terms;
 use assay_plugin::analyzer::{Document, Finding, Guest, Manifest, PluginError};
 use assay_plugin::sql::{self, Value};
 use assay_plugin::types::{Migration, Span, Stage};
-use assay_plugin::{log, state};
+use assay_plugin::{Explain, log, state};
 
 /// Terms per document that are looked up and counted.
 const TERMS_PER_DOCUMENT: usize = 12;
@@ -65,16 +65,6 @@ impl Guest for History {
     }
 }
 
-fn db_error(e: sql::SqlError) -> String {
-    match e {
-        sql::SqlError::Db(db) => format!("database error {}: {}", db.code, db.message),
-        sql::SqlError::Denied(m) => format!("denied: {m}"),
-        sql::SqlError::Timeout => "timed out".into(),
-        sql::SqlError::TooLarge(m) => format!("too large: {m}"),
-        sql::SqlError::Unavailable(m) => format!("database unavailable: {m}"),
-    }
-}
-
 fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
     let group = terms::group_of(&doc.metadata, &doc.kind);
     let terms = terms::top_terms(&doc.text, TERMS_PER_DOCUMENT);
@@ -100,7 +90,7 @@ fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
             Value::IntArray(counts.clone()),
         ],
     )
-    .map_err(db_error)?
+    .map_err(|e| e.explain())?
         == 1;
     let own: Vec<(String, i64)> = if first_time {
         vec![]
@@ -109,7 +99,7 @@ fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
             "SELECT terms, counts FROM counted_documents WHERE grp = $1 AND document = $2::uuid",
             &[group_param.clone(), document_param.clone()],
         )
-        .map_err(db_error)?;
+        .map_err(|e| e.explain())?;
         match counted.rows.first().map(|r| r.as_slice()) {
             Some([Value::TextArray(t), Value::IntArray(c)]) => t
                 .iter()
@@ -124,7 +114,7 @@ fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
         "SELECT term, documents, mentions FROM term_counts WHERE grp = $1 AND term = ANY($2)",
         &[group_param.clone(), Value::TextArray(names.clone())],
     )
-    .map_err(db_error)?;
+    .map_err(|e| e.explain())?;
     let mut findings = Vec::new();
     for row in &earlier.rows {
         let [
@@ -173,7 +163,7 @@ fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
              SET documents = term_counts.documents + 1, mentions = term_counts.mentions + EXCLUDED.mentions",
             &[group_param.clone(), Value::TextArray(names), Value::IntArray(counts)],
         )
-        .map_err(db_error)?;
+        .map_err(|e| e.explain())?;
     }
     // Derived from the table rather than a counter kept in state: concurrent
     // calls cannot lose an update this way.
@@ -181,7 +171,7 @@ fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
         "SELECT count(*) FROM counted_documents WHERE grp = $1 AND document <> $2::uuid",
         &[group_param, document_param],
     )
-    .map_err(db_error)?;
+    .map_err(|e| e.explain())?;
     let earlier_documents = match others.rows.first().map(|r| r.as_slice()) {
         Some([Value::Int(n)]) => *n,
         _ => return Err("unexpected result of the document count".into()),

@@ -105,6 +105,7 @@
 
 #![deny(missing_docs)]
 
+mod errors;
 pub mod text;
 
 /// The `analyzer` world: an analysis plugin reads a document and reports
@@ -157,6 +158,7 @@ pub mod prompt {
 }
 
 pub use analyzer::assay::plugin::{inference, log, prompts, sql, state, types};
+pub use errors::Explain;
 
 /// Exports an analysis plugin: a type implementing
 /// [`analyzer::Guest`] becomes the component's `describe` and `analyze`.

@@ -18,7 +18,8 @@
 //! What it refuses, each in every spelling the server accepts:
 //! - more than one statement per call;
 //! - statements by their leading keywords (`DENIED_STATEMENTS`, after any
-//!   `EXPLAIN` prefix and leading parentheses), the same keywords as schema
+//!   `EXPLAIN` prefix and leading parentheses; `SET TRANSACTION READ ONLY`
+//!   alone is let through), the same keywords as schema
 //!   elements of `CREATE SCHEMA`, temporary and unlogged tables however made
 //!   (`SELECT … INTO TEMP`, objects in `pg_temp`, `ALTER TABLE … SET UNLOGGED`);
 //! - calls of `DENIED_FUNCTIONS` anywhere in the statement, whatever the
@@ -573,7 +574,26 @@ fn denied_statement(tokens: &[Token]) -> Option<Denied> {
         })
 }
 
+/// The one `SET` a plugin may run, word for word and nothing after it: it
+/// makes the rest of the call's transaction read-only, which only takes
+/// away (the server refuses to make a transaction read-write again once it
+/// has read anything, and the setting ends with the transaction). A plugin
+/// that runs SQL it did not write, such as the bundled `ask-sql`, runs it
+/// after this.
+const READ_ONLY_TRANSACTION: [&str; 4] = ["set", "transaction", "read", "only"];
+
+fn is_read_only_request(tokens: &[Token]) -> bool {
+    tokens.len() == READ_ONLY_TRANSACTION.len()
+        && tokens
+            .iter()
+            .zip(READ_ONLY_TRANSACTION)
+            .all(|(t, word)| keyword(Some(t)) == Some(word))
+}
+
 fn check_leading_keywords(tokens: &[Token]) -> Result<(), Denied> {
+    if is_read_only_request(tokens) {
+        return Ok(());
+    }
     denied_statement(unwrapped(tokens)).map_or(Ok(()), Err)
 }
 
@@ -959,6 +979,31 @@ mod tests {
             "UPDATE myschema.pg_notes SET a = 1",
         ] {
             assert_eq!(check(sql), Ok(()), "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_call_may_make_its_own_transaction_read_only_and_nothing_more() {
+        for sql in [
+            "SET TRANSACTION READ ONLY",
+            "set transaction read only;",
+            "  SeT /* c */ TRANSACTION\n READ ONLY ",
+        ] {
+            let inspected = inspect(sql).expect(sql);
+            assert!(!inspected.plain_read, "{sql} opens the transaction");
+        }
+        for sql in [
+            "SET TRANSACTION READ WRITE",
+            "SET TRANSACTION READ ONLY, ISOLATION LEVEL SERIALIZABLE",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE READ ONLY",
+            "SET LOCAL transaction_read_only = on",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+            "SET \"transaction\" READ ONLY",
+            "SET TRANSACTION READ ONLY DEFERRABLE",
+            "SET TRANSACTION READ ONLY; SET ROLE x",
+            "EXPLAIN SET TRANSACTION READ ONLY",
+        ] {
+            assert!(check(sql).is_err(), "{sql}");
         }
     }
 

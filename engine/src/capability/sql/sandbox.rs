@@ -243,6 +243,17 @@ pub async fn harden(
             "has_language_privilege('public', 'plpgsql', 'USAGE')",
         ),
         (
+            // Large objects live outside every schema, unbounded and readable
+            // by their owner from any later call: a plugin has no business
+            // creating them. (A read-only transaction does not stop
+            // `lo_create`; the statement gate refuses `lo_*` too.)
+            "REVOKE EXECUTE ON FUNCTION lo_create(oid), lo_creat(integer), lo_from_bytea(oid, bytea) FROM PUBLIC"
+                .to_string(),
+            "has_function_privilege('public', 'lo_create(oid)', 'EXECUTE') \
+             OR has_function_privilege('public', 'lo_creat(integer)', 'EXECUTE') \
+             OR has_function_privilege('public', 'lo_from_bytea(oid, bytea)', 'EXECUTE')",
+        ),
+        (
             "ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC".to_string(),
             // Without a default ACL for functions, PUBLIC gets EXECUTE on new ones.
             "NOT EXISTS (SELECT 1 FROM pg_default_acl d \
