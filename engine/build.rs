@@ -20,6 +20,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("history", "history.wasm"),
     ("audit-report", "audit_report.wasm"),
     ("ask-sql", "ask_sql.wasm"),
+    ("similar", "similar.wasm"),
 ];
 
 /// Plugins built into the binary for its tools, never loaded by default.

@@ -2,8 +2,10 @@
 
 pub mod analyze;
 pub mod bench;
+pub mod findings;
 pub mod plugins;
 pub mod prompts;
+pub mod search;
 pub mod up;
 
 use anyhow::Context as _;

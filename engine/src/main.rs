@@ -45,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::prompts::PromptsCommand,
     },
+    /// What the stored runs found (each document's latest run by default).
+    Findings(cli::findings::FindingsArgs),
+    /// The earlier documents most like a text (the bundled `similar` plugin's
+    /// memory: full text, trigrams and embeddings).
+    Search(cli::search::SearchArgs),
     /// Measure throughput and latency, each beside its native baseline.
     Bench {
         #[command(subcommand)]
@@ -82,6 +87,8 @@ fn main() -> ExitCode {
             Command::Migrate => cli::migrate(&config).await,
             Command::Plugins { command } => cli::plugins::run(&config, command).await,
             Command::Prompts { command } => cli::prompts::run(&config, command).await,
+            Command::Findings(args) => cli::findings::run(&config, args).await,
+            Command::Search(args) => cli::search::run(&config, args).await,
             Command::Bench { command } => cli::bench::run(&config, command).await,
         }
     });

@@ -253,6 +253,21 @@ pub enum PipelineError {
     Rejected(String),
 }
 
+/// Why a plugin was skipped when the document is not for it (its manifest's
+/// kinds or triggers).
+pub const DOES_NOT_APPLY: &str = "kind or triggers do not match";
+
+/// Why [`Pipeline::ask`] has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// No plugin of that name is loaded.
+    #[error("no plugin named {0} is loaded")]
+    NotLoaded(String),
+    /// The plugin's call failed.
+    #[error("{0} {1}")]
+    Failed(String, CallFailure),
+}
+
 /// Runs documents through the loaded plugins and stores the results.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -343,6 +358,46 @@ impl Pipeline {
         report
     }
 
+    /// Calls one analysis plugin with a text that is not stored: no document,
+    /// no run, no findings kept (what `assay search` does with `similar`).
+    /// The call runs under the plugin's limits and admission like any other;
+    /// whatever it writes in its own schema is kept as in a run.
+    pub async fn ask(
+        &self,
+        plugin: &str,
+        kind: &str,
+        text: &str,
+    ) -> Result<Vec<FindingRecord>, AskError> {
+        let registry = self.registry.load_full();
+        let plugin = registry
+            .get(plugin)
+            .ok_or_else(|| AskError::NotLoaded(plugin.to_string()))?;
+        let limits = CallLimits::for_plugin(&self.limits, plugin.name());
+        let doc = Document {
+            id: Uuid::new_v4().to_string(),
+            kind: kind.into(),
+            text: text.into(),
+            metadata: "{}".into(),
+        };
+        let context = CallContext {
+            run: None,
+            no_cache: self.no_cache,
+        };
+        let failed = |e: CallFailure| AskError::Failed(plugin.name().to_string(), e);
+        match self
+            .call(plugin, &limits, context, doc)
+            .await
+            .map_err(failed)?
+        {
+            CallOutput::Findings(found) => {
+                finding_records(plugin, Stage::Analysis, found, text, &limits).map_err(failed)
+            }
+            CallOutput::Processed(..) => Err(failed(CallFailure::InvalidOutput(
+                "a prompt-stage plugin cannot answer a question".into(),
+            ))),
+        }
+    }
+
     async fn run_admitted(&self, input: DocumentInput) -> Result<RunReport, PipelineError> {
         let started_at = SystemTime::now();
         // The run's id is chosen now, so that what its calls record (model
@@ -374,7 +429,7 @@ impl Pipeline {
                 continue;
             }
             if !plugin.loaded.applies_to(&doc.kind, &doc.text) {
-                outcomes.push(skipped(plugin, "kind or triggers do not match"));
+                outcomes.push(skipped(plugin, DOES_NOT_APPLY));
                 continue;
             }
             let started = Instant::now();
@@ -422,7 +477,7 @@ impl Pipeline {
                 continue;
             }
             if !plugin.loaded.applies_to(&doc.kind, &doc.text) {
-                outcomes.push(skipped(plugin, "kind or triggers do not match"));
+                outcomes.push(skipped(plugin, DOES_NOT_APPLY));
                 continue;
             }
             let this = self.clone();

@@ -312,10 +312,13 @@ impl InferenceCall {
             .admit_request(self.requests)
             .map_err(nothing)?;
         self.requests += 1;
-        let request = plugin.policy.resolve(request).map_err(nothing)?;
+        // Before the policy's checks: with no server there is nothing to ask,
+        // whatever model the request names (or, with no default model, fails
+        // to name), and the plugin is skipped with the setting to set.
         let Some(backend) = &shared.backend else {
             return Err(nothing(InferenceError::Unavailable(NO_BACKEND.into())));
         };
+        let request = plugin.policy.resolve(request).map_err(nothing)?;
         // A deterministic answer is kept even when the caller bypasses the
         // cache (`--no-cache` asks afresh; the fresh answer serves later runs).
         let key = cacheable.then(|| cache_key(&plugin.identity.name, &request));

@@ -15,6 +15,7 @@
 //! `[plugins.grants.NAME]` ([`settings`]); they keep those names so that
 //! existing configuration files stay valid.
 
+pub mod extensions;
 pub mod gate;
 pub mod host;
 pub mod migrations;
@@ -152,12 +153,18 @@ impl Capability for Sql {
     type Plugin = SqlPlugin;
     type Call = SqlCall;
 
-    /// Checks the connection budget against the server and hardens the
-    /// database (PUBLIC's privileges).
+    /// Checks the connection budget against the server, hardens the
+    /// database (PUBLIC's privileges) and offers plugins the server
+    /// extensions they may use.
     async fn start(start: &Start<'_>) -> Result<Self, StartError> {
         let config = start.config;
-        let warnings =
+        let mut warnings =
             sandbox::harden(start.db, &config.sandbox, config.database.pool_size).await?;
+        warnings.extend(
+            extensions::offer(start.db)
+                .await
+                .map_err(sandbox::SandboxError::from)?,
+        );
         for warning in &warnings {
             tracing::warn!("{warning}");
         }

@@ -137,6 +137,7 @@ pub async fn run(config: &Config, args: AnalyzeArgs) -> anyhow::Result<Outcome> 
             eprintln!("  {source}: plugin {plugin} {message}");
         }
     }
+    print_skips(&reports);
     let engine_problems = engine.registry().problems.len();
     stop_engine(engine).await?;
     if interrupted || (reports.is_empty() && !document_errors.is_empty()) {
@@ -154,6 +155,24 @@ pub async fn run(config: &Config, args: AnalyzeArgs) -> anyhow::Result<Outcome> 
     } else {
         Outcome::Partial
     })
+}
+
+/// Plugins that would have run but were skipped (no model server, say),
+/// each reason once with how many documents it applied to. Plugins the
+/// documents are not for are left out.
+fn print_skips(reports: &[RunReport]) {
+    let mut skips: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
+    for plugin in reports.iter().flat_map(|r| &r.plugins) {
+        if plugin.outcome == pipeline::Outcome::Skipped
+            && let Some(why) = plugin.message.as_deref()
+            && why != pipeline::DOES_NOT_APPLY
+        {
+            *skips.entry((plugin.plugin.as_str(), why)).or_default() += 1;
+        }
+    }
+    for ((plugin, why), documents) in skips {
+        eprintln!("skipped {plugin} for {documents} documents: {why}");
+    }
 }
 
 fn print_table(reports: &[RunReport]) {

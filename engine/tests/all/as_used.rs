@@ -263,7 +263,7 @@ fn analyze_in_a_working_directory_with_the_default_configuration() {
     for plugin in ["redact", "keywords", "sentiment", "history"] {
         assert!(table.contains(plugin), "{plugin} missing from\n{table}");
     }
-    assert!(stderr.contains("10 documents analysed"), "{stderr}");
+    assert!(stderr.contains("14 documents analysed"), "{stderr}");
     assert!(
         work.path()
             .join(".assay/postgres/pgdata/PG_VERSION")

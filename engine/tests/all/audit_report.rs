@@ -327,3 +327,103 @@ async fn the_binary_imports_prompts_and_audits_a_document_selected_by_its_path()
     assert_eq!(scores["data"]["answer"]["acoustics"], 1);
     assert_eq!(model.requests().len(), 2);
 }
+
+/// README "Analysing with a model", word for word, from a working directory
+/// with the default configuration (the embedded PostgreSQL): first with no
+/// model server (the commands work and say what was skipped and why), then
+/// with one (set by environment, as an `assay.toml` would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_walkthrough_with_and_without_a_model() {
+    let work = crate::as_used::Workdir::new();
+    crate::support::copy_dir(&workspace().join("examples"), &work.path().join("examples"));
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{cmd:?}: {stderr}");
+        (stdout, stderr)
+    };
+    run(work.assay().args(["prompts", "import", "examples/prompts"]));
+    let (_, stderr) = run(work.assay().args([
+        "analyze",
+        "examples/audits",
+        "examples/interviews",
+        "--kind",
+        "audit",
+    ]));
+    assert!(
+        stderr.contains("skipped audit-report for 3 documents: needs a language model")
+            && stderr.contains("inference.base_url"),
+        "{stderr}"
+    );
+    let (_, stderr) = run(work.assay().args(["findings", "--label", "report:"]));
+    assert!(stderr.contains("no findings stored match"), "{stderr}");
+
+    // With a model server. One document at a time, so the scripted answers
+    // meet their prompts in order (part 1 by name, then part 2).
+    let model = FakeModel::start().await;
+    let with_model = || {
+        let mut cmd = work.assay();
+        cmd.env("ASSAY__INFERENCE__BASE_URL", &model.url)
+            .env("ASSAY__INFERENCE__DEFAULT_MODEL", "local-model");
+        cmd
+    };
+    let audits = "examples/audits/scenario=design-audit";
+    model.script([
+        Scripted::answer(
+            r#"{"checks": [{"requirement": "hearing loop", "met": true, "note": "tested"}]}"#,
+            90,
+            20,
+        ),
+        Scripted::answer(
+            r#"{"issues": [{"area": "lobby", "problem": "lift signage hidden", "severity": "medium"}]}"#,
+            90,
+            20,
+        ),
+        Scripted::answer("The lobby is dim and the lift signs are hard to find.", 80, 12),
+        Scripted::answer("1. Move the lift signs in front of the pillar.", 95, 10),
+    ]);
+    run(with_model().args([
+        "analyze",
+        &format!("{audits}/report_type=compliance"),
+        "--kind",
+        "audit",
+    ]));
+    run(with_model().args([
+        "analyze",
+        &format!("{audits}/report_type=summary"),
+        "--kind",
+        "audit",
+    ]));
+    let (stdout, _) = run(work.assay().args(["findings", "--label", "report:"]));
+    assert!(
+        stdout.contains("report:overview") && stdout.contains("lift signs"),
+        "{stdout}"
+    );
+    let (stdout, _) = run(work
+        .assay()
+        .args(["findings", "--label", "audit:", "--json"]));
+    let audits: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(audits.len(), 2, "{stdout}");
+    for finding in &audits {
+        assert_eq!(finding["plugin"], "audit-report");
+        assert_eq!(finding["data"]["model"], "local-model");
+        assert!(
+            finding["data"]["prompt_version"].as_i64().is_some(),
+            "{finding}"
+        );
+        assert_eq!(finding["plugin_sha256"].as_str().unwrap().len(), 64);
+    }
+    assert!(
+        audits
+            .iter()
+            .any(|f| f["data"]["answer"]["checks"][0]["met"] == true),
+        "{stdout}"
+    );
+    assert_eq!(model.requests().len(), 4);
+}

@@ -211,7 +211,7 @@ async fn bench_pipeline_stores_the_repeated_corpus_then_deletes_it() {
     assert!(out.status.success(), "{stderr}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["documents"], 13, "{report}");
-    assert_eq!(report["corpus_documents"], 10);
+    assert_eq!(report["corpus_documents"], 14);
     assert_eq!(report["failed_documents"], 0);
     let findings = report["findings"].as_f64().unwrap();
     assert!(findings > 0.0);

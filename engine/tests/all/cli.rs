@@ -255,7 +255,7 @@ fn two_commands_at_once_share_the_embedded_server() {
     for child in [a, b] {
         let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
-        assert_eq!(text(&out.stdout).lines().count(), 4);
+        assert_eq!(text(&out.stdout).lines().count(), 5);
     }
     assert!(
         !data.join("pgdata/postmaster.pid").exists(),

@@ -21,6 +21,7 @@ mod limits;
 mod plugin_dir;
 mod prompts;
 mod reload;
+mod retrieval;
 mod reuse;
 mod sandbox;
 mod session;
