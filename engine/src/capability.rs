@@ -14,6 +14,7 @@
 
 pub mod inference;
 pub mod log;
+pub mod per_run;
 pub mod prompts;
 pub mod sql;
 pub mod state;

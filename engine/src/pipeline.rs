@@ -13,6 +13,7 @@
 pub mod admission;
 pub mod failures;
 pub mod input;
+pub mod provenance;
 pub mod store;
 
 use std::sync::Arc;
@@ -439,6 +440,7 @@ impl Pipeline {
                 .await
                 .and_then(|out| match out {
                     CallOutput::Processed(next, found) => {
+                        provenance::check(plugin, context.run, &found)?;
                         let next = checked_document(next, &doc)?;
                         let records =
                             finding_records(plugin, Stage::Prompt, found, &next.text, &limits)?;
@@ -491,6 +493,7 @@ impl Pipeline {
                     .await
                     .and_then(|out| match out {
                         CallOutput::Findings(found) => {
+                            provenance::check(&plugin, context.run, &found)?;
                             finding_records(&plugin, Stage::Analysis, found, &doc.text, &limits)
                         }
                         CallOutput::Processed(..) => Err(CallFailure::InvalidOutput(

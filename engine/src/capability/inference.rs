@@ -24,10 +24,8 @@ pub mod openai;
 pub mod policy;
 pub mod types;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use crate::sync::lock;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -68,13 +66,14 @@ pub struct InferencePlugin {
     identity: Arc<PluginIdentity>,
     policy: Policy,
     turns: Arc<Semaphore>,
-    /// Requests and tokens per run, until the pipeline takes them for the
-    /// run's outcome (see [`InferencePlugin::take_run_usage`]).
-    runs: Mutex<HashMap<Uuid, RunUsage>>,
+    /// Requests, tokens and the models that answered, per run, until the
+    /// pipeline takes them for the run's outcome (see
+    /// [`InferencePlugin::take_run_usage`]).
+    runs: super::per_run::PerRun<RunUsage>,
 }
 
 /// What one plugin's call in one run asked of the model.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunUsage {
     /// Requests made (completions and server embeddings), answered or not.
     pub requests: u32,
@@ -84,29 +83,39 @@ pub struct RunUsage {
     /// a call that then fails did not fail on its own account, and the run
     /// records it as skipped.
     pub no_backend: bool,
+    /// The models that answered (from the server or the cache).
+    pub answered_by: std::collections::BTreeSet<String>,
 }
-
-/// Most runs whose usage is kept untaken; past it, what is kept is dropped
-/// (the requests stay recorded in `assay.inference_requests` either way).
-const RUNS_KEPT: usize = 4_096;
 
 impl InferencePlugin {
     /// The requests made and tokens used by this plugin's call in `run`, now
     /// taken (a second take gives nothing).
     pub fn take_run_usage(&self, run: Uuid) -> RunUsage {
-        lock(&self.runs).remove(&run).unwrap_or_default()
+        self.runs.take(run)
     }
 
-    fn add_run_usage(&self, run: Option<Uuid>, usage: Usage, no_backend: bool) {
-        let Some(run) = run else { return };
-        let mut runs = lock(&self.runs);
-        if runs.len() >= RUNS_KEPT && !runs.contains_key(&run) {
-            runs.clear();
-        }
-        let entry = runs.entry(run).or_default();
-        entry.requests = entry.requests.saturating_add(1);
-        entry.usage += usage;
-        entry.no_backend |= no_backend;
+    /// Whether `model` answered one of this plugin's requests in `run`.
+    pub fn answered_in(&self, run: Uuid, model: &str) -> bool {
+        self.runs.peek(run, |usage| {
+            usage.is_some_and(|u| u.answered_by.contains(model))
+        })
+    }
+
+    fn add_run_usage(
+        &self,
+        run: Option<Uuid>,
+        usage: Usage,
+        no_backend: bool,
+        answered_by: Option<&str>,
+    ) {
+        self.runs.update(run, |entry| {
+            entry.requests = entry.requests.saturating_add(1);
+            entry.usage += usage;
+            entry.no_backend |= no_backend;
+            if let Some(model) = answered_by {
+                entry.answered_by.insert(model.to_string());
+            }
+        });
     }
 }
 
@@ -171,7 +180,7 @@ impl Capability for Inference {
             turns: Arc::new(Semaphore::new(
                 config.max_in_flight_per_plugin.max(1) as usize
             )),
-            runs: Mutex::default(),
+            runs: Default::default(),
         }))
     }
 
@@ -246,7 +255,8 @@ impl InferenceCall {
         let no_backend = record.kind == "complete"
             && record.outcome == "unavailable"
             && shared.backend.is_none();
-        plugin.add_run_usage(record.run, record.usage, no_backend);
+        let answered_by = (record.outcome == "ok").then_some(record.model);
+        plugin.add_run_usage(record.run, record.usage, no_backend, answered_by);
         shared.ledger.record(record).await;
     }
 

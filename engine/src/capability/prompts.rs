@@ -3,11 +3,15 @@
 //! granted nothing on the library's tables; what it reads is what the
 //! library holds, never its SQL).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use uuid::Uuid;
+
 use wasmtime::component::{HasSelf, Linker};
 
+use super::per_run::PerRun;
 use super::{Capability, HostState, RegisterError, Registration, Start, StartError};
 use crate::db::Database;
 use crate::prompts::store;
@@ -24,9 +28,27 @@ pub struct Prompts {
     db: Arc<Database>,
 }
 
+/// What the capability keeps per plugin version: which prompt versions each
+/// run's call looked up, so that the pipeline can check the findings that
+/// name one (a finding may only name a version its call was given).
+#[derive(Debug, Default)]
+pub struct PromptsPlugin {
+    looked_up: PerRun<BTreeMap<i64, String>>,
+}
+
+impl PromptsPlugin {
+    /// The prompt versions (id, content hash) this plugin's call in `run`
+    /// looked up, now taken.
+    pub fn take_run_lookups(&self, run: Uuid) -> BTreeMap<i64, String> {
+        self.looked_up.take(run)
+    }
+}
+
 /// One call's view of the library.
 pub struct PromptsCall {
     db: Option<Arc<Database>>,
+    plugin: Option<Arc<PromptsPlugin>>,
+    run: Option<Uuid>,
     deadline: Instant,
 }
 
@@ -40,7 +62,7 @@ impl CallEnd for PromptsCall {
 }
 
 impl Capability for Prompts {
-    type Plugin = ();
+    type Plugin = Arc<PromptsPlugin>;
     type Call = PromptsCall;
 
     async fn start(start: &Start<'_>) -> Result<Self, StartError> {
@@ -49,13 +71,18 @@ impl Capability for Prompts {
         })
     }
 
-    async fn register(&self, _plugin: &Registration<'_>) -> Result<(), RegisterError> {
-        Ok(())
+    async fn register(
+        &self,
+        _plugin: &Registration<'_>,
+    ) -> Result<Arc<PromptsPlugin>, RegisterError> {
+        Ok(Arc::default())
     }
 
-    fn call(&self, _plugin: &(), call: &CallCore) -> PromptsCall {
+    fn call(&self, plugin: &Arc<PromptsPlugin>, call: &CallCore) -> PromptsCall {
         PromptsCall {
             db: Some(Arc::clone(&self.db)),
+            plugin: Some(Arc::clone(plugin)),
+            run: call.context().run,
             deadline: call.deadline(),
         }
     }
@@ -63,6 +90,8 @@ impl Capability for Prompts {
     fn detached(call: &CallCore) -> PromptsCall {
         PromptsCall {
             db: None,
+            plugin: None,
+            run: None,
             deadline: call.deadline(),
         }
     }
@@ -112,6 +141,13 @@ impl v0_2::Host for PromptsCall {
                  prompts and {MAX_LOOKUP_BYTES} bytes",
                 prompts.len()
             ))));
+        }
+        if let Some(plugin) = &self.plugin {
+            plugin.looked_up.update(self.run, |seen| {
+                for p in &prompts {
+                    seen.insert(p.version_id, p.content_sha256.clone());
+                }
+            });
         }
         Ok(Ok(prompts
             .into_iter()

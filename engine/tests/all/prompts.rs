@@ -472,3 +472,98 @@ async fn a_plugin_reads_the_library_through_the_host_in_run_part_order() {
     assert!(report.findings.is_empty());
     assert_eq!(report.plugins[0].outcome, assay::pipeline::Outcome::Ok);
 }
+
+/// A finding may name only what its call was given: a prompt version its
+/// lookup returned (with that version's hash) and a model that answered it.
+/// Anything else is invalid output and nothing of the call is stored; what
+/// is stored is traced in `assay.model_findings`.
+#[tokio::test]
+async fn findings_name_only_the_prompt_versions_and_models_their_call_used() {
+    let (engine, _dir) = crate::support::engine_loading(
+        fresh_database().await,
+        &[("asker.wasm", crate::support::built_plugin("asker.wasm"))],
+        |_| {},
+    )
+    .await;
+    store::import(&engine.db, &tree::read_tree(&examples()).unwrap())
+        .await
+        .unwrap();
+    let client = engine.test_db.client().await;
+    let other_version: i64 = client
+        .query_one(
+            "SELECT version_id FROM assay.current_prompts WHERE building_type = 'restaurant' LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let run = async |claim: serde_json::Value| {
+        let mut input = crate::support::doc("audit.txt", "audit", "The lobby is dark.");
+        input.metadata = serde_json::json!({
+            "ask": "prompts", "scenario": "design-audit", "report_type": "summary",
+            "building_type": "hotel", "claim": claim,
+        })
+        .as_object()
+        .cloned()
+        .unwrap();
+        engine.pipeline.run(input).await.unwrap()
+    };
+    for (claim, words) in [
+        (
+            serde_json::json!({"prompt_version": other_version}),
+            "did not look up",
+        ),
+        (
+            serde_json::json!({"prompt_version": 99_999_999}),
+            "did not look up",
+        ),
+        (
+            serde_json::json!({"prompt_version": "1"}),
+            "not a version id",
+        ),
+        (
+            serde_json::json!({"prompt_sha256": "0".repeat(64)}),
+            "whose hash is",
+        ),
+        (
+            serde_json::json!({"model": "gpt-4o"}),
+            "answered none of this call's requests",
+        ),
+    ] {
+        let report = run(claim.clone()).await;
+        let asker = crate::support::outcome(&report, "asker");
+        assert_eq!(
+            asker.outcome,
+            assay::pipeline::Outcome::Failed,
+            "{claim}: {asker:?}"
+        );
+        assert_eq!(
+            asker.error_kind,
+            Some(assay::runtime::failure::FailureKind::InvalidOutput),
+            "{claim}"
+        );
+        let message = asker.message.as_deref().unwrap_or_default();
+        assert!(message.contains(words), "{claim}: {message}");
+        assert!(report.findings.is_empty(), "{claim}");
+    }
+    // What the call was given is accepted, and traced.
+    let report = run(serde_json::json!({})).await;
+    assert_eq!(report.findings.len(), 3, "{:?}", report.plugins);
+    let traced: Vec<(String, String, String)> = client
+        .query(
+            "SELECT prompt_name, prompt_sha256, plugin_sha256 FROM assay.model_findings
+             WHERE run_id = $1 ORDER BY ordinal",
+            &[&report.run_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(traced.len(), 3);
+    assert_eq!(traced[0].0, "issues");
+    for (f, (_, prompt_sha, plugin_sha)) in report.findings.iter().zip(&traced) {
+        assert_eq!(f.data["sha256"].as_str().unwrap(), prompt_sha);
+        assert_eq!(&f.plugin_sha256, plugin_sha);
+    }
+}

@@ -80,7 +80,7 @@ impl Guest for Asker {
         let meta: Value = serde_json::from_str(&doc.metadata).unwrap_or(json!({}));
         let ask = meta["ask"].as_str().unwrap_or("complete");
         if ask == "prompts" {
-            return prompts(&meta);
+            return prompts(&meta).map(|found| with_claims(found, &meta));
         }
         let fail = meta["fail"].as_bool().unwrap_or(false);
         let repeat = number(&meta["repeat"]).map_or(1, |n| n as u64);
@@ -104,8 +104,27 @@ impl Guest for Asker {
                 report(embed(&doc, &meta))?;
             }
         }
-        Ok(found)
+        Ok(with_claims(found, &meta))
     }
+}
+
+/// Every finding with the metadata's `claim` object merged into its data:
+/// what a plugin might claim about how a finding was made.
+fn with_claims(found: Vec<Finding>, meta: &Value) -> Vec<Finding> {
+    let Some(claims) = meta["claim"].as_object() else {
+        return found;
+    };
+    found
+        .into_iter()
+        .map(|mut f| {
+            let mut data: Value = serde_json::from_str(&f.data).unwrap_or(json!({}));
+            for (key, value) in claims {
+                data[key] = value.clone();
+            }
+            f.data = data.to_string();
+            f
+        })
+        .collect()
 }
 
 /// A number given as a number or (from `assay analyze --meta k=v`) as text.
