@@ -412,9 +412,9 @@ async fn get_v1_prompts_lists_current_versions_by_filter() {
     );
 }
 
-#[tokio::test]
-async fn a_plugin_reads_the_library_through_the_host_in_run_part_order() {
-    let (engine, _dir) = crate::support::engine_loading(
+/// An engine with only the `asker` plugin, and the example tree imported.
+async fn asker_with_the_example_library() -> (crate::support::TestEngine, tempfile::TempDir) {
+    let (engine, dir) = crate::support::engine_loading(
         fresh_database().await,
         &[("asker.wasm", crate::support::built_plugin("asker.wasm"))],
         |_| {},
@@ -423,6 +423,12 @@ async fn a_plugin_reads_the_library_through_the_host_in_run_part_order() {
     store::import(&engine.db, &tree::read_tree(&examples()).unwrap())
         .await
         .unwrap();
+    (engine, dir)
+}
+
+#[tokio::test]
+async fn a_plugin_reads_the_library_through_the_host_in_run_part_order() {
+    let (engine, _dir) = asker_with_the_example_library().await;
     let mut input = crate::support::doc("audit.txt", "audit", "The lobby is dark.");
     input.metadata = serde_json::json!({
         "ask": "prompts", "scenario": "design-audit", "report_type": "summary", "building_type": "hotel"
@@ -479,15 +485,7 @@ async fn a_plugin_reads_the_library_through_the_host_in_run_part_order() {
 /// is stored is traced in `assay.model_findings`.
 #[tokio::test]
 async fn findings_name_only_the_prompt_versions_and_models_their_call_used() {
-    let (engine, _dir) = crate::support::engine_loading(
-        fresh_database().await,
-        &[("asker.wasm", crate::support::built_plugin("asker.wasm"))],
-        |_| {},
-    )
-    .await;
-    store::import(&engine.db, &tree::read_tree(&examples()).unwrap())
-        .await
-        .unwrap();
+    let (engine, _dir) = asker_with_the_example_library().await;
     let client = engine.test_db.client().await;
     let other_version: i64 = client
         .query_one(

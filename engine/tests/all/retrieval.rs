@@ -120,6 +120,25 @@ async fn related_documents_rank_above_unrelated_ones() {
         assert_eq!(file_name(&names[first]), expected, "{query}: {found:#?}");
     }
     assert_eq!(count().await, before, "searches are not remembered");
+
+    // Without pg_trgm (a server without it, here dropped from under the
+    // plugin), ranking goes on without that measure.
+    client
+        .batch_execute("DROP EXTENSION pg_trgm")
+        .await
+        .unwrap();
+    let found = engine
+        .pipeline
+        .ask(
+            "similar",
+            "search",
+            "fire doors propped open, extinguisher missing",
+        )
+        .await
+        .unwrap();
+    assert!(found[0].data["measures"]["trigram"].is_null(), "{found:#?}");
+    let first = found[0].data["document"].as_str().unwrap();
+    assert_eq!(file_name(&names[first]), "calder-hall-fire-safety.md");
     assert!(engine.pipeline.ask("nope", "search", "x").await.is_err());
 }
 

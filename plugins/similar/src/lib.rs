@@ -47,11 +47,13 @@ pub const TERMS: usize = 24;
 /// The kind of a document that is compared but not remembered.
 pub const SEARCH_KIND: &str = "search";
 
-/// Whether the engine's `pg_trgm` can be used by this role.
+/// Whether the engine's `pg_trgm` can be used by this role (false, not an
+/// error, where the functions do not exist).
 const TRIGRAMS_AVAILABLE: &str =
-    "SELECT to_regprocedure('assay_extensions.similarity(text,text)') IS NOT NULL
-       AND has_function_privilege('assay_extensions.similarity(text,text)', 'EXECUTE')
-       AND has_function_privilege('assay_extensions.word_similarity(text,text)', 'EXECUTE')";
+    "SELECT count(f) = 2 AND coalesce(bool_and(has_function_privilege(f, 'EXECUTE')), false)
+     FROM (SELECT to_regprocedure(name) AS f
+           FROM unnest(ARRAY['assay_extensions.similarity(text,text)',
+                             'assay_extensions.word_similarity(text,text)']) AS name) AS offered";
 
 /// The plugin.
 pub struct Similar;
@@ -77,7 +79,7 @@ pub fn key_terms(text: &str, most: usize) -> Vec<String> {
         }
     }
     // Most frequent first; ties by first appearance (the sort is stable).
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     counts.into_iter().take(most).map(|(w, _)| w).collect()
 }
 

@@ -50,10 +50,15 @@ pub async fn offer(db: &Database) -> Result<Vec<String>, DbError> {
         }
         Some(row) => row.get(0),
     };
-    if let Some(schema) = installed_in.filter(|s| s != SCHEMA) {
-        return Ok(vec![format!(
-            "{extension} is installed in schema {schema}, which plugins cannot reach: plugins get no trigram similarity (run `ALTER EXTENSION {extension} SET SCHEMA {SCHEMA}` as its owner)"
-        )]);
+    match installed_in.as_deref() {
+        // Installed and offered at an earlier start: nothing to do.
+        Some(SCHEMA) => return Ok(Vec::new()),
+        Some(schema) => {
+            return Ok(vec![format!(
+                "{extension} is installed in schema {schema}, which plugins cannot reach: plugins get no trigram similarity (run `ALTER EXTENSION {extension} SET SCHEMA {SCHEMA}` as its owner)"
+            )]);
+        }
+        None => {}
     }
     let grants: Vec<String> = functions
         .iter()
@@ -68,11 +73,16 @@ pub async fn offer(db: &Database) -> Result<Vec<String>, DbError> {
          {};",
         grants.join(";\n")
     );
-    // One transaction: all of it or none.
-    let wrapped = format!("BEGIN; {install} COMMIT;");
-    if let Err(e) = conn.batch_execute(&wrapped).await {
-        // The connection goes back to the pool: leave no transaction open on it.
-        let _ = conn.batch_execute("ROLLBACK").await;
+    drop(conn);
+    // All of it or none, under the provisioning lock, so that two engines
+    // starting on one database do not race to install it.
+    let mut conn = db.connection().await?;
+    let tx = super::sandbox::begin_provisioning(&mut conn).await?;
+    let installed = match tx.batch_execute(&install).await {
+        Ok(()) => tx.commit().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = installed {
         return Ok(vec![format!(
             "could not install {extension} into {SCHEMA} ({}): plugins get no trigram similarity (run `CREATE EXTENSION {extension} WITH SCHEMA {SCHEMA}` as a superuser, then restart)",
             crate::db::pg_message(&e)
