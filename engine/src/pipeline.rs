@@ -261,6 +261,9 @@ pub const DOES_NOT_APPLY: &str = "kind or triggers do not match";
 /// Why [`Pipeline::ask`] has no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum AskError {
+    /// The text or kind cannot be used as a document.
+    #[error("{0}")]
+    Invalid(String),
     /// No plugin of that name is loaded.
     #[error("no plugin named {0} is loaded")]
     NotLoaded(String),
@@ -373,6 +376,16 @@ impl Pipeline {
         let plugin = registry
             .get(plugin)
             .ok_or_else(|| AskError::NotLoaded(plugin.to_string()))?;
+        // Held to what a stored document is held to (size, NUL, kind).
+        let as_input = DocumentInput {
+            source: "question".into(),
+            kind: kind.into(),
+            metadata: Default::default(),
+            text: text.into(),
+        };
+        as_input
+            .validate()
+            .map_err(|input::InvalidDocument(why)| AskError::Invalid(why))?;
         let limits = CallLimits::for_plugin(&self.limits, plugin.name());
         let doc = Document {
             id: Uuid::new_v4().to_string(),
