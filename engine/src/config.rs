@@ -131,9 +131,10 @@ impl Default for EmbeddedConfig {
 pub struct PluginsConfig {
     /// Every WebAssembly component (`*.wasm`) in this directory is loaded. Created when missing.
     pub dir: PathBuf,
-    /// Also load the example plugins built into the `assay` binary (`redact`,
-    /// `keywords`, `sentiment`, `history`). A component in `dir` whose manifest has
-    /// the same name replaces the bundled one.
+    /// Also load the plugins built into the `assay` binary (`redact`,
+    /// `keywords`, `sentiment`, `history`, `audit-report`, `ask-sql`,
+    /// `similar`). A component in `dir` whose manifest has the same name
+    /// replaces the bundled one.
     pub bundled: bool,
     /// What each plugin may read or write outside its own schema, by plugin name:
     /// `[plugins.grants.history] read = ["assay.documents"]`. Applied as real

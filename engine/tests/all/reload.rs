@@ -257,7 +257,14 @@ async fn a_bad_candidate_keeps_the_last_good_version_serving() {
         ),
     ] {
         let from = engine.event_count();
-        std::fs::write(engine.file(), &bytes).unwrap();
+        // Put in place whole (written beside, renamed over): written in
+        // place, a loaded machine can pause between the truncation and the
+        // write for longer than the debounce, and the empty file in between
+        // is refused first (rightly; editors' in-place saves are tested on
+        // their own).
+        let scratch = engine.file().with_extension("wasm.partial");
+        std::fs::write(&scratch, &bytes).unwrap();
+        std::fs::rename(&scratch, engine.file()).unwrap();
         let outcome = engine
             .wait_for(from, |o| matches!(o, ReloadOutcome::Refused(_)))
             .await;

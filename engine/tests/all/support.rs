@@ -334,7 +334,9 @@ pub fn pg_ctl(pgdata: &Path, args: &[&str]) {
 pub async fn slow_statements(client: &tokio_postgres::Client) -> Vec<i32> {
     client
         .query(
-            "SELECT pid FROM pg_stat_activity WHERE query LIKE '%slow_statement%' AND state = 'active' AND pid <> pg_backend_pid()",
+            // This test's database only: tests run side by side on one server.
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE '%slow_statement%' AND state = 'active'
+               AND pid <> pg_backend_pid() AND datname = current_database()",
             &[],
         )
         .await
