@@ -335,14 +335,27 @@ async fn editor_saves_end_in_exactly_one_reload_of_the_final_content() {
             })
             .count()
     };
-    let settle = || tokio::time::sleep(Duration::from_millis(DEBOUNCE_MS * 5));
+    // Until `version` serves (a loaded machine may take seconds to notice,
+    // read and load), then long enough for any further load to show.
+    let settle_on = async |version: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while engine.answer().await.as_deref() != Some(version) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{version} never served: {:?}",
+                engine.events.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(DEBOUNCE_MS * 5)).await;
+    };
 
     // Save by rename: write a temporary file, rename it over the plugin.
     let from = engine.event_count();
     let tmp = engine.dir.path().join("swapper.wasm~");
     std::fs::write(&tmp, two()).unwrap();
     std::fs::rename(&tmp, engine.file()).unwrap();
-    settle().await;
+    settle_on("swap:v2").await;
     assert_eq!(loads_since(from), 1, "{:?}", engine.events.lock().unwrap());
     assert_eq!(engine.answer().await.as_deref(), Some("swap:v2"));
 
@@ -361,7 +374,7 @@ async fn editor_saves_end_in_exactly_one_reload_of_the_final_content() {
         std::thread::sleep(Duration::from_millis(20));
         file.write_all(&bytes[bytes.len() / 2..]).unwrap();
     }
-    settle().await;
+    settle_on("swap:v1").await;
     assert_eq!(loads_since(from), 1, "{:?}", engine.events.lock().unwrap());
     assert_eq!(engine.answer().await.as_deref(), Some("swap:v1"));
 
@@ -370,7 +383,7 @@ async fn editor_saves_end_in_exactly_one_reload_of_the_final_content() {
     for i in 0..20 {
         std::fs::write(engine.file(), if i % 2 == 0 { one() } else { two() }).unwrap();
     }
-    settle().await;
+    settle_on("swap:v2").await;
     assert_eq!(loads_since(from), 1, "{:?}", engine.events.lock().unwrap());
     assert_eq!(engine.answer().await.as_deref(), Some("swap:v2"));
 }
