@@ -29,6 +29,16 @@ pub async fn start_engine(config: &Config) -> anyhow::Result<Engine> {
     Ok(engine)
 }
 
+/// A table for the terminal in the commands' one style, with `header`.
+pub fn table<const N: usize>(header: [&str; N]) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+        .set_header(header);
+    table
+}
+
 /// Closes pools and stops the embedded server.
 pub async fn stop_engine(engine: Engine) -> anyhow::Result<()> {
     engine.shutdown().await.context("closing the database")

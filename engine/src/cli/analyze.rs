@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::bail;
 use assay::config::Config;
 use assay::pipeline::{self, RunReport, input};
-use comfy_table::{ContentArrangement, Table, presets};
 use futures::StreamExt as _;
 
 use super::{start_engine, stop_engine};
@@ -176,11 +175,7 @@ fn print_skips(reports: &[RunReport]) {
 }
 
 fn print_table(reports: &[RunReport]) {
-    let mut table = Table::new();
-    table
-        .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(["document", "plugin", "label", "score", "excerpt"]);
+    let mut table = super::table(["document", "plugin", "label", "score", "excerpt"]);
     for report in reports {
         let document = std::path::Path::new(&report.source)
             .file_name()

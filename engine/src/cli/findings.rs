@@ -4,7 +4,6 @@
 use anyhow::Context as _;
 use assay::config::Config;
 use assay::db::Database;
-use comfy_table::{ContentArrangement, Table, presets};
 
 use crate::Outcome;
 
@@ -85,11 +84,7 @@ pub async fn run(config: &Config, args: FindingsArgs) -> anyhow::Result<Outcome>
         eprintln!("no findings stored match (analyse documents with `assay analyze PATH`)");
         return Ok(Outcome::Success);
     }
-    let mut table = Table::new();
-    table
-        .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(["document", "plugin", "label", "score", "data"]);
+    let mut table = super::table(["document", "plugin", "label", "score", "data"]);
     for row in &rows {
         let data: serde_json::Value = row.get(7);
         // A report section reads best as its text; anything else as JSON.

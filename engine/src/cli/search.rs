@@ -3,7 +3,6 @@
 
 use anyhow::{Context as _, bail};
 use assay::config::Config;
-use comfy_table::{ContentArrangement, Table, presets};
 use serde_json::Value;
 
 use super::{start_engine, stop_engine};
@@ -112,19 +111,15 @@ fn measure(value: &Value) -> String {
 }
 
 fn print_table(matches: &[Match]) {
-    let mut table = Table::new();
-    table
-        .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header([
-            "score",
-            "document",
-            "kind",
-            "first line",
-            "text",
-            "trigram",
-            "embedding",
-        ]);
+    let mut table = super::table([
+        "score",
+        "document",
+        "kind",
+        "first line",
+        "text",
+        "trigram",
+        "embedding",
+    ]);
     for m in matches {
         table.add_row([
             m.score.map_or("-".into(), |s| format!("{s:.3}")),
