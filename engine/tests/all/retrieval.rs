@@ -121,6 +121,43 @@ async fn related_documents_rank_above_unrelated_ones() {
     }
     assert_eq!(count().await, before, "searches are not remembered");
 
+    // A plugin's role may call the two offered functions and nothing else
+    // of the extension (`set_limit` would change a session setting).
+    let role: String = client
+        .query_one(
+            "SELECT role_name FROM assay.plugin_roles WHERE plugin = 'similar'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&format!("SET ROLE \"{role}\""))
+        .await
+        .unwrap();
+    let similar: f32 = client
+        .query_one(
+            "SELECT assay_extensions.similarity('fire door', 'fire doors')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(similar > 0.5, "{similar}");
+    for refused in [
+        "SELECT assay_extensions.set_limit(0.1)",
+        "SELECT assay_extensions.show_trgm('x')",
+        "SELECT assay_extensions.strict_word_similarity('a', 'b')",
+    ] {
+        let err = client.query_one(refused, &[]).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{refused}: {err}"
+        );
+    }
+    client.batch_execute("RESET ROLE").await.unwrap();
+
     // Without pg_trgm (a server without it, here dropped from under the
     // plugin), ranking goes on without that measure.
     client
