@@ -95,8 +95,13 @@ pub async fn record_refused(db: &Database, refusals: &[Refusal]) -> Result<(), D
     let hashes: Vec<&str> = rows.iter().map(|r| r.sha256.as_str()).collect();
     let sizes: Vec<i64> = rows.iter().map(|r| r.size).collect();
     let errors: Vec<&str> = rows.iter().map(|r| r.error.as_str()).collect();
-    let conn = db.connection().await?;
-    conn.execute(
+    // One transaction: no reader ever sees more than the bound kept.
+    let mut conn = db.connection().await?;
+    let tx = conn
+        .transaction()
+        .await
+        .map_err(DbError::query("recording refused plugin files"))?;
+    tx.execute(
         "INSERT INTO assay.plugin_refusals (source, content_sha256, size, error)
          SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[])
          ON CONFLICT (source, content_sha256) DO UPDATE
@@ -105,7 +110,7 @@ pub async fn record_refused(db: &Database, refusals: &[Refusal]) -> Result<(), D
     )
     .await
     .map_err(DbError::query("recording refused plugin files"))?;
-    conn.execute(
+    tx.execute(
         "DELETE FROM assay.plugin_refusals WHERE (source, content_sha256) IN (
              SELECT source, content_sha256 FROM assay.plugin_refusals
              ORDER BY last_at DESC, source OFFSET $1)",
@@ -113,7 +118,9 @@ pub async fn record_refused(db: &Database, refusals: &[Refusal]) -> Result<(), D
     )
     .await
     .map_err(DbError::query("forgetting old refusals"))?;
-    Ok(())
+    tx.commit()
+        .await
+        .map_err(DbError::query("recording refused plugin files"))
 }
 
 /// Records that the plugin named `name` was unloaded (its file removed).
