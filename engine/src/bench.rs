@@ -68,6 +68,21 @@ pub enum Span {
     Requests(u64),
 }
 
+impl Span {
+    /// Part `index` of this span cut into `parts` (time evenly; requests as
+    /// evenly as whole requests go, the first parts taking what is left).
+    pub fn part(self, index: u32, parts: u32) -> Self {
+        let parts = parts.max(1);
+        match self {
+            Span::Duration(d) => Span::Duration(d / parts),
+            Span::Requests(n) => {
+                let (each, left) = (n / u64::from(parts), n % u64::from(parts));
+                Span::Requests(each + u64::from(u64::from(index) < left))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +99,19 @@ mod tests {
         let mut one = vec![Duration::from_millis(7)];
         assert_eq!(Latency::of(&mut one).p99_ms, 7.0);
         assert_eq!(Latency::of(&mut []).p50_ms, 0.0);
+    }
+
+    #[test]
+    fn a_span_cut_into_rounds_adds_up_to_itself() {
+        let parts: Vec<Span> = (0..3).map(|i| Span::Requests(10).part(i, 3)).collect();
+        assert_eq!(
+            parts,
+            [Span::Requests(4), Span::Requests(3), Span::Requests(3)]
+        );
+        assert_eq!(
+            Span::Duration(Duration::from_secs(5)).part(4, 5),
+            Span::Duration(Duration::from_secs(1))
+        );
+        assert_eq!(Span::Requests(7).part(0, 0), Span::Requests(7));
     }
 }

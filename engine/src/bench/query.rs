@@ -125,6 +125,8 @@ pub struct QuerySettings {
     pub warmup_per_worker: u32,
     /// Also measure the plugin path with instance reuse on.
     pub reuse_instances: bool,
+    /// Rounds each level's span is cut into, the paths taking turns.
+    pub rounds: u32,
 }
 
 /// Everything measured, ready to print or serialise.
@@ -144,6 +146,8 @@ pub struct QueryReport {
     pub requests_per_run: Option<u64>,
     /// Untimed requests per worker before each run.
     pub warmup_per_worker: u32,
+    /// Rounds each level was measured in, the paths taking turns.
+    pub rounds: u32,
 }
 
 /// One workload at every level.
@@ -251,6 +255,7 @@ pub async fn run(
         duration_s,
         requests_per_run,
         warmup_per_worker: settings.warmup_per_worker,
+        rounds: settings.rounds.max(1),
     })
 }
 
@@ -491,12 +496,15 @@ async fn measure_levels(
 ) -> anyhow::Result<Vec<LevelReport>> {
     let mut levels = Vec::new();
     for &concurrency in &settings.levels {
-        let plugin = measure(&paths.plugin, concurrency, settings, progress).await;
-        let reused = match &paths.reused {
-            Some(reused) => Some(measure(reused, concurrency, settings, progress).await),
-            None => None,
-        };
-        let native = measure(&paths.native, concurrency, settings, progress).await;
+        // Every path measured at this level, in order: the plugin, reused
+        // (when asked), native.
+        let mut targets = vec![&paths.plugin];
+        targets.extend(paths.reused.as_ref());
+        targets.push(&paths.native);
+        let mut reports = measure_interleaved(&targets, concurrency, settings, progress).await;
+        let native = reports.pop().unwrap_or_else(PathReport::nothing);
+        let reused = paths.reused.as_ref().and_then(|_| reports.pop());
+        let plugin = reports.pop().unwrap_or_else(PathReport::nothing);
         if plugin.requests == 0 {
             bail!(
                 "every request through the plugin failed: {}",
@@ -522,6 +530,87 @@ async fn measure_levels(
         });
     }
     Ok(levels)
+}
+
+/// Each target measured at `concurrency` over the whole span, in
+/// `settings.rounds` rounds that take turns (plugin, native, plugin, …): a
+/// machine that slows down or speeds up during the command then affects
+/// every path alike, which a run of each after the other does not ensure.
+/// Each round of a path gets the same keys as the same round of the others.
+async fn measure_interleaved(
+    targets: &[&Arc<dyn Target>],
+    concurrency: usize,
+    settings: &QuerySettings,
+    progress: &ProgressBar,
+) -> Vec<PathReport> {
+    let rows = i64::try_from(settings.rows).unwrap_or(i64::MAX);
+    // Warm-up: connections opened, statements prepared, code paths hot.
+    let warmup = Span::Requests(u64::from(settings.warmup_per_worker) * concurrency as u64);
+    for target in targets {
+        let _ = workers(target, concurrency, warmup, rows, 0, None).await;
+    }
+    let rounds = settings.rounds.max(1);
+    let mut measured: Vec<Measured> = targets.iter().map(|_| Measured::default()).collect();
+    for round in 0..rounds {
+        let span = settings.span.part(round, rounds);
+        for (target, measured) in targets.iter().zip(&mut measured) {
+            let before = target.pool_statistics();
+            let steps_before = target.steps();
+            let started = Instant::now();
+            let seed = 1 + u64::from(round);
+            let outcomes = workers(target, concurrency, span, rows, seed, Some(progress)).await;
+            measured.seconds += started.elapsed().as_secs_f64();
+            let after = target.pool_statistics();
+            measured.gets += after.get_started.saturating_sub(before.get_started);
+            measured.waited += after.get_wait_time.saturating_sub(before.get_wait_time);
+            if let (Some(after), Some(before)) = (target.steps(), steps_before) {
+                *measured.steps.get_or_insert_with(StepSums::default) += after - before;
+            }
+            for outcome in outcomes {
+                measured.samples.extend(outcome.samples);
+                measured.errors += outcome.errors;
+                if measured.first_error.is_none() {
+                    measured.first_error = outcome.first_error;
+                }
+            }
+        }
+    }
+    measured.into_iter().map(Measured::report).collect()
+}
+
+/// What one path measured, added up over the rounds.
+#[derive(Default)]
+struct Measured {
+    samples: Vec<Duration>,
+    errors: u64,
+    first_error: Option<String>,
+    seconds: f64,
+    gets: u64,
+    waited: Duration,
+    steps: Option<StepSums>,
+}
+
+impl Measured {
+    fn report(mut self) -> PathReport {
+        let requests = self.samples.len() as u64 - self.errors;
+        PathReport {
+            requests,
+            errors: self.errors,
+            seconds: self.seconds,
+            throughput_per_s: requests as f64 / self.seconds.max(f64::EPSILON),
+            latency: Latency::of(&mut self.samples),
+            pool_wait_ms_mean: self.waited.as_secs_f64() * 1_000.0 / self.gets.max(1) as f64,
+            first_error: self.first_error,
+            steps: self.steps.and_then(|steps| steps.per_call()),
+        }
+    }
+}
+
+impl PathReport {
+    /// A path that was not measured at all.
+    fn nothing() -> Self {
+        Measured::default().report()
+    }
 }
 
 /// Why one benchmark request failed.
@@ -710,54 +799,6 @@ impl Target for NativeTarget {
 
     fn pool_statistics(&self) -> bb8::Statistics {
         self.pool.state().statistics
-    }
-}
-
-/// One timed run of `target` with `concurrency` workers (after a warm-up).
-async fn measure(
-    target: &Arc<dyn Target>,
-    concurrency: usize,
-    settings: &QuerySettings,
-    progress: &ProgressBar,
-) -> PathReport {
-    let rows = i64::try_from(settings.rows).unwrap_or(i64::MAX);
-    // Warm-up: connections opened, statements prepared, code paths hot.
-    let warmup = Span::Requests(u64::from(settings.warmup_per_worker) * concurrency as u64);
-    let _ = workers(target, concurrency, warmup, rows, 0, None).await;
-
-    let before = target.pool_statistics();
-    let steps_before = target.steps();
-    let started = Instant::now();
-    let outcomes = workers(target, concurrency, settings.span, rows, 1, Some(progress)).await;
-    let seconds = started.elapsed().as_secs_f64();
-    let after = target.pool_statistics();
-    let steps = match (target.steps(), steps_before) {
-        (Some(after), Some(before)) => (after - before).per_call(),
-        _ => None,
-    };
-
-    let mut samples = Vec::new();
-    let mut errors = 0;
-    let mut first_error = None;
-    for outcome in outcomes {
-        samples.extend(outcome.samples);
-        errors += outcome.errors;
-        if first_error.is_none() {
-            first_error = outcome.first_error;
-        }
-    }
-    let requests = samples.len() as u64 - errors;
-    let gets = after.get_started.saturating_sub(before.get_started).max(1);
-    let waited = after.get_wait_time.saturating_sub(before.get_wait_time);
-    PathReport {
-        requests,
-        errors,
-        seconds,
-        throughput_per_s: requests as f64 / seconds.max(f64::EPSILON),
-        latency: Latency::of(&mut samples),
-        pool_wait_ms_mean: waited.as_secs_f64() * 1_000.0 / gets as f64,
-        first_error,
-        steps,
     }
 }
 

@@ -58,6 +58,11 @@ pub struct QueryArgs {
     /// Untimed requests per worker before each run.
     #[arg(long, default_value_t = 20)]
     pub warmup: u32,
+    /// Rounds each level's time (or requests) is cut into, the paths taking
+    /// turns, so that a machine that slows down or speeds up meanwhile
+    /// affects every path alike.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// Also measure the plugin path with instance reuse on
     /// (`limits.reuse_instances`: a call may run in the instance an earlier
     /// call left), beside the default of a fresh instance per call.
@@ -157,6 +162,7 @@ async fn query(config: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
             .max(1),
         warmup_per_worker: args.warmup,
         reuse_instances: args.reuse_instances,
+        rounds: args.rounds,
     };
     let total = match span {
         Span::Requests(n) => {
@@ -172,8 +178,8 @@ async fn query(config: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
     );
     let bar = progress(args.json, total);
     bar.set_message(format!(
-        "bench query, levels {:?}, plugin then native",
-        settings.levels
+        "bench query, levels {:?}, the paths taking turns in {} rounds",
+        settings.levels, settings.rounds
     ));
     let report = assay::bench::query::run(&db, config, &settings, &bar).await;
     bar.finish_and_clear();
@@ -302,8 +308,8 @@ fn print_query(report: &QueryReport) {
         );
     }
     println!(
-        "key: random in 1..={}, the same keys for both paths\npool: {} connections per path; {span}; {} untimed requests per worker first",
-        report.rows, report.pool_size, report.warmup_per_worker
+        "key: random in 1..={}, the same keys for every path\npool: {} connections per path; {span}, in {} rounds the paths take turns at; {} untimed requests per worker first",
+        report.rows, report.pool_size, report.rounds, report.warmup_per_worker
     );
     println!(
         "plugin: each request is one call — a fresh instance, the call's session (reads before its first write on their own, the rest in one transaction); no document or finding is stored.\nplugin, reused (--reuse-instances): the same, in an instance an earlier call left when one is waiting (limits.reuse_instances).\nnative: the statements prepared once per connection, run with tokio-postgres one after the other, each in its own implicit transaction."

@@ -178,6 +178,25 @@ impl Sub for StepSums {
     }
 }
 
+impl std::ops::AddAssign for StepSums {
+    /// Adds another span's sums (for spans measured in several pieces).
+    fn add_assign(&mut self, other: Self) {
+        self.calls += other.calls;
+        self.instantiated += other.instantiated;
+        self.total_ns += other.total_ns;
+        self.instantiate_ns += other.instantiate_ns;
+        self.call_ns += other.call_ns;
+        self.ending_ns += other.ending_ns;
+        self.host_calls += other.host_calls;
+        self.in_host_ns += other.in_host_ns;
+        self.checking_ns += other.checking_ns;
+        self.waiting_ns += other.waiting_ns;
+        self.round_trips += other.round_trips;
+        self.on_server_ns += other.on_server_ns;
+        self.ending_round_trips += other.ending_round_trips;
+    }
+}
+
 impl StepSums {
     /// The mean call, in microseconds per step; `None` if no call was made.
     pub fn per_call(&self) -> Option<StepsPerCall> {
