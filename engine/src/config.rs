@@ -210,6 +210,13 @@ pub struct SandboxConfig {
     /// role, which a plugin cannot raise. Needs a superuser engine (the
     /// embedded server's is); with another, the server's own setting applies.
     pub temp_file_limit_mib: u64,
+    /// Reads a plugin runs on their own (plain reads before a call's first
+    /// write, with the gate on) share the plugin's connections, several in
+    /// flight on one, instead of holding one each: more reads per second
+    /// under concurrency, at the price of one plugin's concurrent reads
+    /// queueing behind each other on the server. Never shared between
+    /// plugins. See SECURITY.md.
+    pub shared_reads: bool,
 }
 
 impl Default for SandboxConfig {
@@ -223,6 +230,7 @@ impl Default for SandboxConfig {
             max_result_bytes: 16 * 1024 * 1024,
             max_statements: 1_000,
             temp_file_limit_mib: 1024,
+            shared_reads: true,
         }
     }
 }

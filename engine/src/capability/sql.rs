@@ -18,6 +18,7 @@
 pub mod extensions;
 pub mod gate;
 pub mod host;
+pub mod lanes;
 pub mod migrations;
 pub mod pool;
 pub mod register;

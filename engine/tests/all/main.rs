@@ -16,6 +16,7 @@ mod history;
 mod http;
 mod inference;
 mod isolation;
+mod lanes;
 mod layers;
 mod limits;
 mod plugin_dir;

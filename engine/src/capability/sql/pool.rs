@@ -15,7 +15,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, NoTls};
 
+use super::lanes::{BytesPerRead, ReadLanes, Seat};
 use crate::db::LastConnectError;
 
 /// A pool of one plugin's connections.
@@ -44,6 +45,8 @@ use crate::db::LastConnectError;
 pub struct SandboxPool {
     pool: bb8::Pool<SandboxManager>,
     turns: Arc<Semaphore>,
+    /// Connections shared by reads that run on their own (see [`super::lanes`]).
+    lanes: Arc<ReadLanes>,
     last_error: LastConnectError,
     max_connections: u32,
     connect_timeout: Duration,
@@ -63,8 +66,51 @@ impl std::fmt::Debug for SandboxPool {
 pub struct PoolUnavailable(pub String);
 
 impl SandboxPool {
+    /// A connection of the call's own, to hold until it ends (its
+    /// transaction); read lanes take no new reads while it waits.
+    pub async fn get_exclusive(&self) -> Result<SandboxPooled, PoolUnavailable> {
+        self.lanes.writer_waits(self.get_owned()).await
+    }
+
+    /// A seat for one read that runs on its own, on a connection it may share
+    /// with other such reads of the plugin (see [`super::lanes`]).
+    pub async fn read_seat(&self, allowance: BytesPerRead) -> Result<Seat, PoolUnavailable> {
+        self.lanes.seat(self, allowance, self.connect_timeout).await
+    }
+
+    /// Read lanes open now, and reads on them.
+    pub fn lanes(&self) -> (usize, usize) {
+        self.lanes.load()
+    }
+
     /// A connection, or why there is none within the connect timeout.
     pub async fn get_owned(&self) -> Result<SandboxPooled, PoolUnavailable> {
+        self.get_owned_within(self.connect_timeout).await
+    }
+
+    /// A connection if one is free now (waiting, if it must, only for bb8
+    /// to open it); `None` if all are taken.
+    pub async fn try_get_owned(&self) -> Option<Result<SandboxPooled, PoolUnavailable>> {
+        let asked = Instant::now();
+        let turn = Arc::clone(&self.turns).try_acquire_owned().ok()?;
+        let got = tokio::time::timeout(self.connect_timeout, self.pool.get_owned()).await;
+        Some(match got {
+            Ok(Ok(conn)) => Ok(SandboxPooled { conn, _turn: turn }),
+            Ok(Err(e)) => Err(self.unavailable(e, asked)),
+            Err(_) => Err(self.unavailable(bb8::RunError::TimedOut, asked)),
+        })
+    }
+
+    /// Why a wait for a connection of this pool ran out without one coming.
+    pub fn busy(&self) -> PoolUnavailable {
+        self.unavailable(bb8::RunError::TimedOut, Instant::now())
+    }
+
+    /// A connection, or why there is none within `timeout`.
+    pub async fn get_owned_within(
+        &self,
+        timeout: Duration,
+    ) -> Result<SandboxPooled, PoolUnavailable> {
         let asked = Instant::now();
         // One deadline for both waits: for a turn, then for bb8 (which is
         // quick with a turn in hand unless it has to connect).
@@ -76,7 +122,7 @@ impl SandboxPool {
             let conn = self.pool.get_owned().await?;
             Ok(SandboxPooled { conn, _turn: turn })
         };
-        match tokio::time::timeout(self.connect_timeout, wait).await {
+        match tokio::time::timeout(timeout, wait).await {
             Ok(result) => result.map_err(|e| self.unavailable(e, asked)),
             Err(_) => Err(self.unavailable(bb8::RunError::TimedOut, asked)),
         }
@@ -229,22 +275,14 @@ pub struct SandboxConnection {
     pub server: (String, u16),
     /// Statements this connection has prepared, by SQL text.
     pub statements: StatementCache,
-    /// Calls ended on this connection since its session was last reset.
-    pub calls_since_reset: u32,
-    /// The server refused the last statement that failed (rather than the
-    /// host, before sending it: a parameter that does not encode, say).
-    pub server_refused: AtomicBool,
+    /// Times a call gave this connection back (at its end, or after a read
+    /// that ran on its own), and reads it carried on a lane, since its
+    /// session was last reset.
+    pub uses_since_reset: AtomicU32,
     _permit: OwnedSemaphorePermit,
 }
 
 impl SandboxConnection {
-    /// What the plugin is told of `e`, noting whether the server refused.
-    pub fn sql_error(&self, e: tokio_postgres::Error) -> super::types::SqlError {
-        self.server_refused
-            .store(e.as_db_error().is_some(), Ordering::Relaxed);
-        super::session::to_sql_error(e)
-    }
-
     /// Asks the server to cancel whatever this connection is running, and marks
     /// the connection so it is closed rather than reused.
     pub async fn cancel(&mut self) {
@@ -353,8 +391,7 @@ impl bb8::ManageConnection for SandboxManager {
             allowance,
             server,
             statements: StatementCache::default(),
-            calls_since_reset: 0,
-            server_refused: AtomicBool::new(false),
+            uses_since_reset: AtomicU32::new(0),
             _permit: permit,
         })
     }
@@ -435,6 +472,7 @@ pub fn build_pool(
     SandboxPool {
         pool,
         turns: Arc::new(Semaphore::new(max_connections as usize)),
+        lanes: Arc::new(ReadLanes::new(max_connections)),
         last_error,
         max_connections,
         connect_timeout: settings.connect_timeout,

@@ -16,6 +16,10 @@
 //!   and nothing to commit. A read that turns out to write (a function it
 //!   calls, say) is refused by the server without effect (SQLSTATE 25006) and
 //!   run again inside the call's transaction;
+//! - such a read holds no connection of its own: it takes a seat on a read
+//!   lane, a connection it shares, pipelined, with other such reads of the
+//!   plugin ([`super::lanes`]; with `shared_reads` off it takes the call's
+//!   connection and gives it back as soon as it is answered);
 //! - a lean session is not reset after each call: with the gate on, nothing a
 //!   plugin can run changes its session (see [`SESSION_RESET`] and
 //!   SECURITY.md), and every [`RESET_EVERY_CALLS`] calls it is reset anyway.
@@ -25,14 +29,15 @@
 //! issued natively does.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt as _, pin_mut};
 use tokio_postgres::error::SqlState;
 
 use super::gate;
-use super::pool::{SandboxConnection, SandboxPool, SandboxPooled};
+use super::lanes::BytesPerRead;
+use super::pool::{PoolUnavailable, SandboxConnection, SandboxPool, SandboxPooled};
 use super::types::{Column, DbError, RowSet, SqlError, Value};
 use super::values::{Param, RawCell, readable};
 use crate::runtime::steps::HostSteps;
@@ -106,6 +111,9 @@ pub struct SqlCaps {
     /// could change the session unseen); otherwise every call ends with
     /// `DISCARD ALL` or [`SESSION_RESET`].
     pub lean: bool,
+    /// Whether reads that run on their own (in a lean session) share the
+    /// plugin's connections on read lanes (see [`super::lanes`]).
+    pub shared_reads: bool,
 }
 
 impl Default for SqlCaps {
@@ -130,6 +138,7 @@ impl SqlCaps {
             max_statements: sandbox.max_statements,
             gate: sandbox.statement_gate,
             lean: sandbox.statement_gate,
+            shared_reads: sandbox.shared_reads,
         }
     }
 }
@@ -149,10 +158,13 @@ pub struct SqlSession {
     statements: u32,
     /// The call's transaction has begun on `conn`.
     in_transaction: bool,
-    /// A read run on its own was refused by the server (see `on_connection`).
-    failed_alone: bool,
-    /// A statement failed, so the server has aborted the transaction (or, for
-    /// a read run on its own, would have: later statements are refused alike).
+    /// A statement failed on the server, so the server has aborted the
+    /// transaction (or, for a read run on its own, would have), or failed in
+    /// a way that leaves the server's side in doubt (a deadline, a result past
+    /// the caps, the connection lost): later statements are refused alike,
+    /// and the call's transaction can only roll back. A statement the host
+    /// refused before sending it (the gate, a parameter that does not
+    /// encode) aborts nothing, as on the server.
     aborted: bool,
     /// Why the database was unavailable to this call, if it was.
     unavailable: Option<String>,
@@ -171,7 +183,6 @@ impl SqlSession {
             conn: None,
             statements: 0,
             in_transaction: false,
-            failed_alone: false,
             aborted: false,
             unavailable: None,
             steps: HostSteps::default(),
@@ -192,15 +203,13 @@ impl SqlSession {
     /// The call's connection, taken from the pool on first use.
     async fn checkout(&mut self) -> Result<&mut SandboxConnection, SqlError> {
         if self.conn.is_none() {
-            let pool = self.pool.as_ref().ok_or_else(|| {
-                SqlError::Denied("the database is not available in this call".into())
-            })?;
+            let pool = self.pool()?;
             let waiting = Instant::now();
-            let got = pool.get_owned().await;
+            let got = pool.get_exclusive().await;
             self.steps.waiting += waiting.elapsed();
             match got {
                 Ok(conn) => self.conn = Some(conn),
-                Err(super::pool::PoolUnavailable(message)) => {
+                Err(PoolUnavailable(message)) => {
                     self.unavailable = Some(message.clone());
                     return Err(SqlError::Unavailable(message));
                 }
@@ -211,22 +220,34 @@ impl SqlSession {
             .ok_or_else(|| SqlError::Unavailable("no connection".into()))
     }
 
+    /// The plugin's pool, if the call may use the database.
+    fn pool(&self) -> Result<&SandboxPool, SqlError> {
+        self.pool
+            .as_ref()
+            .ok_or_else(|| SqlError::Denied("the database is not available in this call".into()))
+    }
+
     /// Runs `work` on the call's connection: on its own when it is a
-    /// `plain_read` in a lean session before the call's first write, else in
-    /// the call's transaction. The statement that opens the transaction has
-    /// `BEGIN` pipelined with it: both go out before either answer is read,
-    /// so opening the transaction costs no round trip of its own.
+    /// `plain_read` in a lean session before the call's first write (on a
+    /// read lane with `shared_reads`), else in the call's transaction. The
+    /// statement that opens the transaction has `BEGIN` pipelined with it:
+    /// both go out before either answer is read, so opening the transaction
+    /// costs no round trip of its own.
     async fn on_connection<T>(
         &mut self,
         statement: &str,
         plain_read: bool,
         // Copy, so it can run again: it captures only references.
-        work: impl AsyncFnOnce(&SandboxConnection) -> Result<T, SqlError> + Copy,
+        work: impl AsyncFnOnce(On<'_>) -> Result<T, SqlError> + Copy,
     ) -> Result<T, SqlError> {
-        if self.failed_alone {
-            // A read that ran on its own failed on the server: what follows
-            // fails as it would have in the transaction that read would
-            // otherwise have opened.
+        if self.aborted {
+            // A statement failed: what follows fails as it would in the
+            // call's transaction, which the server (or the host) has aborted.
+            // That holds for a read that ran on its own and failed on the
+            // server, and for a failure the server never saw (a result past
+            // the caps, a deadline, no connection to be had): the plugin is
+            // not told that a later write worked when the call's transaction
+            // can only roll back.
             let (code, message) = IN_FAILED_TRANSACTION;
             return Err(SqlError::Db(DbError {
                 code: code.into(),
@@ -234,35 +255,44 @@ impl SqlSession {
                 detail: None,
             }));
         }
-        let lone = plain_read && self.caps.lean && !self.in_transaction;
+        let mut lone = plain_read && self.caps.lean && !self.in_transaction;
+        let mut round_trips = 1;
+        if lone && self.caps.shared_reads {
+            match self.on_lane(statement, work).await {
+                Some(done) => return done,
+                // It wrote after all: below, in the transaction.
+                None => {
+                    lone = false;
+                    round_trips += 1;
+                }
+            }
+        }
         let in_transaction = self.in_transaction;
         let conn: &SandboxConnection = self.checkout().await?;
-        let mut failed_alone = false;
+        let refused = AtomicBool::new(false);
+        let on = On {
+            conn,
+            refused: &refused,
+            shared: false,
+        };
         let sent = Instant::now();
-        let mut round_trips = 1;
         let (began, result) = if lone {
-            conn.server_refused.store(false, Ordering::Relaxed);
-            match work(conn).await {
+            match work(on).await {
                 Err(SqlError::Db(db)) if db.code == READ_ONLY_TRANSACTION => {
                     // It wrote after all, and the server refused it with no
                     // effect: run it again where writes belong.
                     round_trips += 1;
-                    (true, begin_with(conn, work).await)
+                    (true, begin_with(on, work).await)
                 }
-                done => {
-                    failed_alone = done.is_err() && conn.server_refused.load(Ordering::Relaxed);
-                    (false, done)
-                }
+                done => (false, done),
             }
         } else if in_transaction {
-            (false, work(conn).await)
+            (false, work(on).await)
         } else {
-            (true, begin_with(conn, work).await)
+            (true, begin_with(on, work).await)
         };
         let on_server = sent.elapsed();
-        if let Err(SqlError::Db(db)) = &result
-            && STALE_STATEMENT_CODES.contains(&db.code.as_str())
-        {
+        if stale(&result) {
             conn.statements.evict(statement);
         }
         self.steps.on_server += on_server;
@@ -270,8 +300,90 @@ impl SqlSession {
         if began {
             self.in_transaction = true;
         }
-        self.failed_alone = failed_alone;
+        self.abort_if_refused(&result, &refused);
+        if lone && !began && result.is_ok() {
+            self.give_back_after_lone_read();
+        }
         result
+    }
+
+    /// Runs a read that runs on its own on a read lane (see
+    /// [`super::lanes`]); `None` when it turned out to write, so the server
+    /// refused it without effect (SQLSTATE 25006), and it is to run again in
+    /// the call's transaction.
+    async fn on_lane<T>(
+        &mut self,
+        statement: &str,
+        work: impl AsyncFnOnce(On<'_>) -> Result<T, SqlError>,
+    ) -> Option<Result<T, SqlError>> {
+        let allowance = BytesPerRead(self.caps.max_bytes.saturating_add(WIRE_OVERHEAD));
+        let waiting = Instant::now();
+        let seat = match self.pool() {
+            Ok(pool) => pool.read_seat(allowance).await,
+            Err(denied) => return Some(Err(denied)),
+        };
+        self.steps.waiting += waiting.elapsed();
+        let seat = match seat {
+            Ok(seat) => seat,
+            Err(PoolUnavailable(message)) => {
+                self.unavailable = Some(message.clone());
+                return Some(Err(SqlError::Unavailable(message)));
+            }
+        };
+        let refused = AtomicBool::new(false);
+        let sent = Instant::now();
+        let result = work(On {
+            conn: &seat,
+            refused: &refused,
+            shared: true,
+        })
+        .await;
+        self.steps.on_server += sent.elapsed();
+        self.steps.round_trips += 1;
+        if stale(&result) {
+            seat.statements.evict(statement);
+        }
+        if matches!(result, Err(SqlError::TooLarge(_))) {
+            // The rest of the result is still coming on the shared connection.
+            seat.poison();
+        }
+        seat.leave(self.caps.statement_timeout).await;
+        match result {
+            Err(SqlError::Db(db)) if db.code == READ_ONLY_TRANSACTION => None,
+            done => {
+                self.abort_if_refused(&done, &refused);
+                Some(done)
+            }
+        }
+    }
+
+    /// A statement the server refused aborts the call's transaction.
+    fn abort_if_refused<T>(&mut self, result: &Result<T, SqlError>, refused: &AtomicBool) {
+        if matches!(result, Err(SqlError::Db(_))) && refused.load(Ordering::Relaxed) {
+            self.aborted = true;
+        }
+    }
+
+    /// A read that ran on its own is over, its implicit transaction with it:
+    /// nothing of the call is left on the connection, so it goes back to the
+    /// pool now rather than when the call ends. The plugin's own code (taking
+    /// in the rows, working on them, returning) then runs without holding one
+    /// of its plugin's few connections, as a native client's would; a later
+    /// statement of the call takes a connection again, possibly another one
+    /// of the same pool (SECURITY.md: what a plugin's sessions keep). Kept
+    /// instead when this use is the one after which the session is due its
+    /// backstop reset, which [`Self::finish`] does.
+    fn give_back_after_lone_read(&mut self) {
+        if let Some(conn) = self.conn.as_deref()
+            && conn
+                .uses_since_reset
+                .load(Ordering::Relaxed)
+                .saturating_add(1)
+                < RESET_EVERY_CALLS
+        {
+            conn.uses_since_reset.fetch_add(1, Ordering::Relaxed);
+            self.conn = None;
+        }
     }
 
     /// Admits a plugin statement (size, what the client can carry, the
@@ -356,9 +468,14 @@ impl SqlSession {
                     )));
                 }
                 let params: Vec<Param> = params.iter().map(Param).collect();
-                conn.allowance.set(caps.max_bytes.saturating_add(WIRE_OVERHEAD));
+                // A read lane keeps the allowance of all its reads itself.
+                if !conn.shared {
+                    conn.allowance.set(caps.max_bytes.saturating_add(WIRE_OVERHEAD));
+                }
                 let rows = read_rows(conn, &prepared, params, &caps).await;
-                conn.allowance.set(usize::MAX);
+                if !conn.shared {
+                    conn.allowance.set(usize::MAX);
+                }
                 Ok(RowSet { columns, rows: rows? })
             })
             .await;
@@ -429,12 +546,11 @@ impl SqlSession {
         {
             self.unavailable = Some(m.clone());
         }
+        // (Errors of the server abort where they are told apart from the
+        // host's own: see `abort_if_refused`.)
         if matches!(
             result,
-            Err(SqlError::Db(_)
-                | SqlError::Timeout
-                | SqlError::TooLarge(_)
-                | SqlError::Unavailable(_))
+            Err(SqlError::Timeout | SqlError::TooLarge(_) | SqlError::Unavailable(_))
         ) {
             self.aborted = true;
         }
@@ -445,7 +561,13 @@ impl SqlSession {
     /// commit did not happen.
     pub async fn finish(&mut self, commit: bool) -> Result<(), NotCommitted> {
         let Some(mut conn) = self.conn.take() else {
-            return Ok(());
+            // Nothing to end or undo (no statement, or only reads that ran on
+            // their own). But a call that lost the database is not an answer
+            // to keep, whatever the plugin made of it.
+            return match (&self.unavailable, commit) {
+                (Some(cause), true) => Err(NotCommitted(cause.clone())),
+                _ => Ok(()),
+            };
         };
         if conn.poisoned {
             // A statement was cancelled (and the plugin told so); dropping the
@@ -469,17 +591,17 @@ impl SqlSession {
         };
         // With the gate off a plugin may PREPARE statements of its own: then
         // everything goes, the host's cached statements too.
-        conn.calls_since_reset = conn.calls_since_reset.saturating_add(1);
+        let uses = conn.uses_since_reset.fetch_add(1, Ordering::Relaxed) + 1;
         let reset = if !self.caps.gate {
             conn.statements.clear();
             Some("DISCARD ALL")
-        } else if !self.caps.lean || conn.calls_since_reset >= RESET_EVERY_CALLS {
+        } else if !self.caps.lean || uses >= RESET_EVERY_CALLS {
             Some(SESSION_RESET)
         } else {
             None
         };
         if reset.is_some() {
-            conn.calls_since_reset = 0;
+            conn.uses_since_reset.store(0, Ordering::Relaxed);
         }
         if end.is_none() && reset.is_none() {
             // Only reads that ran on their own: nothing to end or undo. But a
@@ -583,12 +705,45 @@ impl Drop for SqlSession {
     }
 }
 
+/// The connection one statement runs on, as the statement sees it.
+#[derive(Clone, Copy)]
+struct On<'a> {
+    conn: &'a SandboxConnection,
+    /// Set when the statement failed because the server refused it (rather
+    /// than the host, before sending it: a parameter that does not encode,
+    /// say). Per statement, since a read lane's connection carries several.
+    refused: &'a AtomicBool,
+    /// A read lane's, shared with other reads of the plugin.
+    shared: bool,
+}
+
+impl std::ops::Deref for On<'_> {
+    type Target = SandboxConnection;
+    fn deref(&self) -> &SandboxConnection {
+        self.conn
+    }
+}
+
+impl On<'_> {
+    /// What the plugin is told of `e`, noting whether the server refused.
+    fn sql_error(&self, e: tokio_postgres::Error) -> SqlError {
+        self.refused
+            .store(e.as_db_error().is_some(), Ordering::Relaxed);
+        to_sql_error(e)
+    }
+}
+
+/// Whether `result` says the statement's cached preparation went stale.
+fn stale<T>(result: &Result<T, SqlError>) -> bool {
+    matches!(result, Err(SqlError::Db(db)) if STALE_STATEMENT_CODES.contains(&db.code.as_str()))
+}
+
 /// Runs `work` as the first statement of the call's transaction, with `BEGIN`
 /// queued before it on the connection (`join!` polls in order), so that both
 /// go out before either answer is read.
 async fn begin_with<T>(
-    conn: &SandboxConnection,
-    work: impl AsyncFnOnce(&SandboxConnection) -> Result<T, SqlError>,
+    conn: On<'_>,
+    work: impl AsyncFnOnce(On<'_>) -> Result<T, SqlError>,
 ) -> Result<T, SqlError> {
     let (begun, result) = futures::join!(conn.client.batch_execute(BEGIN), work(conn));
     // BEGIN only fails on a connection that is gone, which fails the
@@ -598,10 +753,7 @@ async fn begin_with<T>(
 }
 
 /// The connection's prepared statement for `sql`, prepared now if it has none.
-async fn prepared(
-    conn: &SandboxConnection,
-    sql: &str,
-) -> Result<tokio_postgres::Statement, SqlError> {
+async fn prepared(conn: On<'_>, sql: &str) -> Result<tokio_postgres::Statement, SqlError> {
     if let Some(statement) = conn.statements.get(sql) {
         return Ok(statement);
     }
@@ -615,17 +767,27 @@ async fn prepared(
 }
 
 async fn read_rows(
-    conn: &SandboxConnection,
+    conn: On<'_>,
     prepared: &tokio_postgres::Statement,
     params: Vec<Param<'_>>,
     caps: &SqlCaps,
 ) -> Result<Vec<Vec<Value>>, SqlError> {
     let too_large = |what: String| SqlError::TooLarge(what);
     let bytes_cap = || {
-        too_large(format!(
-            "the result is larger than {} bytes (sandbox.max_result_bytes); select fewer or smaller columns",
-            caps.max_bytes
-        ))
+        too_large(if conn.shared {
+            // The connection died under every read on it, and which one's
+            // result ran past the cap is not known to each: the result may
+            // have come whole in one read of the socket.
+            format!(
+                "the result of this read, or of another read of the plugin sharing its connection, is larger than {} bytes (sandbox.max_result_bytes); the connection was closed",
+                caps.max_bytes
+            )
+        } else {
+            format!(
+                "the result is larger than {} bytes (sandbox.max_result_bytes); select fewer or smaller columns",
+                caps.max_bytes
+            )
+        })
     };
     let stream = match conn.client.query_raw(prepared, params.iter()).await {
         Ok(stream) => stream,
