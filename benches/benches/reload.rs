@@ -1,7 +1,10 @@
-//! Reload latency: from a plugin file written to the first call answered by the
-//! new version, for each bundled plugin, with a cold compile and with a compile
-//! cache hit; beside it, in the same run, the baseline of restarting: loading
-//! the whole plugin set from scratch (cache warm) and answering one call.
+//! Reload latency: from a plugin file renamed into place to the new version
+//! serving (the engine's own part: notice, read, compile or load from the
+//! cache, `describe`, register), and to the first run answered by it (what a
+//! client sees: any client's run, a load client's or the probe's), for each
+//! bundled plugin, with a cold compile and with a compile cache hit; beside
+//! it, in the same run, the baseline of restarting: loading the whole plugin
+//! set from scratch (cache warm) and answering one call.
 //!
 //! `cargo bench -p assay-benches --bench reload` (needs the PostgreSQL server
 //! binaries; starts a private server in a temporary directory). Set
@@ -64,34 +67,119 @@ fn document_for(plugin: &str) -> DocumentInput {
     }
 }
 
-async fn answered_by(pipeline: &Pipeline, plugin: &str, sha: &str) -> bool {
-    match pipeline.run(document_for(plugin)).await {
-        Ok(report) => report
-            .findings
-            .iter()
-            .any(|f| f.plugin == plugin && f.plugin_sha256 == sha),
-        Err(_) => false,
+/// When the version being swapped in first answered a run that started
+/// after the swap did, whoever's run it was (a load client's or the
+/// probe's), and how long runs took: what a client of the engine sees of a
+/// swap. (A run keeps the versions it started with, and the cache-hit swaps
+/// go back and forth between two versions, so only runs started after the
+/// swap count.)
+#[derive(Default)]
+struct Answers {
+    /// The version swapped in, since when, and when it first answered.
+    awaited: std::sync::Mutex<Option<(String, Instant, Option<Instant>)>>,
+    runs: AtomicU64,
+    run_ns: AtomicU64,
+}
+
+impl Answers {
+    /// From now on, watch for runs answered by `sha` that started at or
+    /// after `since`.
+    fn arm(&self, sha: &str, since: Instant) {
+        if let Ok(mut awaited) = self.awaited.lock() {
+            *awaited = Some((sha.to_string(), since, None));
+        }
+    }
+
+    /// Notes the versions that answered `report`, a run started at `started`.
+    fn note(&self, report: &assay::pipeline::RunReport, started: Instant) {
+        let now = Instant::now();
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        self.run_ns.fetch_add(
+            now.saturating_duration_since(started).as_nanos() as u64,
+            Ordering::Relaxed,
+        );
+        if let Ok(mut awaited) = self.awaited.lock()
+            && let Some((sha, since, first @ None)) = awaited.as_mut()
+            && started >= *since
+            && report.findings.iter().any(|f| f.plugin_sha256 == *sha)
+        {
+            *first = Some(now);
+        }
+    }
+
+    /// When the awaited version first answered, if it has.
+    fn first(&self) -> Option<Instant> {
+        self.awaited.lock().ok()?.as_ref()?.2
+    }
+
+    /// Runs and their mean time since the last call.
+    fn take_mean(&self) -> (u64, Duration) {
+        let runs = self.runs.swap(0, Ordering::Relaxed);
+        let ns = self.run_ns.swap(0, Ordering::Relaxed);
+        (runs, Duration::from_nanos(ns / runs.max(1)))
     }
 }
 
-/// Writes `bytes` as the plugin file and waits for a call answered by it.
-async fn reload(dir: &Path, plugin: &str, bytes: &[u8], pipeline: &Pipeline) -> Duration {
+/// One run of `plugin`'s document, noted in `answers`.
+async fn probe(pipeline: &Pipeline, plugin: &str, answers: &Answers) {
+    let started = Instant::now();
+    if let Ok(report) = pipeline.run(document_for(plugin)).await {
+        answers.note(&report, started);
+    }
+}
+
+/// How long one swap took, measured twice: until the registry served the new
+/// version (what the engine itself does: notice, read, compile or load from
+/// the cache, `describe`, register), and until the first run answered by it
+/// was answered, whoever's run it was (what a client sees: under load it
+/// includes that run's own time, queued behind the load's calls).
+struct Swap {
+    serving: Duration,
+    answered: Duration,
+}
+
+/// Writes `bytes` as the plugin file by rename and waits until a run was
+/// answered by it (probing while no other client's run was).
+async fn reload(
+    dir: &Path,
+    plugin: &str,
+    bytes: &[u8],
+    live: &LiveRegistry,
+    pipeline: &Pipeline,
+    answers: &Answers,
+) -> Swap {
     let sha = sha256_hex(bytes);
     let path = dir.join(format!("{plugin}.wasm"));
     let scratch = dir.join(format!(".{plugin}.partial"));
     std::fs::write(&scratch, bytes).expect("write plugin");
     let started = Instant::now();
+    answers.arm(&sha, started);
     std::fs::rename(&scratch, &path).expect("rename plugin");
-    loop {
-        if answered_by(pipeline, plugin, &sha).await {
-            return started.elapsed();
+    let serves = || {
+        live.snapshot()
+            .get(plugin)
+            .is_some_and(|p| p.loaded.identity.sha256 == sha)
+    };
+    let serving = async {
+        while !serves() {
+            tokio::time::sleep(Duration::from_micros(500)).await;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{plugin} never reloaded"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+        started.elapsed()
+    };
+    let answered = async {
+        loop {
+            if let Some(at) = answers.first() {
+                return at.saturating_duration_since(started);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{plugin} never reloaded"
+            );
+            probe(pipeline, plugin, answers).await;
+        }
+    };
+    let (serving, answered) = tokio::join!(serving, answered);
+    Swap { serving, answered }
 }
 
 /// What `assay up` does before serving: connect (checking migrations), build the
@@ -127,13 +215,19 @@ fn start_load(
     pipeline: &Pipeline,
     clients: usize,
     load: &Arc<Load>,
+    answers: &Arc<Answers>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..clients)
         .map(|_| {
-            let (pipeline, load) = (pipeline.clone(), Arc::clone(load));
+            let (pipeline, load, answers) =
+                (pipeline.clone(), Arc::clone(load), Arc::clone(answers));
             tokio::spawn(async move {
                 while !load.stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
                     let outcome = pipeline.run(document_for("load")).await;
+                    if let Ok(report) = &outcome {
+                        answers.note(report, started);
+                    }
                     load.runs.fetch_add(1, Ordering::Relaxed);
                     let failure = match outcome {
                         Ok(report) => report
@@ -196,40 +290,62 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         let load = Arc::new(Load::default());
-        let loaders = start_load(&pipeline, clients, &load);
+        let answers = Arc::new(Answers::default());
+        let loaders = start_load(&pipeline, clients, &load, &answers);
 
         println!("reload latency: file written -> first call answered by the new version");
         println!(
             "debounce {} ms (plugins.watch_debounce_ms), {samples} reloads per plugin and mode\n",
             debounce().as_millis()
         );
+        // `RELOAD_PLUGINS=history,redact` swaps only those bundled plugins.
+        let only: Option<Vec<String>> = std::env::var("RELOAD_PLUGINS")
+            .ok()
+            .map(|list| list.split(',').map(|p| p.trim().to_string()).collect());
+        println!(
+            "each: until the registry serves it / until the first run answered by it was answered (any client's run)\n"
+        );
         let mut nonce = 0u64;
         for (file, bytes) in assay::bundled::BUNDLED {
             let plugin = file.trim_end_matches(".wasm");
+            if only.as_ref().is_some_and(|only| !only.iter().any(|p| p == plugin)) {
+                continue;
+            }
+            let swap = |bytes: Vec<u8>| {
+                let (dir, live, pipeline, answers) = (&plugin_dir, &live, &pipeline, &answers);
+                async move { reload(dir, plugin, &bytes, live, pipeline, answers).await }
+            };
+            answers.take_mean();
             // Cold: a version never seen, so it is compiled.
             let mut cold = Vec::new();
             for _ in 0..samples {
                 nonce += 1;
-                cold.push(reload(&plugin_dir, plugin, &with_nonce(bytes, nonce), &pipeline).await);
+                cold.push(swap(with_nonce(bytes, nonce)).await);
             }
             // Cache hit: two versions compiled once, then swapped back and forth.
             let (a, b) = (with_nonce(bytes, u64::MAX - 1), with_nonce(bytes, u64::MAX));
-            reload(&plugin_dir, plugin, &a, &pipeline).await;
-            reload(&plugin_dir, plugin, &b, &pipeline).await;
+            swap(a.clone()).await;
+            swap(b.clone()).await;
             let mut hit = Vec::new();
             for i in 0..samples {
-                hit.push(
-                    reload(
-                        &plugin_dir,
-                        plugin,
-                        if i % 2 == 0 { &a } else { &b },
-                        &pipeline,
-                    )
-                    .await,
+                hit.push(swap(if i % 2 == 0 { a.clone() } else { b.clone() }).await);
+            }
+            for (mode, swaps) in [("cold compile", &cold), ("cache hit", &hit)] {
+                let mut serving: Vec<Duration> = swaps.iter().map(|s| s.serving).collect();
+                let mut answered: Vec<Duration> = swaps.iter().map(|s| s.answered).collect();
+                println!(
+                    "{plugin:<12} {mode:<13} serving {}\n{:<26} answered {}",
+                    summary(&mut serving),
+                    "",
+                    summary(&mut answered)
                 );
             }
-            println!("{plugin:<10} cold compile  {}", summary(&mut cold));
-            println!("{plugin:<10} cache hit     {}", summary(&mut hit));
+            let (runs, mean) = answers.take_mean();
+            println!(
+                "{:<26} a run meanwhile took {:.1} ms on average ({runs} runs)",
+                "",
+                mean.as_secs_f64() * 1e3
+            );
         }
         load.stop.store(true, Ordering::Relaxed);
         for loader in loaders {
