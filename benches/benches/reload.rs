@@ -25,6 +25,7 @@ use assay::db::Database;
 use assay::db::embedded::EmbeddedPostgres;
 use assay::engine::Engine;
 use assay::pipeline::{DocumentInput, Pipeline};
+use assay::registry::PluginSource;
 use assay::registry::live::LiveRegistry;
 use assay::registry::watch;
 use assay::runtime::loader::sha256_hex;
@@ -293,7 +294,9 @@ fn main() {
         let answers = Arc::new(Answers::default());
         let loaders = start_load(&pipeline, clients, &load, &answers);
 
-        println!("reload latency: file written -> first call answered by the new version");
+        println!(
+            "reload latency: file renamed into place -> the new version serving / first answering"
+        );
         println!(
             "debounce {} ms (plugins.watch_debounce_ms), {samples} reloads per plugin and mode\n",
             debounce().as_millis()
@@ -307,8 +310,32 @@ fn main() {
         );
         let mut nonce = 0u64;
         for (file, bytes) in assay::bundled::BUNDLED {
-            let plugin = file.trim_end_matches(".wasm");
+            // The plugin's name is its manifest's (`audit_report.wasm` holds
+            // `audit-report`).
+            let Some(plugin) = live
+                .snapshot()
+                .plugins()
+                .iter()
+                .find(|p| p.source == PluginSource::Bundled(file))
+                .map(|p| p.name().to_string())
+            else {
+                continue;
+            };
+            let plugin = plugin.as_str();
             if only.as_ref().is_some_and(|only| !only.iter().any(|p| p == plugin)) {
+                continue;
+            }
+            // A plugin the probe document does not reach (another kind, or no
+            // model configured) cannot show an answer from its new version.
+            let report = pipeline.run(document_for(plugin)).await.expect("a probe run");
+            if !report.findings.iter().any(|f| f.plugin == plugin) {
+                let why = report
+                    .plugins
+                    .iter()
+                    .find(|p| p.plugin == plugin)
+                    .and_then(|p| p.message.clone())
+                    .unwrap_or_else(|| "it does not handle the probe's document kind".into());
+                println!("{plugin:<12} not measured: it gives the probe document no finding ({why})");
                 continue;
             }
             let swap = |bytes: Vec<u8>| {

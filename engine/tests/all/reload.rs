@@ -629,12 +629,26 @@ fn assay_up_serves_and_stops_cleanly_on_sigterm() {
     assert!(said.contains("assay stopped"), "{said}");
 }
 
-/// A new version of a plugin already provisioned reuses its login; but one
-/// dropped in the meantime (`assay plugins drop`) is provisioned again.
+/// A new version of a plugin already provisioned reuses its login, and
+/// takes over the connections of the version before (its pool); but one
+/// dropped in the meantime (`assay plugins drop`) is provisioned again, with
+/// a pool of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_dropped_between_versions_is_provisioned_again() {
     let engine = live_engine().await;
+    let pool = || {
+        engine
+            .live
+            .snapshot()
+            .get("swapper")
+            .unwrap()
+            .capabilities
+            .sql
+            .pool()
+            .clone()
+    };
     engine.install(&one()).await;
+    let first = pool();
     let client = engine.test_db.client().await;
     let roles = async || -> i64 {
         client
@@ -649,6 +663,7 @@ async fn a_plugin_dropped_between_versions_is_provisioned_again() {
     assert_eq!(roles().await, 1);
     engine.install(&two()).await;
     assert_eq!(roles().await, 1);
+    assert!(pool().is(&first), "the next version took over the pool");
     assert!(
         assay::capability::sql::sandbox::drop_plugin(&engine.state.db, "swapper", false)
             .await
@@ -657,5 +672,6 @@ async fn a_plugin_dropped_between_versions_is_provisioned_again() {
     assert_eq!(roles().await, 0);
     engine.install(&one()).await;
     assert_eq!(roles().await, 1, "provisioned again");
+    assert!(!pool().is(&first), "with a pool of its own");
     assert_eq!(engine.answer().await.as_deref(), Some("swap:v1"));
 }

@@ -78,6 +78,12 @@ impl SandboxPool {
         self.lanes.seat(self, allowance, self.connect_timeout).await
     }
 
+    /// Whether `other` is this same pool (a later version of the plugin took
+    /// it over), not merely one alike.
+    pub fn is(&self, other: &SandboxPool) -> bool {
+        Arc::ptr_eq(&self.turns, &other.turns)
+    }
+
     /// Read lanes open now, and reads on them.
     pub fn lanes(&self) -> (usize, usize) {
         self.lanes.load()
@@ -410,7 +416,7 @@ impl bb8::ManageConnection for SandboxManager {
 }
 
 /// Settings of a plugin pool.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
     /// Connections the plugin may hold.
     pub max_connections: u32,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use super::pool::build_pool;
+use super::pool::{PoolSettings, SandboxPool, build_pool};
 use super::sandbox::{self, SandboxError};
 use super::settings::SqlSettings;
 use super::{SqlPlugin, SqlSession, migrations};
@@ -24,7 +24,12 @@ use crate::db::{Database, DbError};
 /// Its role and schema are still checked to exist (`assay plugins drop` may
 /// have run meanwhile). With the gate off a call may have changed its own
 /// role, so every load provisions afresh. Kept with the login: whether its
-/// role owned functions then (with the gate on, it cannot come to own more).
+/// role owned functions then (with the gate on, it cannot come to own more),
+/// and the pool its versions use: a new version with the same login and
+/// pool settings takes over the connections the last one opened, rather than
+/// log in afresh at its first statement (a connection's login, password
+/// checked by the server, costs milliseconds; connections of one role and
+/// settings are alike, and a lean session holds nothing of a version).
 #[derive(Debug, Default)]
 pub struct Provisioned(std::sync::Mutex<std::collections::HashMap<String, ProvisionedLogin>>);
 
@@ -32,6 +37,7 @@ pub struct Provisioned(std::sync::Mutex<std::collections::HashMap<String, Provis
 struct ProvisionedLogin {
     login: sandbox::PluginLogin,
     owns_functions: bool,
+    pool: Option<(PoolSettings, SandboxPool)>,
 }
 
 impl Provisioned {
@@ -41,6 +47,14 @@ impl Provisioned {
 
     fn keep(&self, plugin: &str, provisioned: &ProvisionedLogin) {
         crate::sync::lock(&self.0).insert(plugin.to_string(), provisioned.clone());
+    }
+
+    /// Keeps `pool` as the one `plugin`'s next version with the same login
+    /// and `settings` takes over.
+    fn keep_pool(&self, plugin: &str, settings: &PoolSettings, pool: &SandboxPool) {
+        if let Some(kept) = crate::sync::lock(&self.0).get_mut(plugin) {
+            kept.pool = Some((settings.clone(), pool.clone()));
+        }
     }
 }
 
@@ -67,6 +81,7 @@ pub async fn register(
     let ProvisionedLogin {
         login,
         owns_functions,
+        pool: earlier_pool,
     } = match reusable {
         Some(earlier) => earlier,
         None => match provision(&mut conn, name, &settings, config).await {
@@ -76,6 +91,7 @@ pub async fn register(
                 let fresh = ProvisionedLogin {
                     login,
                     owns_functions,
+                    pool: None,
                 };
                 provisioned.keep(name, &fresh);
                 fresh
@@ -93,14 +109,22 @@ pub async fn register(
         );
         settings.caps.lean = false;
     }
-    let pool = build_pool(
-        db.pg_config(),
-        &login.role,
-        &login.password,
-        budget,
-        config.sandbox.connection_budget,
-        &settings.pool(&login.schema),
-    );
+    let pool_settings = settings.pool(&login.schema);
+    let pool = match earlier_pool {
+        Some((same, pool)) if same == pool_settings => pool,
+        _ => {
+            let pool = build_pool(
+                db.pg_config(),
+                &login.role,
+                &login.password,
+                budget,
+                config.sandbox.connection_budget,
+                &pool_settings,
+            );
+            provisioned.keep_pool(name, &pool_settings, &pool);
+            pool
+        }
+    };
     let registered = SqlPlugin {
         pool,
         caps: settings.caps,
