@@ -263,24 +263,28 @@ pub(super) async fn run<T: CallData>(
     instance: Option<PluginInstance>,
     doc: Document,
 ) -> (Result<CallOutput, CallFailure>, Option<PluginInstance>) {
-    let limits = store.data().core().limits.clone();
+    let timeout = store.data().core().limits.timeout;
     let mut steps = CallSteps::default();
+    // One clock reading ends a step and starts the next.
+    let mut ended = Instant::now();
     let called = async {
         let instance = match instance {
             Some(instance) => instance,
             None => {
-                let started = Instant::now();
                 let instance = plugin.code.instantiate(&mut *store).await?;
-                steps.instantiate = Some(started.elapsed());
+                let now = Instant::now();
+                steps.instantiate = Some(now - ended);
+                ended = now;
                 instance
             }
         };
-        let started = Instant::now();
         let returned = instance.call(&mut *store, doc).await;
-        steps.call = started.elapsed();
+        let now = Instant::now();
+        steps.call = now - ended;
+        ended = now;
         wasmtime::Result::Ok((returned?, instance))
     };
-    let result = tokio::time::timeout(limits.timeout + DEADLINE_SLACK, called)
+    let result = tokio::time::timeout(timeout + DEADLINE_SLACK, called)
         .await
         .ok();
     let mut fit = None;
@@ -293,14 +297,17 @@ pub(super) async fn run<T: CallData>(
                 Err(PluginError::Failed(m)) => Err(CallFailure::Failed(m)),
             }
         }
-        Some(Err(e)) => Err(CallFailure::from_wasmtime(&e, store.data().core())),
+        Some(Err(e)) => {
+            ended = Instant::now();
+            Err(CallFailure::from_wasmtime(&e, store.data().core()))
+        }
         None => {
             store.data_mut().abandon().await;
-            Err(CallFailure::timeout(&limits))
+            ended = Instant::now();
+            Err(CallFailure::timeout(store.data().core().limits()))
         }
     };
     let data = store.data_mut();
-    let ending = Instant::now();
     let outcome = match outcome {
         Ok(output) => data.finish(true).await.map(|()| output),
         Err(failure) => {
@@ -309,9 +316,10 @@ pub(super) async fn run<T: CallData>(
             Err(failure)
         }
     };
-    steps.ending = ending.elapsed();
+    let now = Instant::now();
+    steps.ending = now - ended;
     steps.host = data.host_steps();
-    steps.total = data.core().started.elapsed();
+    steps.total = now - data.core().started;
     runtime.steps().record(&steps);
     let outcome = match outcome {
         // A plugin that fails because its time ran out (inside a statement,
@@ -323,7 +331,7 @@ pub(super) async fn run<T: CallData>(
             };
             Err(CallFailure::Timeout(format!(
                 "{} (the plugin then reported: {m})",
-                past_deadline(&limits)
+                past_deadline(data.core().limits())
             )))
         }
         Err(failure) if failure.is_plugin_reported() => Err(data.explain(failure)),
