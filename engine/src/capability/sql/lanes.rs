@@ -28,10 +28,16 @@
 //! reads, so lanes drain and give theirs back.
 //!
 //! What it costs: reads of *the same plugin* that share a lane queue behind
-//! each other on the server, and a read whose result runs past the byte cap
-//! kills the connection under the others (they fail as the database being
-//! unavailable). Nothing is ever shared with another plugin: lanes are per
-//! plugin pool. `sandbox.shared_reads = false` turns lanes off.
+//! each other on the server, and a read whose result runs so far past the
+//! byte cap that the socket's allowance is exceeded kills the connection
+//! under the others (they fail as too large, saying it may have been another
+//! read's result). A read that is abandoned (its call's deadline passed) or
+//! stops reading a result past the caps is not cancelled on the server: a
+//! cancel request stops whatever the server process runs at that moment,
+//! possibly another call's read. Its lane is closed to new reads instead and
+//! its connection closed, not given back, once the reads on it are done.
+//! Nothing is ever shared with another plugin: lanes are per plugin pool.
+//! `sandbox.shared_reads = false` turns lanes off.
 //!
 //! A lane counts its reads towards its connection's backstop reset, like
 //! the calls that hold one (see `session::RESET_EVERY_CALLS`): once due, it
@@ -85,15 +91,15 @@ struct LaneEntry {
     depth: usize,
     /// When it last took its first read or answered one.
     progress: Instant,
-    /// Takes no new reads (its session is due a reset).
+    /// Takes no new reads (its session is due a reset, or it is poisoned).
     closing: bool,
 }
 
 /// A connection carrying reads.
 pub struct Lane {
     conn: SandboxPooled,
-    /// Close the connection rather than give it back (a reset that was due
-    /// could not be run).
+    /// Close the connection rather than give it back: a read on it was
+    /// abandoned or stopped reading, or a reset that was due did not run.
     poisoned: AtomicBool,
 }
 
@@ -111,8 +117,8 @@ impl Drop for Lane {
 pub struct BytesPerRead(pub usize);
 
 /// A read's place on a lane. Give it back with [`Seat::leave`]; dropping it
-/// (a call cancelled mid-read) leaves too, but cannot run a reset that is
-/// due, so the connection is then closed instead.
+/// before (a call cancelled mid-read) leaves too, and closes the lane's
+/// connection once the other reads on it are done.
 pub struct Seat {
     lanes: Arc<ReadLanes>,
     lane: Arc<Lane>,
