@@ -13,7 +13,10 @@
 //! wakes a server process that went back to sleep after the last one. With
 //! several calls reading at once, reads that share a connection go out
 //! together and are answered together, and the server process works through
-//! them without sleeping in between (BENCHMARKS.md has the figures).
+//! them without sleeping in between (BENCHMARKS.md has the figures). To
+//! make "together" more likely, a shared connection's I/O task lets the
+//! other ready tasks run once before it writes (`pool::Driver`): calls just
+//! answered queue their next reads meanwhile, and they go out in one write.
 //!
 //! A *lane* is one connection taken from the plugin's pool (with its turn,
 //! as any call takes one) and shared by up to [`LANE_DEPTH`] reads at once.
@@ -226,6 +229,7 @@ impl ReadLanes {
                 >= super::session::RESET_EVERY_CALLS,
         });
         lane.conn.allowance.set(allowance.0);
+        lane.conn.sharing.store(1, Ordering::Relaxed);
         lane.conn.uses_since_reset.fetch_add(1, Ordering::Relaxed);
         drop(open);
         self.signal_room();
@@ -264,6 +268,7 @@ impl ReadLanes {
         entry.depth += 1;
         let conn = &entry.lane.conn;
         conn.allowance.set(allowance.0.saturating_mul(entry.depth));
+        conn.sharing.store(entry.depth, Ordering::Relaxed);
         let uses = conn.uses_since_reset.fetch_add(1, Ordering::Relaxed) + 1;
         if uses >= super::session::RESET_EVERY_CALLS {
             entry.closing = true;
@@ -305,8 +310,9 @@ impl ReadLanes {
             let entry = &mut open[at];
             entry.depth = entry.depth.saturating_sub(1);
             entry.progress = Instant::now();
+            let conn = &entry.lane.conn;
+            conn.sharing.store(entry.depth, Ordering::Relaxed);
             if entry.depth > 0 {
-                let conn = &entry.lane.conn;
                 conn.allowance
                     .set(seat.allowance.0.saturating_mul(entry.depth));
                 None

@@ -285,6 +285,9 @@ pub struct SandboxConnection {
     /// that ran on its own), and reads it carried on a lane, since its
     /// session was last reset.
     pub uses_since_reset: AtomicU32,
+    /// Reads sharing it on a read lane now (0 when a call holds it alone);
+    /// its I/O [`Driver`] reads this.
+    pub sharing: Arc<AtomicUsize>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -387,9 +390,12 @@ impl bb8::ManageConnection for SandboxManager {
             allowance: Arc::clone(&allowance),
         };
         let (client, connection) = self.config.connect_raw(stream, NoTls).await?;
-        tokio::spawn(async move {
-            // Errors surface on the client (closed connection); nothing to add here.
-            let _ = connection.await;
+        let sharing = Arc::new(AtomicUsize::new(0));
+        // Errors surface on the client (closed connection); nothing to add here.
+        tokio::spawn(Driver {
+            connection,
+            sharing: Arc::clone(&sharing),
+            deferred: false,
         });
         Ok(SandboxConnection {
             client,
@@ -398,6 +404,7 @@ impl bb8::ManageConnection for SandboxManager {
             server,
             statements: StatementCache::default(),
             uses_since_reset: AtomicU32::new(0),
+            sharing,
             _permit: permit,
         })
     }
@@ -482,5 +489,111 @@ pub fn build_pool(
         last_error,
         max_connections,
         connect_timeout: settings.connect_timeout,
+    }
+}
+
+/// Drives one connection's I/O (tokio-postgres' connection future: writing
+/// what its client queued, routing what the server answered).
+///
+/// While several reads share the connection on a read lane, each time it
+/// is woken it first lets the other tasks that are ready run, once: calls
+/// answered a moment ago then queue their next reads before it writes, and
+/// those go out in one write, to be answered by the server process in one
+/// wake-up, rather than one write and one wake-up each. With one read or
+/// none in flight there is nothing to gather, and it runs at once (letting
+/// others go first costs a lone call a trip through the scheduler).
+struct Driver<F> {
+    connection: F,
+    sharing: Arc<AtomicUsize>,
+    /// It let the others go first since it was last woken.
+    deferred: bool,
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for Driver<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.deferred && self.sharing.load(Ordering::Relaxed) > 1 {
+            self.deferred = true;
+            // Woken from its own poll, a tokio task goes to the back of the queue.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.deferred = false;
+        Pin::new(&mut self.connection).poll(cx).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use super::Driver;
+
+    /// A connection future that counts its polls and never finishes.
+    struct CountingPolls(Arc<AtomicUsize>);
+
+    impl Future for CountingPolls {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Poll::Pending
+        }
+    }
+
+    /// A waker that counts how often it was woken.
+    struct CountingWakes(AtomicUsize);
+
+    impl Wake for CountingWakes {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Alone, a connection's I/O runs at every wake-up; shared by several
+    /// reads, every other poll hands the turn on (waking itself, so it is
+    /// polled again after the tasks already ready) and the next one runs it.
+    #[test]
+    fn the_driver_lets_others_go_first_only_while_reads_share_it() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let sharing = Arc::new(AtomicUsize::new(0));
+        let mut driver = Driver {
+            connection: CountingPolls(Arc::clone(&polls)),
+            sharing: Arc::clone(&sharing),
+            deferred: false,
+        };
+        let wakes = Arc::new(CountingWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let mut poll = |driver: &mut Driver<CountingPolls>| {
+            assert!(Pin::new(driver).poll(&mut cx).is_pending());
+            (
+                polls.load(Ordering::Relaxed),
+                wakes.0.load(Ordering::Relaxed),
+            )
+        };
+
+        for sharing_now in [0, 1] {
+            sharing.store(sharing_now, Ordering::Relaxed);
+            let (before, _) = poll(&mut driver);
+            assert_eq!(poll(&mut driver), (before + 1, 0), "runs at once");
+        }
+
+        sharing.store(3, Ordering::Relaxed);
+        let before = polls.load(Ordering::Relaxed);
+        assert_eq!(poll(&mut driver), (before, 1), "defers once, woken");
+        assert_eq!(poll(&mut driver), (before + 1, 1), "then runs");
+        assert_eq!(poll(&mut driver), (before + 1, 2), "defers again");
+
+        sharing.store(1, Ordering::Relaxed);
+        assert_eq!(poll(&mut driver), (before + 2, 2), "alone again: runs");
+        assert_eq!(poll(&mut driver), (before + 3, 2));
     }
 }
