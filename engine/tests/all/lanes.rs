@@ -3,7 +3,8 @@
 //! happens, and turns off; every read gets its own answer and its own
 //! failure; a slow read does not hold up the reads behind it; calls that
 //! write are not starved by a stream of reads; a read past the byte cap
-//! leaves the plugin's later reads working.
+//! leaves the plugin's later reads working; a read abandoned at its call's
+//! deadline takes its connection with it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -324,5 +325,77 @@ async fn a_read_past_the_byte_cap_leaves_later_reads_working() {
                 steps[0]
             );
         }
+    }
+}
+
+/// A read that runs for seconds (the gate refuses `pg_sleep`).
+const SLOW_READ: &str =
+    "SELECT count(*) FROM generate_series(1, 100000) a, generate_series(1, 100000) b";
+
+/// A read abandoned at its call's deadline (its statement still running on
+/// the server, its answer still to come) takes its lane's connection with
+/// it: the reads waiting meanwhile and those after it run on another server
+/// process, never on the one still busy with the abandoned statement, and
+/// each gets its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_abandoned_at_the_deadline_takes_its_connection_with_it() {
+    let sandbox = Arc::new(
+        engine(1, |c| {
+            c.limits.call_timeout_ms = 500;
+            c.limits.statement_timeout_ms = 10_000;
+        })
+        .await,
+    );
+    call(&sandbox.engine, &read_of(0)).await.unwrap();
+    let abandoned = tokio::spawn({
+        let sandbox = Arc::clone(&sandbox);
+        async move { call(&sandbox.engine, &format!("query {SLOW_READ}")).await }
+    });
+    let observer = sandbox.engine.test_db.client().await;
+    // The server process running it (looked for until the call's deadline).
+    let mut sleeper = None;
+    for _ in 0..50 {
+        sleeper = observer
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE query = $1 AND state = 'active'",
+                &[&SLOW_READ],
+            )
+            .await
+            .unwrap()
+            .map(|row| row.get::<_, i32>(0));
+        if sleeper.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sleeper = sleeper.expect("the slow read runs on the server");
+    // Reads that come while the abandoned one still holds the only connection.
+    let waiting = at_once(&sandbox, 6, |i| read_of(100 + i)).await;
+    match abandoned.await.unwrap() {
+        Err(CallFailure::Timeout(_)) => {}
+        other => panic!("the sleeping call should have run out of time: {other:?}"),
+    }
+    let mut later = Vec::new();
+    for i in 0..10 {
+        later.push(call(&sandbox.engine, &read_of(200 + i)).await);
+    }
+    // Those that waited may have run out of time themselves (the only
+    // connection was the abandoned read's until its deadline); none may
+    // have another's answer. Those after it all work.
+    let waiting = (100..)
+        .zip(waiting)
+        .filter_map(|(key, result)| match result {
+            Err(CallFailure::Timeout(_)) => None,
+            answered => Some((key, answered)),
+        });
+    for (key, result) in waiting.chain((200..).zip(later)) {
+        let steps = result.unwrap();
+        let row = &steps[0]["rows"][0];
+        assert_eq!(row[0], json!(2 * key as i64), "{:?}", steps[0]);
+        assert_ne!(
+            row[1],
+            json!(sleeper),
+            "read {key} ran on the connection of the abandoned read"
+        );
     }
 }
