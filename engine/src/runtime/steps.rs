@@ -154,46 +154,40 @@ pub struct StepSums {
     ending_round_trips: u64,
 }
 
+impl StepSums {
+    /// Each field of `self` and `other` combined by `f`.
+    fn zip_with(self, other: Self, f: impl Fn(u64, u64) -> u64) -> Self {
+        Self {
+            calls: f(self.calls, other.calls),
+            instantiated: f(self.instantiated, other.instantiated),
+            total_ns: f(self.total_ns, other.total_ns),
+            instantiate_ns: f(self.instantiate_ns, other.instantiate_ns),
+            call_ns: f(self.call_ns, other.call_ns),
+            ending_ns: f(self.ending_ns, other.ending_ns),
+            host_calls: f(self.host_calls, other.host_calls),
+            in_host_ns: f(self.in_host_ns, other.in_host_ns),
+            checking_ns: f(self.checking_ns, other.checking_ns),
+            waiting_ns: f(self.waiting_ns, other.waiting_ns),
+            round_trips: f(self.round_trips, other.round_trips),
+            on_server_ns: f(self.on_server_ns, other.on_server_ns),
+            ending_round_trips: f(self.ending_round_trips, other.ending_round_trips),
+        }
+    }
+}
+
 impl Sub for StepSums {
     type Output = StepSums;
 
+    /// What was added between two readings.
     fn sub(self, earlier: Self) -> Self {
-        Self {
-            calls: self.calls.saturating_sub(earlier.calls),
-            instantiated: self.instantiated.saturating_sub(earlier.instantiated),
-            total_ns: self.total_ns.saturating_sub(earlier.total_ns),
-            instantiate_ns: self.instantiate_ns.saturating_sub(earlier.instantiate_ns),
-            call_ns: self.call_ns.saturating_sub(earlier.call_ns),
-            ending_ns: self.ending_ns.saturating_sub(earlier.ending_ns),
-            host_calls: self.host_calls.saturating_sub(earlier.host_calls),
-            in_host_ns: self.in_host_ns.saturating_sub(earlier.in_host_ns),
-            checking_ns: self.checking_ns.saturating_sub(earlier.checking_ns),
-            waiting_ns: self.waiting_ns.saturating_sub(earlier.waiting_ns),
-            round_trips: self.round_trips.saturating_sub(earlier.round_trips),
-            on_server_ns: self.on_server_ns.saturating_sub(earlier.on_server_ns),
-            ending_round_trips: self
-                .ending_round_trips
-                .saturating_sub(earlier.ending_round_trips),
-        }
+        self.zip_with(earlier, u64::saturating_sub)
     }
 }
 
 impl std::ops::AddAssign for StepSums {
     /// Adds another span's sums (for spans measured in several pieces).
     fn add_assign(&mut self, other: Self) {
-        self.calls += other.calls;
-        self.instantiated += other.instantiated;
-        self.total_ns += other.total_ns;
-        self.instantiate_ns += other.instantiate_ns;
-        self.call_ns += other.call_ns;
-        self.ending_ns += other.ending_ns;
-        self.host_calls += other.host_calls;
-        self.in_host_ns += other.in_host_ns;
-        self.checking_ns += other.checking_ns;
-        self.waiting_ns += other.waiting_ns;
-        self.round_trips += other.round_trips;
-        self.on_server_ns += other.on_server_ns;
-        self.ending_round_trips += other.ending_round_trips;
+        *self = self.zip_with(other, u64::saturating_add);
     }
 }
 
@@ -320,5 +314,14 @@ mod tests {
             mean.total_us
         );
         assert_eq!(StepSums::default().per_call(), None);
+
+        // Sums of spans measured in pieces add up to the span's.
+        let whole = totals.snapshot() - before;
+        let mut pieces = totals.snapshot() - totals.snapshot();
+        pieces += whole;
+        pieces += StepSums::default();
+        assert_eq!(pieces, whole);
+        assert_eq!(whole - whole, StepSums::default());
+        assert_eq!(before - whole, StepSums::default(), "saturates");
     }
 }
