@@ -225,12 +225,10 @@ impl ReadLanes {
             lane: Arc::clone(&lane),
             depth: 1,
             progress: Instant::now(),
-            closing: lane.conn.uses_since_reset.load(Ordering::Relaxed) + 1
-                >= super::session::RESET_EVERY_CALLS,
+            closing: lane.conn.count_use(),
         });
         lane.conn.allowance.set(allowance.0);
         lane.conn.sharing.store(1, Ordering::Relaxed);
-        lane.conn.uses_since_reset.fetch_add(1, Ordering::Relaxed);
         drop(open);
         self.signal_room();
         Seat {
@@ -269,8 +267,7 @@ impl ReadLanes {
         let conn = &entry.lane.conn;
         conn.allowance.set(allowance.0.saturating_mul(entry.depth));
         conn.sharing.store(entry.depth, Ordering::Relaxed);
-        let uses = conn.uses_since_reset.fetch_add(1, Ordering::Relaxed) + 1;
-        if uses >= super::session::RESET_EVERY_CALLS {
+        if conn.count_use() {
             entry.closing = true;
         }
         Ok(Seat {
@@ -375,7 +372,7 @@ impl Seat {
             .client
             .batch_execute(super::session::SESSION_RESET);
         if let Ok(Ok(())) = tokio::time::timeout(timeout, reset).await {
-            self.lane.conn.uses_since_reset.store(0, Ordering::Relaxed);
+            self.lane.conn.was_reset();
             self.lane.poisoned.store(false, Ordering::Relaxed);
         }
     }

@@ -26,6 +26,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::{Client, NoTls};
 
 use super::lanes::{BytesPerRead, ReadLanes, Seat};
+use super::session::RESET_EVERY_CALLS;
 use crate::db::LastConnectError;
 
 /// A pool of one plugin's connections.
@@ -283,8 +284,8 @@ pub struct SandboxConnection {
     pub statements: StatementCache,
     /// Times a call gave this connection back (at its end, or after a read
     /// that ran on its own), and reads it carried on a lane, since its
-    /// session was last reset.
-    pub uses_since_reset: AtomicU32,
+    /// session was last reset: see [`Self::count_use`].
+    uses_since_reset: AtomicU32,
     /// Reads sharing it on a read lane now (0 when a call holds it alone);
     /// its I/O [`Driver`] reads this.
     pub sharing: Arc<AtomicUsize>,
@@ -292,6 +293,22 @@ pub struct SandboxConnection {
 }
 
 impl SandboxConnection {
+    /// Counts one more use of the session since its last reset; whether it
+    /// is now due its backstop reset (`session::RESET_EVERY_CALLS`).
+    pub fn count_use(&self) -> bool {
+        self.uses_since_reset.fetch_add(1, Ordering::Relaxed) + 1 >= RESET_EVERY_CALLS
+    }
+
+    /// Whether one more use would make the session due its reset.
+    pub fn next_use_due(&self) -> bool {
+        self.uses_since_reset.load(Ordering::Relaxed) + 1 >= RESET_EVERY_CALLS
+    }
+
+    /// The session was just reset.
+    pub fn was_reset(&self) {
+        self.uses_since_reset.store(0, Ordering::Relaxed);
+    }
+
     /// Asks the server to cancel whatever this connection is running, and marks
     /// the connection so it is closed rather than reused.
     pub async fn cancel(&mut self) {

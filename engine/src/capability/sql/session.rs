@@ -375,13 +375,9 @@ impl SqlSession {
     /// backstop reset, which [`Self::finish`] does.
     fn give_back_after_lone_read(&mut self) {
         if let Some(conn) = self.conn.as_deref()
-            && conn
-                .uses_since_reset
-                .load(Ordering::Relaxed)
-                .saturating_add(1)
-                < RESET_EVERY_CALLS
+            && !conn.next_use_due()
         {
-            conn.uses_since_reset.fetch_add(1, Ordering::Relaxed);
+            conn.count_use();
             self.conn = None;
         }
     }
@@ -591,17 +587,17 @@ impl SqlSession {
         };
         // With the gate off a plugin may PREPARE statements of its own: then
         // everything goes, the host's cached statements too.
-        let uses = conn.uses_since_reset.fetch_add(1, Ordering::Relaxed) + 1;
+        let due = conn.count_use();
         let reset = if !self.caps.gate {
             conn.statements.clear();
             Some("DISCARD ALL")
-        } else if !self.caps.lean || uses >= RESET_EVERY_CALLS {
+        } else if !self.caps.lean || due {
             Some(SESSION_RESET)
         } else {
             None
         };
         if reset.is_some() {
-            conn.uses_since_reset.store(0, Ordering::Relaxed);
+            conn.was_reset();
         }
         if end.is_none() && reset.is_none() {
             // Only reads that ran on their own: nothing to end or undo. But a
