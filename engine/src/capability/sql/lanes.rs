@@ -90,12 +90,18 @@ impl std::fmt::Debug for ReadLanes {
 /// One lane as the pool keeps it.
 struct LaneEntry {
     lane: Arc<Lane>,
-    /// Reads on it now.
-    depth: usize,
     /// When it last took its first read or answered one.
     progress: Instant,
     /// Takes no new reads (its session is due a reset, or it is poisoned).
     closing: bool,
+}
+
+impl LaneEntry {
+    /// Reads on it now: its connection's count, which only the lanes change,
+    /// under their lock (its I/O driver reads it too, see `pool::Driver`).
+    fn reads(&self) -> usize {
+        self.lane.conn.sharing.load(Ordering::Relaxed)
+    }
 }
 
 /// A connection carrying reads.
@@ -223,7 +229,6 @@ impl ReadLanes {
         let mut open = crate::sync::lock(&self.open);
         open.push(LaneEntry {
             lane: Arc::clone(&lane),
-            depth: 1,
             progress: Instant::now(),
             closing: lane.conn.count_use(),
         });
@@ -256,17 +261,17 @@ impl ReadLanes {
             .iter_mut()
             .filter(|e| {
                 !e.closing
-                    && e.depth < LANE_DEPTH
+                    && e.reads() < LANE_DEPTH
                     && now.saturating_duration_since(e.progress) < STALL_AFTER
             })
-            .max_by_key(|e| e.depth)
+            .max_by_key(|e| e.reads())
         else {
             return Err(turn);
         };
-        entry.depth += 1;
+        let reads = entry.reads() + 1;
         let conn = &entry.lane.conn;
-        conn.allowance.set(allowance.0.saturating_mul(entry.depth));
-        conn.sharing.store(entry.depth, Ordering::Relaxed);
+        conn.allowance.set(allowance.0.saturating_mul(reads));
+        conn.sharing.store(reads, Ordering::Relaxed);
         if conn.count_use() {
             entry.closing = true;
         }
@@ -293,7 +298,7 @@ impl ReadLanes {
     /// Lanes open now, and reads on them.
     pub fn load(&self) -> (usize, usize) {
         let open = crate::sync::lock(&self.open);
-        (open.len(), open.iter().map(|e| e.depth).sum())
+        (open.len(), open.iter().map(LaneEntry::reads).sum())
     }
 
     /// Takes `seat` off its lane; whether it was the lane's last read and the
@@ -305,13 +310,12 @@ impl ReadLanes {
                 return false;
             };
             let entry = &mut open[at];
-            entry.depth = entry.depth.saturating_sub(1);
+            let reads = entry.reads().saturating_sub(1);
             entry.progress = Instant::now();
             let conn = &entry.lane.conn;
-            conn.sharing.store(entry.depth, Ordering::Relaxed);
-            if entry.depth > 0 {
-                conn.allowance
-                    .set(seat.allowance.0.saturating_mul(entry.depth));
+            conn.sharing.store(reads, Ordering::Relaxed);
+            if reads > 0 {
+                conn.allowance.set(seat.allowance.0.saturating_mul(reads));
                 None
             } else {
                 let closing = entry.closing;

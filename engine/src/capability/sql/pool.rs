@@ -286,8 +286,8 @@ pub struct SandboxConnection {
     /// that ran on its own), and reads it carried on a lane, since its
     /// session was last reset: see [`Self::count_use`].
     uses_since_reset: AtomicU32,
-    /// Reads sharing it on a read lane now (0 when a call holds it alone);
-    /// its I/O [`Driver`] reads this.
+    /// Reads sharing it on a read lane now (0 when a call holds it alone),
+    /// set by the lanes alone; its I/O [`Driver`] reads it.
     pub sharing: Arc<AtomicUsize>,
     _permit: OwnedSemaphorePermit,
 }
