@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use assay::bench::pipeline::{PipelineReport, PipelineSettings};
 use assay::bench::query::{
     LevelReport, PathReport, QueryReport, QuerySettings, WORKLOADS, Workload,
@@ -38,10 +38,10 @@ pub struct QueryArgs {
     #[arg(long, default_value = "10", value_parser = parse_duration, conflicts_with = "requests")]
     pub duration: Duration,
     /// Requests per run instead of a duration.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: Option<u64>,
     /// Rows to seed into the benchmark table.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub rows: u64,
     /// What each request runs; repeat it to measure several in one command.
     /// A workload's name — `point` (a point SELECT), `join` (a small join),
@@ -80,7 +80,8 @@ pub struct PipelineArgs {
     #[arg(default_value = "examples")]
     pub corpus: Vec<PathBuf>,
     /// Documents to analyse: the corpus repeated to this many.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub count: usize,
     /// Documents in flight at once [default: pipeline.concurrency].
     #[arg(long)]
@@ -365,9 +366,6 @@ fn print_steps(report: &QueryReport) {
 }
 
 async fn pipeline(config: &Config, args: PipelineArgs) -> anyhow::Result<Outcome> {
-    if args.count == 0 {
-        bail!("--count must be at least 1");
-    }
     let settings = PipelineSettings {
         corpus: args.corpus.clone(),
         count: args.count,

@@ -276,3 +276,23 @@ async fn bench_query_durations_take_units() {
         assert!(stderr.contains("--duration"), "{bad}: {stderr}");
     }
 }
+
+/// Zero requests, rows or documents is nothing to measure: refused as a
+/// usage error naming the option, before touching the database, not
+/// reported as every request having failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_refuses_counts_of_nothing() {
+    let db = fresh_database().await;
+    for (command, option, bad) in [
+        ("query", "--requests", "0"),
+        ("query", "--rows", "0"),
+        ("query", "--requests", "-3"),
+        ("pipeline", "--count", "0"),
+    ] {
+        let out = bench(&db, &[command, &format!("{option}={bad}")]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{option} {bad}: {stderr}");
+        assert!(stderr.contains(option), "{option} {bad}: {stderr}");
+        assert!(!stderr.contains("failed"), "{option} {bad}: {stderr}");
+    }
+}
