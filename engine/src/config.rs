@@ -461,9 +461,19 @@ pub struct PluginInferencePolicy {
 }
 
 /// Why the configuration could not be read.
+///
+/// The message already names the key and where its value came from, so the
+/// figment error is not also given as the source: an error chain printed in
+/// full (`{:#}`) would say it twice.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
-pub struct ConfigError(#[from] Box<figment::Error>);
+pub struct ConfigError(Box<figment::Error>);
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(error: Box<figment::Error>) -> Self {
+        Self(error)
+    }
+}
 
 impl Config {
     /// Reads `path` (if it exists), then `ASSAY__…` variables, then `DATABASE_URL`.

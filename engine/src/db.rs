@@ -23,8 +23,10 @@ pub type PgConnection = PooledConnection<'static, PostgresConnectionManager<NoTl
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The embedded server could not be started.
+    /// (Its message includes the cause's, so the cause is not also given as
+    /// the source: an error chain printed in full would say it twice.)
     #[error("cannot start the embedded PostgreSQL: {0}")]
-    Embedded(#[from] embedded::EmbeddedError),
+    Embedded(embedded::EmbeddedError),
     /// The configured URL is not a valid connection string.
     #[error("invalid database URL ({url}): {cause}")]
     BadUrl {
@@ -62,6 +64,12 @@ pub enum DbError {
         /// The PostgreSQL error.
         cause: tokio_postgres::Error,
     },
+}
+
+impl From<embedded::EmbeddedError> for DbError {
+    fn from(error: embedded::EmbeddedError) -> Self {
+        Self::Embedded(error)
+    }
 }
 
 impl DbError {

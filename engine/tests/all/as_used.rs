@@ -491,3 +491,68 @@ fn endless_and_huge_inputs_are_refused_unread() {
     assert!(stderr.contains("-: is larger than"), "{stderr}");
     assert!(feeder.join().unwrap(), "assay read the whole gigabyte");
 }
+
+#[test]
+fn a_wrong_configuration_value_is_named_once_with_its_key_and_source() {
+    let work = Workdir::new();
+    std::fs::write(
+        work.path().join("assay.toml"),
+        "[limits]\nreuse_instances = \"sometimes\"\n",
+    )
+    .unwrap();
+    let out = work
+        .assay()
+        .args(["analyze", "missing.txt"])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("invalid configuration")
+            && stderr.contains("reuse_instances")
+            && stderr.contains("assay.toml"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("expected a boolean").count(),
+        1,
+        "said once: {stderr}"
+    );
+
+    std::fs::remove_file(work.path().join("assay.toml")).unwrap();
+    let out = work
+        .assay()
+        .env("ASSAY__SANDBOX__SHARED_READS", "maybe")
+        .args(["analyze", "missing.txt"])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.matches("SHARED_READS").count(),
+        1,
+        "said once: {stderr}"
+    );
+}
+
+#[test]
+fn an_embedded_server_that_cannot_start_is_named_once() {
+    let work = Workdir::new();
+    // Where the embedded server's directory belongs, a file.
+    std::fs::create_dir(work.path().join(".assay")).unwrap();
+    std::fs::write(work.path().join(".assay").join("postgres"), "").unwrap();
+    let doc = work.path().join("doc.txt");
+    std::fs::write(&doc, "hello").unwrap();
+    let out = work.assay().arg("analyze").arg(&doc).output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot start the embedded PostgreSQL"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("File exists").count(),
+        1,
+        "said once: {stderr}"
+    );
+}

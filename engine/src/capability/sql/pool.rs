@@ -188,15 +188,29 @@ pub enum ConnectError {
     BudgetExhausted(u32),
     /// The server could not be reached.
     #[error("cannot reach PostgreSQL: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// PostgreSQL refused the connection (authentication, limits, …).
     #[error("{0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    Postgres(tokio_postgres::Error),
     /// Plugin pools connect over TCP only.
     #[error(
         "plugin connections need a TCP host (got a Unix socket path); set the database URL's host to an address"
     )]
     NotTcp,
+}
+
+// The causes are not given as sources: the messages above include them, and
+// an error chain printed in full would say them twice.
+impl From<io::Error> for ConnectError {
+    fn from(error: io::Error) -> Self {
+        Self::Io(error)
+    }
+}
+
+impl From<tokio_postgres::Error> for ConnectError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Postgres(error)
+    }
 }
 
 /// Bytes one statement may read from the server, shared with the socket.
