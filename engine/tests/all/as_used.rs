@@ -248,6 +248,15 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Runs `command`, which must fail as a fatal error (exit code 1), and
+/// returns what it said on standard error.
+fn fails(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
 #[test]
 fn analyze_in_a_working_directory_with_the_default_configuration() {
     let work = Workdir::new();
@@ -436,14 +445,12 @@ fn configuration_is_read_only_from_the_working_directory() {
     .unwrap();
     let below = parent.path().join("project");
     std::fs::create_dir(&below).unwrap();
-    let out = parent
-        .assay()
-        .current_dir(&below)
-        .args(["analyze", "missing.txt"])
-        .output()
-        .unwrap();
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = fails(
+        parent
+            .assay()
+            .current_dir(&below)
+            .args(["analyze", "missing.txt"]),
+    );
     assert!(
         stderr.contains("no documents to analyse"),
         "the parent's assay.toml was read: {stderr}"
@@ -455,13 +462,7 @@ fn configuration_is_read_only_from_the_working_directory() {
 fn endless_and_huge_inputs_are_refused_unread() {
     let work = Workdir::new();
     // A device that never ends, given by path.
-    let out = work
-        .assay()
-        .args(["analyze", "/dev/zero"])
-        .output()
-        .unwrap();
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = fails(work.assay().args(["analyze", "/dev/zero"]));
     assert!(stderr.contains("/dev/zero"), "{stderr}");
     assert!(stderr.contains("16777216 bytes"), "{stderr}");
 
@@ -500,13 +501,7 @@ fn a_wrong_configuration_value_is_named_once_with_its_key_and_source() {
         "[limits]\nreuse_instances = \"sometimes\"\n",
     )
     .unwrap();
-    let out = work
-        .assay()
-        .args(["analyze", "missing.txt"])
-        .output()
-        .unwrap();
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = fails(work.assay().args(["analyze", "missing.txt"]));
     assert!(
         stderr.contains("invalid configuration")
             && stderr.contains("reuse_instances")
@@ -520,14 +515,11 @@ fn a_wrong_configuration_value_is_named_once_with_its_key_and_source() {
     );
 
     std::fs::remove_file(work.path().join("assay.toml")).unwrap();
-    let out = work
-        .assay()
-        .env("ASSAY__SANDBOX__SHARED_READS", "maybe")
-        .args(["analyze", "missing.txt"])
-        .output()
-        .unwrap();
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = fails(
+        work.assay()
+            .env("ASSAY__SANDBOX__SHARED_READS", "maybe")
+            .args(["analyze", "missing.txt"]),
+    );
     assert_eq!(
         stderr.matches("SHARED_READS").count(),
         1,
@@ -543,9 +535,7 @@ fn an_embedded_server_that_cannot_start_is_named_once() {
     std::fs::write(work.path().join(".assay").join("postgres"), "").unwrap();
     let doc = work.path().join("doc.txt");
     std::fs::write(&doc, "hello").unwrap();
-    let out = work.assay().arg("analyze").arg(&doc).output().unwrap();
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = fails(work.assay().arg("analyze").arg(&doc));
     assert!(
         stderr.contains("cannot start the embedded PostgreSQL"),
         "{stderr}"
