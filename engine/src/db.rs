@@ -122,10 +122,25 @@ impl LastConnectError {
     }
 }
 
-impl<E: std::fmt::Display + Send + 'static> bb8::ErrorSink<E> for LastConnectError {
+/// A failed connection attempt, told with its cause: tokio-postgres' own
+/// Display stops at "error connecting to server" or "db error", and the
+/// reason (refused, authentication, too many clients) is in its source.
+pub trait ConnectFailure: Send + 'static {
+    /// The whole message, cause included.
+    fn told(&self) -> String;
+}
+
+impl ConnectFailure for tokio_postgres::Error {
+    fn told(&self) -> String {
+        pg_message(self)
+    }
+}
+
+impl<E: ConnectFailure> bb8::ErrorSink<E> for LastConnectError {
     fn sink(&self, error: E) {
-        tracing::debug!(%error, "a database connection could not be made");
-        *crate::sync::lock(&self.0) = Some((Instant::now(), error.to_string()));
+        let told = error.told();
+        tracing::debug!(error = %told, "a database connection could not be made");
+        *crate::sync::lock(&self.0) = Some((Instant::now(), told));
     }
 
     fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<E>> {
@@ -253,7 +268,7 @@ impl Database {
         DbError::Unavailable {
             target: self.target.clone(),
             message: match e {
-                RunError::User(e) => e.to_string(),
+                RunError::User(e) => pg_message(&e),
                 RunError::TimedOut => "timed out waiting for a connection".into(),
             },
         }
@@ -374,7 +389,7 @@ async fn ensure_database(server: &EmbeddedPostgres) -> Result<(), DbError> {
         .await
         .map_err(|e| DbError::Unavailable {
             target: target.clone(),
-            message: e.to_string(),
+            message: pg_message(&e),
         })?;
     let driver = tokio::spawn(connection);
     let exists = client

@@ -174,6 +174,9 @@ async fn an_unreachable_database_is_fatal_and_named() {
         !stderr.contains("secret"),
         "passwords never reach the terminal"
     );
+    // Why, in the system's words, not only tokio-postgres' "error connecting
+    // to server".
+    assert!(stderr.contains("Connection refused"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -190,7 +190,7 @@ pub enum ConnectError {
     #[error("cannot reach PostgreSQL: {0}")]
     Io(io::Error),
     /// PostgreSQL refused the connection (authentication, limits, …).
-    #[error("{0}")]
+    #[error("{}", crate::db::pg_message(.0))]
     Postgres(tokio_postgres::Error),
     /// Plugin pools connect over TCP only.
     #[error(
@@ -210,6 +210,12 @@ impl From<io::Error> for ConnectError {
 impl From<tokio_postgres::Error> for ConnectError {
     fn from(error: tokio_postgres::Error) -> Self {
         Self::Postgres(error)
+    }
+}
+
+impl crate::db::ConnectFailure for ConnectError {
+    fn told(&self) -> String {
+        self.to_string()
     }
 }
 
