@@ -466,14 +466,34 @@ pub struct PluginInferencePolicy {
 /// figment error is not also given as the source: an error chain printed in
 /// full (`{:#}`) would say it twice.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(Box<figment::Error>);
+pub enum ConfigError {
+    /// A value is wrong, or the file is not TOML.
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<figment::Error>),
+    /// The configuration file is not a file that can be read: a FIFO, a
+    /// device, a directory, or far larger than any configuration.
+    #[error(
+        "the configuration file {path} {error}; give --config (or ASSAY_CONFIG) a TOML file of at most {MAX_CONFIG_BYTES} bytes",
+        path = .path.display()
+    )]
+    Unreadable {
+        /// The path given.
+        path: std::path::PathBuf,
+        /// What it is instead.
+        error: crate::fsread::FileError,
+    },
+}
 
 impl From<Box<figment::Error>> for ConfigError {
     fn from(error: Box<figment::Error>) -> Self {
-        Self(error)
+        Self::Invalid(error)
     }
 }
+
+/// The most a configuration file may hold. Real ones are a few kilobytes;
+/// the limit is there so that a path to `/dev/zero` or a runaway file is
+/// refused at once instead of read until memory runs out.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 impl Config {
     /// Reads `path` (if it exists), then `ASSAY__…` variables, then `DATABASE_URL`.
@@ -487,6 +507,14 @@ impl Config {
         // A missing file is fine (every setting has a default); `file_exact`
         // alone would call it an error.
         if path.exists() {
+            // figment opens and reads the file whatever it is; look first, so
+            // that a FIFO blocks nothing and a device is not read forever.
+            crate::fsread::check_regular(path, MAX_CONFIG_BYTES).map_err(|error| {
+                ConfigError::Unreadable {
+                    path: path.to_path_buf(),
+                    error,
+                }
+            })?;
             figment = figment.merge(Toml::file_exact(path));
         }
         let mut config: Config = figment

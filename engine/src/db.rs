@@ -4,11 +4,12 @@
 pub mod embedded;
 pub mod migrate;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use bb8::{Pool, PooledConnection, RunError};
 use bb8_postgres::PostgresConnectionManager;
+use regex::Regex;
 use tokio_postgres::NoTls;
 
 use crate::config::DatabaseConfig;
@@ -440,8 +441,29 @@ pub fn pg_message(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+/// A connection string with every password in it hidden, in either form
+/// PostgreSQL takes: `postgres://user:secret@host/db?password=secret` →
+/// `postgres://user:***@host/db?password=***`, and
+/// `host=h password='a b' user=u` → `host=h password=*** user=u` (a quoted
+/// value to its closing quote, or to the end if there is none).
 pub fn redact_url(url: &str) -> String {
+    static IN_URL: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"(?i)(?P<key>[?&]password=)[^&#]*").expect("a valid pattern"));
+    static IN_KEY_VALUES: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(?i)(?P<key>(?:^|\s)password\s*=\s*)(?:'(?:[^'\\]|\\.)*(?:'|$)|\S*)")
+            .expect("a valid pattern")
+    });
+    if url.contains("://") {
+        IN_URL
+            .replace_all(&redact_userinfo(url), "${key}***")
+            .into_owned()
+    } else {
+        IN_KEY_VALUES.replace_all(url, "${key}***").into_owned()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact_userinfo(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];
@@ -513,5 +535,23 @@ mod tests {
         assert_eq!(redact_url("postgres://a:b@h:5/d"), "postgres://a:***@h:5/d");
         assert_eq!(redact_url("postgres://a@h/d"), "postgres://a@h/d");
         assert_eq!(redact_url("host=h user=a"), "host=h user=a");
+        assert_eq!(
+            redact_url("postgres://a:b@h/d?sslmode=disable&password=c&x=y"),
+            "postgres://a:***@h/d?sslmode=disable&password=***&x=y"
+        );
+        assert_eq!(
+            redact_url("host=h password=secret user=a"),
+            "host=h password=*** user=a"
+        );
+        assert_eq!(
+            redact_url("PASSWORD = 'it\\'s secret' user=a"),
+            "PASSWORD = *** user=a"
+        );
+        assert_eq!(
+            redact_url("host=h password='never closed user=a"),
+            "host=h password=***"
+        );
+        // Only the key itself: `user=password` names no password.
+        assert_eq!(redact_url("user=password"), "user=password");
     }
 }

@@ -66,6 +66,16 @@ fn check(meta: &Metadata, max: u64) -> Result<(), FileError> {
     Ok(())
 }
 
+/// Whether `path` (following symlinks) is a regular file of at most `max`
+/// bytes, for a reader that opens it itself; it is not opened.
+pub fn check_regular(path: &Path, max: u64) -> Result<(), FileError> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => FileError::Missing,
+        _ => FileError::Io(e),
+    })?;
+    check(&meta, max)
+}
+
 /// Reads `path` (following symlinks) if it is a regular file of at most
 /// `max` bytes. Blocking, but never on the file's account.
 pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, FileError> {
@@ -74,7 +84,7 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, FileError> {
         _ => FileError::Io(e),
     };
     // Looked at before opening: a FIFO or a device is never opened at all.
-    check(&std::fs::metadata(path).map_err(io)?, max)?;
+    check_regular(path, max)?;
     // O_NONBLOCK: should the path be swapped for a FIFO between the look and
     // the open, the open still returns at once (and the check below refuses it).
     let file: File = OpenOptions::new()

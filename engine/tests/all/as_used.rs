@@ -546,3 +546,76 @@ fn an_embedded_server_that_cannot_start_is_named_once() {
         "said once: {stderr}"
     );
 }
+
+/// Runs `command` to its end within `limit`, killing it and failing the
+/// test if it takes longer (an open that blocks, a read that never ends).
+fn within(limit: Duration, command: &mut Command) -> std::process::Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running after {limit:?}: {command:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_configuration_file_that_never_ends_is_refused_unread() {
+    let work = Workdir::new();
+    let fifo = work.path().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let huge = work.path().join("huge.toml");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    for (path, what) in [
+        ("/dev/zero", "character device"),
+        ("fifo.toml", "FIFO"),
+        ("huge.toml", "bytes"),
+    ] {
+        // Through the option and through the environment alike.
+        let mut by_option = work.assay();
+        by_option.args(["--config", path, "plugins", "list"]);
+        let mut by_environment = work.assay();
+        by_environment
+            .env("ASSAY_CONFIG", path)
+            .args(["plugins", "list"]);
+        for command in [&mut by_option, &mut by_environment] {
+            let out = within(Duration::from_secs(20), command);
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{path}: {stderr}");
+            assert!(
+                stderr.contains(path) && stderr.contains(what),
+                "{path}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_password_in_a_key_value_database_url_is_never_printed() {
+    let work = Workdir::new();
+    for url in [
+        "host=127.0.0.1 port=1 user=u password=S3cretPW dbname=x",
+        "host=127.0.0.1 port=1 password = 'S3cret PW' dbname=x",
+        "host=127.0.0.1 port=1 password=S3cretPW bogus",
+        "host=127.0.0.1 port=1 password='S3cretPW unterminated",
+        "postgres://u@127.0.0.1:1/x?password=S3cretPW&sslmode=disable",
+    ] {
+        let stderr = fails(
+            work.assay()
+                .env("DATABASE_URL", url)
+                .args(["plugins", "list"]),
+        );
+        assert!(!stderr.contains("S3cret"), "{url}: {stderr}");
+        assert!(stderr.contains("127.0.0.1"), "{url}: {stderr}");
+    }
+}
