@@ -82,7 +82,9 @@ pub async fn run(
     config: &Config,
     settings: &PipelineSettings,
     progress: &ProgressBar,
+    interrupted: impl Future<Output = ()>,
 ) -> anyhow::Result<PipelineReport> {
+    tokio::pin!(interrupted);
     let (corpus, problems) = input::collect(&settings.corpus, "transcript", &Default::default());
     if corpus.is_empty() {
         bail!(
@@ -94,13 +96,13 @@ pub async fn run(
         bail!("no plugins are loaded");
     }
     let prefix = format!("assay-bench-{}/", std::process::id());
-    let documents: Vec<_> = (0..settings.count)
-        .map(|n| {
-            let mut doc = corpus[n % corpus.len()].clone();
-            doc.source = format!("{prefix}{}/{}", n / corpus.len(), doc.source);
-            doc
-        })
-        .collect();
+    // Made as they are taken, so that a large count holds no more than
+    // `concurrency` documents at once.
+    let documents = (0..settings.count).map(|n| {
+        let mut doc = corpus[n % corpus.len()].clone();
+        doc.source = format!("{prefix}{}/{}", n / corpus.len(), doc.source);
+        doc
+    });
     let concurrency = settings.concurrency.max(1);
     let mut config = config.clone();
     config.pipeline.max_in_flight = config.pipeline.max_in_flight.max(concurrency);
@@ -126,7 +128,19 @@ pub async fn run(
     let (mut stored, mut failed, mut failed_calls, mut findings) = (0u64, 0u64, 0u64, 0u64);
     let mut storing = Duration::ZERO;
     let mut first_error = None;
-    while let Some((elapsed, result)) = runs.next().await {
+    let mut stopped = false;
+    loop {
+        let (elapsed, result) = tokio::select! {
+            next = runs.next() => match next {
+                Some(next) => next,
+                None => break,
+            },
+            () = &mut interrupted => {
+                // The runs in flight are dropped, so rolled back.
+                stopped = true;
+                break;
+            }
+        };
         samples.push(elapsed);
         match result {
             Ok(report) => {
@@ -153,6 +167,16 @@ pub async fn run(
         )
         .await
         .context("deleting the benchmark's documents")?;
+    }
+    if stopped {
+        bail!(
+            "interrupted after {stored} documents; {}",
+            if settings.keep {
+                "those stored are kept (--keep)"
+            } else {
+                "those stored are deleted again"
+            }
+        );
     }
     if stored == 0 {
         bail!(

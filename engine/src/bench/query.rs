@@ -205,13 +205,15 @@ pub struct PathReport {
 
 /// Runs the benchmark: for each workload, seeds its tables, loads the plugin,
 /// measures each level, and drops the tables and the plugin's database access
-/// again (also when measuring fails).
+/// again (also when measuring fails, or `interrupted` resolves meanwhile).
 pub async fn run(
     db: &Arc<Database>,
     config: &Config,
     settings: &QuerySettings,
     progress: &ProgressBar,
+    interrupted: impl Future<Output = ()>,
 ) -> anyhow::Result<QueryReport> {
+    tokio::pin!(interrupted);
     if settings.levels.is_empty() || settings.levels.contains(&0) {
         bail!("concurrency levels must be at least 1");
     }
@@ -232,7 +234,12 @@ pub async fn run(
         )
         .await
         .with_context(|| format!("workload {}", workload.name))?;
-        let measured = measure_levels(&paths, settings, progress).await;
+        let measured = tokio::select! {
+            measured = measure_levels(&paths, settings, progress) => measured,
+            () = &mut interrupted => Err(anyhow::anyhow!(
+                "interrupted; the benchmark's tables and the plugin's database access are removed"
+            )),
+        };
         let statements = paths.statements().to_vec();
         let cleaned = paths.tear_down().await;
         let levels = measured.with_context(|| format!("workload {}", workload.name))?;
@@ -811,6 +818,7 @@ struct WorkerOutcome {
 /// Runs `concurrency` workers, each a task of its own (so plugin code runs on
 /// every runtime thread), over `span`. Worker `w` draws its keys from a
 /// generator seeded with `(seed, w)`, so both paths see the same keys.
+/// Dropping the future stops the workers (an interrupted benchmark).
 async fn workers(
     target: &Arc<dyn Target>,
     concurrency: usize,
@@ -821,46 +829,45 @@ async fn workers(
 ) -> Vec<WorkerOutcome> {
     let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|w| {
-            let issued = Arc::clone(&issued);
-            let target = Arc::clone(target);
-            let progress = progress.cloned();
-            tokio::spawn(async move {
-                let mut rng =
-                    StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
-                let mut outcome = WorkerOutcome {
-                    samples: Vec::new(),
-                    errors: 0,
-                    first_error: None,
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let issued = Arc::clone(&issued);
+        let target = Arc::clone(target);
+        let progress = progress.cloned();
+        tasks.spawn(async move {
+            let mut rng =
+                StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
+            let mut outcome = WorkerOutcome {
+                samples: Vec::new(),
+                errors: 0,
+                first_error: None,
+            };
+            loop {
+                let more = match span {
+                    Span::Requests(n) => issued.fetch_add(1, Ordering::Relaxed) < n,
+                    Span::Duration(d) => started.elapsed() < d,
                 };
-                loop {
-                    let more = match span {
-                        Span::Requests(n) => issued.fetch_add(1, Ordering::Relaxed) < n,
-                        Span::Duration(d) => started.elapsed() < d,
-                    };
-                    if !more {
-                        break;
-                    }
-                    let key = rng.random_range(1..=rows);
-                    let call_started = Instant::now();
-                    let result = target.call(key).await;
-                    outcome.samples.push(call_started.elapsed());
-                    if let Err(e) = result {
-                        outcome.errors += 1;
-                        outcome.first_error.get_or_insert(e);
-                    }
-                    if let Some(progress) = &progress {
-                        progress.inc(1);
-                    }
+                if !more {
+                    break;
                 }
-                outcome
-            })
-        })
-        .collect();
+                let key = rng.random_range(1..=rows);
+                let call_started = Instant::now();
+                let result = target.call(key).await;
+                outcome.samples.push(call_started.elapsed());
+                if let Err(e) = result {
+                    outcome.errors += 1;
+                    outcome.first_error.get_or_insert(e);
+                }
+                if let Some(progress) = &progress {
+                    progress.inc(1);
+                }
+            }
+            outcome
+        });
+    }
     let mut outcomes = Vec::new();
-    for task in tasks {
-        match task.await {
+    while let Some(ended) = tasks.join_next().await {
+        match ended {
             Ok(outcome) => outcomes.push(outcome),
             Err(e) => outcomes.push(WorkerOutcome {
                 samples: Vec::new(),

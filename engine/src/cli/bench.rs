@@ -73,6 +73,11 @@ pub struct QueryArgs {
     pub json: bool,
 }
 
+/// The most documents `assay bench pipeline --count` takes: each keeps a
+/// latency sample until the end, and a count past this is a typing mistake
+/// (at the rates measured here it would run for days).
+const MAX_PIPELINE_COUNT: u64 = 10_000_000;
+
 /// Arguments of `assay bench pipeline`.
 #[derive(Debug, clap::Args)]
 pub struct PipelineArgs {
@@ -81,7 +86,7 @@ pub struct PipelineArgs {
     pub corpus: Vec<PathBuf>,
     /// Documents to analyse: the corpus repeated to this many.
     #[arg(long, default_value_t = 200,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_PIPELINE_COUNT))]
     pub count: usize,
     /// Documents in flight at once [default: pipeline.concurrency].
     #[arg(long)]
@@ -172,17 +177,18 @@ async fn query(config: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
         }
         Span::Duration(_) => None,
     };
-    let db = Arc::new(
-        Database::open(&config.database)
-            .await
-            .context("opening the database")?,
-    );
+    let interrupted = interruption();
+    tokio::pin!(interrupted);
+    let db = tokio::select! {
+        db = Database::open(&config.database) => Arc::new(db.context("opening the database")?),
+        () = &mut interrupted => anyhow::bail!("interrupted while opening the database; nothing was measured"),
+    };
     let bar = progress(args.json, total);
     bar.set_message(format!(
         "bench query, levels {:?}, the paths taking turns in {} rounds",
         settings.levels, settings.rounds
     ));
-    let report = assay::bench::query::run(&db, config, &settings, &bar).await;
+    let report = assay::bench::query::run(&db, config, &settings, &bar, interrupted).await;
     bar.finish_and_clear();
     close(db).await?;
     let report = report?;
@@ -214,6 +220,23 @@ async fn query(config: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Partial);
     }
     Ok(Outcome::Success)
+}
+
+/// Resolves on Ctrl-C or SIGTERM, listened for from the moment it is called
+/// (not only once it is first awaited): a benchmark then stops measuring and
+/// still cleans up after itself and stops the embedded server.
+fn interruption() -> impl Future<Output = ()> {
+    let (signalled, received) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        assay::service::shutdown_signal().await;
+        let _ = signalled.send(());
+    });
+    async move {
+        if received.await.is_err() {
+            // The listener is gone (the runtime is shutting down): no signal.
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 async fn close(db: Arc<Database>) -> anyhow::Result<()> {
@@ -372,7 +395,12 @@ async fn pipeline(config: &Config, args: PipelineArgs) -> anyhow::Result<Outcome
         concurrency: args.concurrency.unwrap_or(config.pipeline.concurrency),
         keep: args.keep,
     };
-    let engine = super::start_engine(config).await?;
+    let interrupted = interruption();
+    tokio::pin!(interrupted);
+    let engine = tokio::select! {
+        engine = super::start_engine(config) => engine?,
+        () = &mut interrupted => anyhow::bail!("interrupted while starting; nothing was analysed"),
+    };
     let bar = progress(args.json, Some(args.count as u64));
     bar.set_message("bench pipeline");
     let report = assay::bench::pipeline::run(
@@ -382,6 +410,7 @@ async fn pipeline(config: &Config, args: PipelineArgs) -> anyhow::Result<Outcome
         config,
         &settings,
         &bar,
+        interrupted,
     )
     .await;
     bar.finish_and_clear();

@@ -277,9 +277,10 @@ async fn bench_query_durations_take_units() {
     }
 }
 
-/// Zero requests, rows or documents is nothing to measure: refused as a
-/// usage error naming the option, before touching the database, not
-/// reported as every request having failed.
+/// Zero requests, rows or documents is nothing to measure, and a count of
+/// documents past 10 million that no run could finish: refused as a usage error
+/// naming the option, before touching the database, not reported as every
+/// request having failed (nor a panic, nor memory run out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_refuses_counts_of_nothing() {
     let db = fresh_database().await;
@@ -288,6 +289,9 @@ async fn bench_refuses_counts_of_nothing() {
         ("query", "--rows", "0"),
         ("query", "--requests", "-3"),
         ("pipeline", "--count", "0"),
+        // Far past anything that could run (each document keeps a sample).
+        ("pipeline", "--count", "18446744073709551615"),
+        ("pipeline", "--count", "100000000"),
     ] {
         let out = bench(&db, &[command, &format!("{option}={bad}")]);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -295,4 +299,92 @@ async fn bench_refuses_counts_of_nothing() {
         assert!(stderr.contains(option), "{option} {bad}: {stderr}");
         assert!(!stderr.contains("failed"), "{option} {bad}: {stderr}");
     }
+}
+
+/// Starts `assay bench ARGS` against `db`, waits until `started` (a query
+/// counting something) is above zero, interrupts it with `signal`, and
+/// returns its exit code and standard error.
+async fn interrupt_bench(
+    db: &TestDb,
+    args: &[&str],
+    started: &str,
+    signal: nix::sys::signal::Signal,
+) -> (Option<i32>, String) {
+    let dir = shared_tempdir();
+    let mut child = assay(Some(&db.url), dir.path())
+        .arg("bench")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = db.client().await;
+    let patience = std::time::Instant::now();
+    loop {
+        let seen: i64 = client.query_one(started, &[]).await.unwrap().get(0);
+        if seen > 0 {
+            break;
+        }
+        assert!(
+            patience.elapsed() < std::time::Duration::from_secs(60),
+            "the benchmark never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Well into measuring (or storing).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, signal).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        (child.wait().unwrap().code(), stderr)
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(60), out)
+        .await
+        .expect("the benchmark stops when interrupted")
+        .unwrap()
+}
+
+/// Ctrl-C or SIGTERM during a benchmark stops it, and it still leaves
+/// nothing behind: no table, no plugin schema or role, no stored document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_bench_stops_and_leaves_nothing_behind() {
+    let db = fresh_database().await;
+    let (code, stderr) = interrupt_bench(
+        &db,
+        &["query", "--concurrency", "2", "--duration", "120", "--rows", "200"],
+        "SELECT count(*) FROM pg_namespace WHERE nspname = 'plugin_bench_query'",
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let client = db.client().await;
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'assay_bench_%' OR nspname = 'plugin_bench_query'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "schemas left behind: {stderr}");
+
+    let examples = workspace().join("examples");
+    let (code, stderr) = interrupt_bench(
+        &db,
+        &["pipeline", "--count", "1000000", examples.to_str().unwrap()],
+        "SELECT count(*) FROM assay.documents",
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted after"), "{stderr}");
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM assay.documents", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the benchmark's documents were deleted: {stderr}");
 }
