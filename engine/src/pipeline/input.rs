@@ -74,6 +74,12 @@ impl DocumentInput {
         if self.text.trim().is_empty() {
             return invalid("text is empty; there is nothing to analyse".into());
         }
+        if self.text.len() > MAX_DOCUMENT_BYTES {
+            return invalid(format!(
+                "text is {} bytes, larger than {MAX_DOCUMENT_BYTES} bytes, the most a document may have; split it",
+                self.text.len()
+            ));
+        }
         if self.text.contains('\0') {
             return invalid(
                 "text contains NUL characters; it looks like binary data, not a document".into(),

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState, body, body_limits};
 use crate::registry::history;
+use crate::registry::live::ReloadOutcome;
 
 /// The admin plane's routes.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -78,12 +79,20 @@ async fn rollback(
         })?;
     // Load it now rather than waiting for the watcher (which will then see an
     // unchanged hash and do nothing).
-    let outcome = state.live.file_event(&done.path).await;
+    let (outcome, reason) = match state.live.file_event(&done.path).await {
+        // Loaded now, or already (the watcher saw the file first, or it was
+        // the current version): either way it is the version that serves.
+        ReloadOutcome::Loaded { .. } | ReloadOutcome::Unchanged => ("serving", None),
+        ReloadOutcome::Refused(m) => ("refused", Some(m)),
+        ReloadOutcome::Unloaded(m) => ("unloaded", Some(m)),
+        ReloadOutcome::Ignored => ("ignored", None),
+    };
     Ok(Json(json!({
         "plugin": name,
         "sha256": done.sha256,
         "version": done.version,
         "path": done.path.display().to_string(),
-        "outcome": format!("{outcome:?}"),
+        "outcome": outcome,
+        "reason": reason,
     })))
 }

@@ -30,11 +30,17 @@ pub(super) async fn read(
     body: Body,
     limits: BodyLimits,
 ) -> Result<Bytes, ApiError> {
-    let too_large = |size: &str| {
+    // The size when the client announced it; a streamed body is cut off at
+    // the limit, so all that is known then is that it is larger.
+    let too_large = |announced: Option<u64>| {
+        let size = match announced {
+            Some(bytes) => format!("is {bytes} bytes"),
+            None => "is larger than that".to_string(),
+        };
         ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "the request body is {size} bytes; at most {} are accepted (a document of up to {} bytes plus its JSON envelope)",
+                "at most {} bytes of request body are accepted (a document of up to {} bytes plus its JSON envelope), and this one {size}",
                 limits.max_bytes,
                 crate::pipeline::input::MAX_DOCUMENT_BYTES
             ),
@@ -47,7 +53,7 @@ pub(super) async fn read(
     if let Some(length) = announced
         && length > limits.max_bytes as u64
     {
-        return Err(too_large(&length.to_string()));
+        return Err(too_large(Some(length)));
     }
     let collect = async {
         let mut stream = body.into_data_stream();
@@ -60,7 +66,7 @@ pub(super) async fn read(
                 )
             })?;
             if buffer.len() + chunk.len() > limits.max_bytes {
-                return Err(too_large("more than that"));
+                return Err(too_large(None));
             }
             buffer.extend_from_slice(&chunk);
         }

@@ -34,6 +34,14 @@ async fn list(
             ),
         ));
     }
+    // PostgreSQL cannot hold a NUL in text: the caller's mistake, not a
+    // library that cannot be read.
+    if let Some((name, _)) = query.iter().find(|(_, value)| value.contains('\0')) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("query parameter {name:?} contains a NUL character; no prompt is named so"),
+        ));
+    }
     let filter = store::Filter {
         scenario: query.get("scenario").cloned(),
         report_type: query.get("report_type").cloned(),

@@ -353,7 +353,15 @@ async fn an_interrupted_bench_stops_and_leaves_nothing_behind() {
     let db = fresh_database().await;
     let (code, stderr) = interrupt_bench(
         &db,
-        &["query", "--concurrency", "2", "--duration", "120", "--rows", "200"],
+        &[
+            "query",
+            "--concurrency",
+            "2",
+            "--duration",
+            "120",
+            "--rows",
+            "200",
+        ],
         "SELECT count(*) FROM pg_namespace WHERE nspname = 'plugin_bench_query'",
         nix::sys::signal::Signal::SIGINT,
     )

@@ -697,6 +697,27 @@ async fn client_mistakes_get_json_errors_with_the_right_status() {
     assert_eq!(response.status, 400, "{:?}", response.json());
     assert!(response.error().contains("source"));
 
+    // A text past the most a document may have, in a body within the limit:
+    // refused as `assay analyze` refuses it, not stored.
+    let max = assay::pipeline::input::MAX_DOCUMENT_BYTES;
+    let long_text = json!({ "text": "a".repeat(max + 10) }).to_string();
+    let response = server.send(&Request::post("/v1/analyze", &long_text)).await;
+    assert_eq!(response.status, 400, "{:?}", response.json());
+    assert!(
+        response.error().contains("text") && response.error().contains(&max.to_string()),
+        "{}",
+        response.error()
+    );
+
+    // A NUL in a prompt filter names no prompt; it is not the library failing.
+    let response = server.send(&Request::get("/v1/prompts?scenario=%00")).await;
+    assert_eq!(response.status, 400, "{:?}", response.json());
+    assert!(
+        response.error().contains("scenario"),
+        "{}",
+        response.error()
+    );
+
     // A rollback body that is not what it should be.
     for (body, status) in [("{", 400), ("[]", 422), (r#"{"sha": "ab"}"#, 422)] {
         let response = server
@@ -772,5 +793,10 @@ async fn a_body_over_the_limit_without_a_length_gets_413() {
         .await
         .unwrap();
     let body: Value = serde_json::from_slice(&body).unwrap();
-    assert!(body["error"].as_str().unwrap().contains("bytes"), "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("at most {limit} bytes")) && error.contains("larger than that"),
+        "{body}"
+    );
+    assert!(!error.contains("that bytes"), "{body}");
 }

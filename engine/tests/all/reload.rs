@@ -418,6 +418,7 @@ async fn versions_are_kept_and_rollback_works_after_the_file_is_gone() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["version"], "1.0.0");
+    assert_eq!(body["outcome"], "serving", "{body}");
     assert_eq!(engine.answer().await.as_deref(), Some("swap:v1"));
 
     // And to a named version, by hash prefix.
