@@ -83,6 +83,7 @@ pub struct DatabaseConfig {
     /// When absent (and `DATABASE_URL` is unset), assay runs its own embedded server.
     pub url: Option<String>,
     /// Connections the engine itself keeps for storing runs.
+    #[serde(deserialize_with = "above_zero")]
     pub pool_size: u32,
     /// How long to wait for a connection before reporting the database unavailable.
     pub connect_timeout_ms: u64,
@@ -244,14 +245,17 @@ impl Default for SandboxConfig {
 pub struct LimitsConfig {
     /// Wall-clock deadline of one plugin call, including its SQL and any time
     /// it spends waiting in host calls.
+    #[serde(deserialize_with = "above_zero")]
     pub call_timeout_ms: u64,
     /// Server-side `statement_timeout` of each SQL statement a plugin runs.
     pub statement_timeout_ms: u64,
     /// Maximum linear memory of one plugin instance, in MiB.
+    #[serde(deserialize_with = "above_zero")]
     pub memory_mib: u64,
     /// Most elements one wasm table may hold (function tables grow with code size).
     pub table_elements: u32,
     /// Most core module instances one call may create (a component is several).
+    #[serde(deserialize_with = "above_zero")]
     pub instances: u32,
     /// Maximum findings one call may return.
     pub max_findings: usize,
@@ -259,9 +263,11 @@ pub struct LimitsConfig {
     /// text a prompt plugin returns. In KiB.
     pub max_output_kib: u64,
     /// Calls of one plugin running at the same time; more wait (see `queue_timeout_ms`).
+    #[serde(deserialize_with = "above_zero")]
     pub concurrent_calls: u32,
     /// Calls of all plugins running at the same time. Also sizes the pool of
     /// pre-reserved instance slots, so it is fixed for the life of the process.
+    #[serde(deserialize_with = "above_zero")]
     pub max_concurrent_calls: u32,
     /// How long a call, or a document, waits for a free slot before it fails as
     /// `overloaded`.
@@ -313,20 +319,24 @@ impl Default for LimitsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct PluginLimitsOverride {
     /// See [`LimitsConfig::call_timeout_ms`].
+    #[serde(deserialize_with = "above_zero_if_set")]
     pub call_timeout_ms: Option<u64>,
     /// See [`LimitsConfig::statement_timeout_ms`].
     pub statement_timeout_ms: Option<u64>,
     /// See [`LimitsConfig::memory_mib`].
+    #[serde(deserialize_with = "above_zero_if_set")]
     pub memory_mib: Option<u64>,
     /// See [`LimitsConfig::table_elements`].
     pub table_elements: Option<u32>,
     /// See [`LimitsConfig::instances`].
+    #[serde(deserialize_with = "above_zero_if_set")]
     pub instances: Option<u32>,
     /// See [`LimitsConfig::max_findings`].
     pub max_findings: Option<usize>,
     /// See [`LimitsConfig::max_output_kib`].
     pub max_output_kib: Option<u64>,
     /// See [`LimitsConfig::concurrent_calls`].
+    #[serde(deserialize_with = "above_zero_if_set")]
     pub concurrent_calls: Option<u32>,
     /// See [`LimitsConfig::reuse_instances`].
     pub reuse_instances: Option<bool>,
@@ -339,10 +349,12 @@ pub struct PluginLimitsOverride {
 #[serde(default, deny_unknown_fields)]
 pub struct PipelineConfig {
     /// Documents `assay analyze` works on at the same time.
+    #[serde(deserialize_with = "above_zero")]
     pub concurrency: usize,
     /// Documents being analysed at once across all callers (HTTP requests
     /// included). Past it a document waits up to `limits.queue_timeout_ms`, then
     /// is refused as overloaded (HTTP 503 with `Retry-After`) with nothing stored.
+    #[serde(deserialize_with = "above_zero")]
     pub max_in_flight: usize,
 }
 
@@ -458,6 +470,39 @@ pub struct PluginInferencePolicy {
     pub tokens_per_hour: Option<u64>,
     /// See [`InferenceConfig::tokens_per_day`].
     pub tokens_per_day: Option<u64>,
+}
+
+/// Deserializes a count, size or time that means nothing at zero (a call
+/// timeout of 0 ms fails every call, a pool of 0 connections serves none).
+/// Refused here, figment's error names the key and where the value came from.
+fn above_zero<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default + PartialEq,
+{
+    let value = T::deserialize(deserializer)?;
+    if value == T::default() {
+        return Err(serde::de::Error::invalid_value(
+            serde::de::Unexpected::Unsigned(0),
+            &"a number above 0",
+        ));
+    }
+    Ok(value)
+}
+
+/// [`above_zero`] for a per-plugin override, which may be left unset.
+fn above_zero_if_set<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default + PartialEq,
+{
+    match Option::<T>::deserialize(deserializer)? {
+        Some(value) if value == T::default() => Err(serde::de::Error::invalid_value(
+            serde::de::Unexpected::Unsigned(0),
+            &"a number above 0",
+        )),
+        value => Ok(value),
+    }
 }
 
 /// Why the configuration could not be read.

@@ -513,10 +513,18 @@ async fn measure_levels(
         let reused = paths.reused.as_ref().and_then(|_| reports.pop());
         let plugin = reports.pop().unwrap_or_else(PathReport::nothing);
         if plugin.requests == 0 {
-            bail!(
-                "every request through the plugin failed: {}",
-                plugin.first_error.unwrap_or_default()
-            );
+            match plugin.first_error {
+                Some(error) => bail!("every request through the plugin failed: {error}"),
+                // Only a span of time can hold no request at all.
+                None => bail!(
+                    "no request through the plugin was made at concurrency {concurrency}: {:?} cut into {} rounds leaves no time for one; give a longer --duration",
+                    match settings.span {
+                        Span::Duration(d) => d,
+                        Span::Requests(_) => Duration::ZERO,
+                    },
+                    settings.rounds.max(1)
+                ),
+            }
         }
         let ratio_of = |path: &PathReport| {
             if native.throughput_per_s > 0.0 {

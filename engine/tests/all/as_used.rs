@@ -619,3 +619,30 @@ fn a_password_in_a_key_value_database_url_is_never_printed() {
         assert!(stderr.contains("127.0.0.1"), "{url}: {stderr}");
     }
 }
+
+#[test]
+fn a_setting_that_means_nothing_at_zero_is_refused_by_name() {
+    let work = Workdir::new();
+    for (file, key) in [
+        ("[limits]\ncall_timeout_ms = 0\n", "call_timeout_ms"),
+        ("[limits.plugins.history]\nmemory_mib = 0\n", "memory_mib"),
+        ("[pipeline]\nconcurrency = 0\n", "concurrency"),
+    ] {
+        std::fs::write(work.path().join("assay.toml"), file).unwrap();
+        let stderr = fails(work.assay().args(["analyze", "missing.txt"]));
+        assert!(
+            stderr.contains(key) && stderr.contains("above 0") && stderr.contains("assay.toml"),
+            "{file}: {stderr}"
+        );
+    }
+    std::fs::remove_file(work.path().join("assay.toml")).unwrap();
+    let stderr = fails(
+        work.assay()
+            .env("ASSAY__DATABASE__POOL_SIZE", "0")
+            .args(["analyze", "missing.txt"]),
+    );
+    assert!(
+        stderr.contains("POOL_SIZE") && stderr.contains("above 0"),
+        "{stderr}"
+    );
+}

@@ -301,6 +301,32 @@ async fn bench_refuses_counts_of_nothing() {
     }
 }
 
+/// A span too short for any request says so, rather than that every request
+/// failed (with no reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duration_too_short_for_a_request_says_so() {
+    let db = fresh_database().await;
+    let out = bench(
+        &db,
+        &[
+            "query",
+            "--concurrency",
+            "1",
+            "--duration",
+            "1us",
+            "--rows",
+            "10",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no request") && stderr.contains("--duration"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("failed"), "{stderr}");
+}
+
 /// Starts `assay bench ARGS` against `db`, waits until `started` (a query
 /// counting something) is above zero, interrupts it with `signal`, and
 /// returns its exit code and standard error.
