@@ -170,7 +170,8 @@ fn walk(dir: &Path, problems: &mut Vec<InputProblem>) -> Vec<PathBuf> {
         });
     for entry in walker {
         match entry {
-            Ok(entry) if entry.file_type().is_file() => {
+            Ok(entry) if entry.file_type().is_dir() => {}
+            Ok(entry) => {
                 let wanted = entry
                     .path()
                     .extension()
@@ -178,11 +179,24 @@ fn walk(dir: &Path, problems: &mut Vec<InputProblem>) -> Vec<PathBuf> {
                     .is_some_and(|e| {
                         DOCUMENT_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
                     });
-                if wanted {
+                if !wanted {
+                    continue;
+                }
+                if entry.file_type().is_file() {
                     files.push(entry.into_path());
+                } else {
+                    // Named like a document but not one: a link is not
+                    // followed (it may point anywhere, or loop), a FIFO not
+                    // opened (that would wait for a writer).
+                    problems.push(InputProblem {
+                        source: entry.path().display().to_string(),
+                        message: format!(
+                            "is {}; in a directory only regular files are read (name it on the command line to read it)",
+                            crate::fsread::describe(entry.file_type())
+                        ),
+                    });
                 }
             }
-            Ok(_) => {}
             Err(e) => problems.push(InputProblem {
                 source: e
                     .path()
@@ -404,6 +418,51 @@ mod tests {
             doc("json", br#"{"text":"x","kind":"bad kind!"}"#)
                 .expect_err("kind")
                 .contains("kind")
+        );
+    }
+
+    /// In a directory, only regular files are read; a symlink, a FIFO or a
+    /// socket named like a document is skipped with a message naming it (a
+    /// FIFO is never opened, so the walk cannot block on it).
+    #[test]
+    fn a_walk_names_what_it_skips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.txt"), "hello").expect("write");
+        std::os::unix::fs::symlink(dir.path().join("a.txt"), dir.path().join("b.txt"))
+            .expect("symlink");
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("c.txt")).expect("symlink");
+        nix::unistd::mkfifo(
+            &dir.path().join("d.md"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("fifo");
+        // Not named like a document: not a document, not a problem.
+        nix::unistd::mkfifo(
+            &dir.path().join("e.sock"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("fifo");
+        let (docs, problems) = collect(&[dir.path().to_path_buf()], "transcript", &Map::new());
+        assert_eq!(docs.len(), 1, "{problems:?}");
+        let named: Vec<_> = problems
+            .iter()
+            .map(|p| {
+                let file = Path::new(&p.source).file_name().expect("a file name");
+                (file.to_string_lossy().into_owned(), p.message.clone())
+            })
+            .collect();
+        assert_eq!(named.len(), 3, "{named:?}");
+        assert!(
+            named[0].0 == "b.txt" && named[0].1.contains("symbolic link"),
+            "{named:?}"
+        );
+        assert!(
+            named[1].0 == "c.txt" && named[1].1.contains("symbolic link"),
+            "{named:?}"
+        );
+        assert!(
+            named[2].0 == "d.md" && named[2].1.contains("FIFO"),
+            "{named:?}"
         );
     }
 
