@@ -352,6 +352,17 @@ pub fn watch(
             while let Ok(more) = rx.try_recv() {
                 batch.extend(more);
             }
+            // The directory itself moved away or was removed: its files'
+            // events say they are gone, but the plugins keep serving (as the
+            // directory guard says) until it is back. What changed meanwhile
+            // is found then, by the rescan or the guard's.
+            if !dir_for_events.is_dir() {
+                tracing::debug!(
+                    events = batch.len(),
+                    "plugin directory events while it is gone: not acted on"
+                );
+                continue;
+            }
             // What the events handle, the rescan need not find again: noted
             // before handling, so that a batch slower than the rescan
             // interval is not handled twice. Only plugin files of the

@@ -646,3 +646,39 @@ fn a_setting_that_means_nothing_at_zero_is_refused_by_name() {
         "{stderr}"
     );
 }
+
+/// The plugin directory moved away (a deploy swapping directories, a
+/// mistake): its plugins keep serving, as the log says, until it is back.
+#[test]
+fn plugins_keep_serving_while_their_directory_is_moved_away() {
+    let work = Workdir::new();
+    let up = work.up();
+    std::fs::write(
+        work.plugins().join("swapper.wasm"),
+        built_plugin("swap_one.wasm"),
+    )
+    .unwrap();
+    up.wait_for_swapper(Some("swap:v1"));
+
+    let away = work.path().join(".assay/plugins.old");
+    std::fs::rename(work.plugins(), &away).unwrap();
+    // Longer than the debounce and the directory check: what the events
+    // and the guard do, they have done by now.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(up.swapper_answer().as_deref(), Some("swap:v1"));
+    let status = up.status_of("swapper.wasm").unwrap();
+    assert_eq!(status["status"], "active", "{status}");
+
+    std::fs::rename(&away, work.plugins()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(up.swapper_answer().as_deref(), Some("swap:v1"));
+    // And hot reload goes on in it.
+    std::fs::write(
+        work.plugins().join("swapper.wasm"),
+        built_plugin("swap_two.wasm"),
+    )
+    .unwrap();
+    up.wait_for_swapper(Some("swap:v2"));
+    let (clean, said) = up.stop();
+    assert!(clean, "{said}");
+}
