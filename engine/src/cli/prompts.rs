@@ -160,6 +160,9 @@ pub async fn run(config: &Config, command: PromptsCommand) -> anyhow::Result<Out
             let versions = store::history(&db, &key).await;
             db.close().await?;
             let versions = versions?;
+            if versions.is_empty() {
+                anyhow::bail!("there is no prompt {key} (see `assay prompts list`)");
+            }
             let shown = match version {
                 Some(n) => versions.iter().find(|v| v.version == n).with_context(|| {
                     format!(

@@ -682,3 +682,18 @@ fn plugins_keep_serving_while_their_directory_is_moved_away() {
     let (clean, said) = up.stop();
     assert!(clean, "{said}");
 }
+
+#[test]
+fn logs_written_to_a_pipe_or_file_are_plain_text() {
+    let work = Workdir::new();
+    let out = work
+        .assay()
+        .env_remove("NO_COLOR")
+        .args(["-v", "plugins", "list"])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("INFO"), "some log was written: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "escape codes: {stderr:?}");
+}

@@ -359,6 +359,22 @@ async fn the_binary_imports_lists_shows_and_traces_prompts() {
         &["prompts", "show", "no/such/prompt/part1/x"],
     );
     assert_eq!(out.status.code(), Some(1));
+    // Asked for a version of a prompt that does not exist: that it does not
+    // exist, not "no version 0 (it has 1 to 0)".
+    let out = assay(
+        &db.url,
+        dir.path(),
+        &[
+            "prompts",
+            "show",
+            "no/such/prompt/part1/x",
+            "--version",
+            "0",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("there is no prompt"), "{stderr}");
     let out = assay(&db.url, dir.path(), &["prompts", "show", "not a key"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not name a prompt"));
 
