@@ -115,6 +115,8 @@ pub fn router(state: Arc<AppState>, local_addr: SocketAddr) -> Router {
         .merge(admin::routes())
         .merge(health::routes())
         .merge(prompts::routes())
+        // Only where a route and method match: a wrong one is a 404 or 405.
+        .route_layer(axum::middleware::from_fn(guard::json_bodies))
         // After the routes: it applies to those added before it.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

@@ -190,6 +190,24 @@ fn check(
             ));
         }
     }
+    Ok(())
+}
+
+/// The middleware of the routes that exist (not of the 404 and 405
+/// answers): a request that may change something must say its body is
+/// JSON, which a browser cannot send across sites without asking first.
+/// A wrong method or path is answered as such, whatever its content type.
+pub async fn json_bodies(request: Request, next: Next) -> Response {
+    match check_json(request.method(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+fn check_json(method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
     let mut content_types = headers.get_all(header::CONTENT_TYPE).iter();
     let json = match (content_types.next(), content_types.next()) {
         (Some(value), None) => value.to_str().ok().is_some_and(|v| {

@@ -647,6 +647,26 @@ async fn state_changing_requests_must_be_json() {
         assert_eq!(response.status, 404, "body {body:?}");
         assert!(!response.error().is_empty());
     }
+
+    // A wrong method or path is that, whatever the content type (as curl
+    // sends `-X DELETE` with none): 405 with Allow, or 404.
+    for (method, path, status) in [
+        ("DELETE", "/v1/analyze", 405),
+        ("POST", "/healthz", 405),
+        ("PUT", "/v1/plugins", 405),
+        ("POST", "/v1/nothing", 404),
+    ] {
+        let response = server
+            .send(&Request::new(method, path).without("Content-Type"))
+            .await;
+        assert_eq!(
+            response.status,
+            status,
+            "{method} {path}: {:?}",
+            response.json()
+        );
+        assert!(!response.error().is_empty(), "{method} {path}");
+    }
 }
 
 // ---- D. client mistakes are the client's, in the API's JSON shape ----
