@@ -1,5 +1,9 @@
 //! Sub-commands of the `assay` binary.
 
+// First: its macros serve the modules after it.
+#[macro_use]
+pub mod out;
+
 pub mod analyze;
 pub mod bench;
 pub mod findings;
@@ -57,7 +61,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<Outcome> {
         .context("reading the migration history")?
         .get(0);
     drop(conn);
-    println!(
+    outln!(
         "{}: schema up to date ({applied} migrations applied)",
         db.target
     );

@@ -86,7 +86,7 @@ pub async fn run(config: &Config, args: AnalyzeArgs) -> anyhow::Result<Outcome> 
                 next = runs.next() => match next {
                     Some((_, Ok(report))) => {
                         if args.json {
-                            println!("{}", serde_json::to_string(&report)?);
+                            outln!("{}", serde_json::to_string(&report)?);
                         }
                         reports.push(report);
                     }
@@ -197,5 +197,5 @@ fn print_table(reports: &[RunReport]) {
             ]);
         }
     }
-    println!("{table}");
+    outln!("{table}");
 }

@@ -193,7 +193,7 @@ async fn query(config: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
     close(db).await?;
     let report = report?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_query(&report);
     }
@@ -312,30 +312,33 @@ fn print_query(report: &QueryReport) {
             }
         }
     }
-    println!("{table}");
+    outln!("{table}");
     print_steps(report);
     let span = match (report.duration_s, report.requests_per_run) {
         (Some(s), _) => format!("{s} s per run"),
         (_, Some(n)) => format!("{n} requests per run"),
         _ => String::new(),
     };
-    println!("server: {}", report.server);
+    outln!("server: {}", report.server);
     for query in &report.queries {
         let about = WORKLOADS
             .iter()
             .find(|(name, _, _)| *name == query.name)
             .map_or("a statement of your own", |(_, about, _)| about);
-        println!(
+        outln!(
             "{} ({about}): {}",
             query.name,
             query.statements.join("; then ")
         );
     }
-    println!(
+    outln!(
         "key: random in 1..={}, the same keys for every path\npool: {} connections per path; {span}, in {} rounds the paths take turns at; {} untimed requests per worker first",
-        report.rows, report.pool_size, report.rounds, report.warmup_per_worker
+        report.rows,
+        report.pool_size,
+        report.rounds,
+        report.warmup_per_worker
     );
-    println!(
+    outln!(
         "plugin: each request is one call — a fresh instance, the call's session (reads before its first write on their own, the rest in one transaction); no document or finding is stored.\nplugin, reused (--reuse-instances): the same, in an instance an earlier call left when one is waiting (limits.reuse_instances).\nnative: the statements prepared once per connection, run with tokio-postgres one after the other, each in its own implicit transaction."
     );
 }
@@ -381,10 +384,10 @@ fn print_steps(report: &QueryReport) {
         }
     }
     if any {
-        println!(
+        outln!(
             "where a plugin call's time went, mean µs per call (the engine's own clocks, wall time: under concurrency it includes waiting for a core):"
         );
-        println!("{table}");
+        outln!("{table}");
     }
 }
 
@@ -417,7 +420,7 @@ async fn pipeline(config: &Config, args: PipelineArgs) -> anyhow::Result<Outcome
     super::stop_engine(engine).await?;
     let report = report?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_pipeline(&report);
     }
@@ -457,8 +460,8 @@ fn print_pipeline(report: &PipelineReport) {
             report.failed_documents.to_string(),
             report.failed_calls.to_string(),
         ]);
-    println!("{table}");
-    println!(
+    outln!("{table}");
+    outln!(
         "server: {}\nplugins: {}\ncorpus: {} documents, repeated to {}; {} in flight; each stored as a new document{}",
         report.server,
         report.plugins.join(", "),

@@ -76,7 +76,7 @@ pub async fn run(config: &Config, args: FindingsArgs) -> anyhow::Result<Outcome>
                 "run_id": row.get::<_, String>(8),
                 "started_at": row.get::<_, String>(9),
             });
-            println!("{line}");
+            outln!("{line}");
         }
         return Ok(Outcome::Success);
     }
@@ -101,7 +101,7 @@ pub async fn run(config: &Config, args: FindingsArgs) -> anyhow::Result<Outcome>
             assay::pipeline::excerpt(&shown),
         ]);
     }
-    println!("{table}");
+    outln!("{table}");
     eprintln!("{} findings shown (--json for all their data)", rows.len());
     Ok(Outcome::Success)
 }

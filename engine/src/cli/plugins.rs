@@ -140,7 +140,7 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
                     String::new(),
                 ]);
             }
-            println!("{table}");
+            outln!("{table}");
             let problems = registry.problems.len();
             drop(registry);
             stop_engine(engine).await?;
@@ -188,8 +188,8 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
                     v.source,
                 ]);
             }
-            println!("{table}");
-            println!("* = the version most recently activated");
+            outln!("{table}");
+            outln!("* = the version most recently activated");
             Ok(Outcome::Success)
         }
         PluginsCommand::Rollback { name, hash } => {
@@ -208,7 +208,7 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
             let done = assay::registry::history::rollback(&db, &dir, &name, hash.as_deref()).await;
             db.close().await?;
             let done = done.with_context(|| format!("rolling back plugin {name}"))?;
-            println!(
+            outln!(
                 "plugin {name}: version {} ({}) written to {}; a running `assay up` loads it now, any other command on its next start",
                 done.version,
                 &done.sha256[..16],
@@ -228,9 +228,9 @@ pub async fn run(config: &Config, command: PluginsCommand) -> anyhow::Result<Out
                 anyhow::bail!("no plugin named {name} has a database role here");
             }
             if purge {
-                println!("plugin {name}: role, schema and state removed");
+                outln!("plugin {name}: role, schema and state removed");
             } else {
-                println!(
+                outln!(
                     "plugin {name}: can no longer connect; its schema and state are kept (--purge removes them)"
                 );
             }

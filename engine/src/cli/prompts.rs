@@ -113,12 +113,12 @@ pub async fn run(config: &Config, command: PromptsCommand) -> anyhow::Result<Out
             let summary =
                 summary.context("importing the prompt tree (nothing of it was stored)")?;
             for (prompt, version) in &summary.changed {
-                println!(
+                outln!(
                     "{} {prompt}",
                     if *version == 1 { "added  " } else { "changed" }
                 );
             }
-            println!(
+            outln!(
                 "{} prompts read from {}: {} new, {} changed (a new version each), {} unchanged",
                 files.len(),
                 dir.display(),
@@ -145,12 +145,12 @@ pub async fn run(config: &Config, command: PromptsCommand) -> anyhow::Result<Out
             let prompts = prompts?;
             if json {
                 for p in &prompts {
-                    println!("{}", serde_json::to_string(p)?);
+                    outln!("{}", serde_json::to_string(p)?);
                 }
             } else if prompts.is_empty() {
-                println!("no prompts (import a tree with `assay prompts import DIR`)");
+                outln!("no prompts (import a tree with `assay prompts import DIR`)");
             } else {
-                println!("{}", versions_table(&prompts, true));
+                outln!("{}", versions_table(&prompts, true));
             }
             Ok(Outcome::Success)
         }
@@ -174,9 +174,9 @@ pub async fn run(config: &Config, command: PromptsCommand) -> anyhow::Result<Out
                     format!("there is no prompt {key} (see `assay prompts list`)")
                 })?,
             };
-            print!("{}", shown.text);
+            out!("{}", shown.text);
             if !shown.text.ends_with('\n') {
-                println!();
+                outln!();
             }
             Ok(Outcome::Success)
         }
@@ -189,7 +189,7 @@ pub async fn run(config: &Config, command: PromptsCommand) -> anyhow::Result<Out
             if versions.is_empty() {
                 anyhow::bail!("there is no prompt {key} (see `assay prompts list`)");
             }
-            println!("{}", versions_table(&versions, false));
+            outln!("{}", versions_table(&versions, false));
             Ok(Outcome::Success)
         }
     }

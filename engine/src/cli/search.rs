@@ -94,10 +94,10 @@ pub async fn run(config: &Config, args: SearchArgs) -> anyhow::Result<Outcome> {
     stop_engine(engine).await?;
     if args.json {
         for m in &matches {
-            println!("{}", serde_json::to_string(m)?);
+            outln!("{}", serde_json::to_string(m)?);
         }
     } else if matches.is_empty() {
-        println!(
+        outln!(
             "no similar documents (`similar` remembers the documents of earlier `assay analyze` runs)"
         );
     } else {
@@ -131,5 +131,5 @@ fn print_table(matches: &[Match]) {
             measure(&m.embedding),
         ]);
     }
-    println!("{table}");
+    outln!("{table}");
 }

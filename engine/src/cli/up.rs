@@ -31,7 +31,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Outcome> {
         () = stopped(stopping.clone()) => {
             // Dropping what had started closes the pools and stops the
             // embedded server (this was its last user).
-            println!("assay stopped while starting");
+            outln!("assay stopped while starting");
             return Ok(Outcome::Success);
         }
     };
@@ -48,7 +48,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Outcome> {
         .shutdown()
         .await
         .context("stopping the embedded PostgreSQL")?;
-    println!("assay stopped");
+    outln!("assay stopped");
     Ok(Outcome::Success)
 }
 
@@ -73,7 +73,7 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
         .live()
         .map(|live| live.plugin_dir().display().to_string())
         .unwrap_or_default();
-    println!(
+    outln!(
         "assay listening on http://{addr} ({} plugins loaded, {} refused; database: {}; watching {watching})",
         snapshot.plugins().len(),
         snapshot.problems.len(),

@@ -697,3 +697,33 @@ fn logs_written_to_a_pipe_or_file_are_plain_text() {
     assert!(stderr.contains("INFO"), "some log was written: {stderr}");
     assert!(!stderr.contains('\u{1b}'), "escape codes: {stderr:?}");
 }
+
+/// `assay analyze --json … | head -1`: the reader leaves after one line; the
+/// command still finishes (its runs stored, its server stopped), no panic.
+#[test]
+fn output_to_a_reader_that_leaves_early_ends_quietly() {
+    let work = Workdir::new();
+    let mut child = work
+        .assay()
+        .args(["analyze", "--json"])
+        .arg(workspace().join("examples"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    // The pipe's reading end is closed here, as `head` exits.
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!work.server_running(), "the embedded server stopped");
+    // Every document was still analysed and stored.
+    let out = work.assay().args(["findings", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!out.stdout.is_empty());
+}
