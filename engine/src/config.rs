@@ -250,7 +250,7 @@ pub struct LimitsConfig {
     /// Server-side `statement_timeout` of each SQL statement a plugin runs.
     pub statement_timeout_ms: u64,
     /// Maximum linear memory of one plugin instance, in MiB.
-    #[serde(deserialize_with = "above_zero")]
+    #[serde(deserialize_with = "memory_mib")]
     pub memory_mib: u64,
     /// Most elements one wasm table may hold (function tables grow with code size).
     pub table_elements: u32,
@@ -324,7 +324,7 @@ pub struct PluginLimitsOverride {
     /// See [`LimitsConfig::statement_timeout_ms`].
     pub statement_timeout_ms: Option<u64>,
     /// See [`LimitsConfig::memory_mib`].
-    #[serde(deserialize_with = "above_zero_if_set")]
+    #[serde(deserialize_with = "memory_mib_if_set")]
     pub memory_mib: Option<u64>,
     /// See [`LimitsConfig::table_elements`].
     pub table_elements: Option<u32>,
@@ -503,6 +503,33 @@ where
         )),
         value => Ok(value),
     }
+}
+
+/// The most linear memory a (32-bit) WebAssembly instance can address.
+pub const MAX_MEMORY_MIB: u64 = 4096;
+
+/// `memory_mib`: above zero and at most [`MAX_MEMORY_MIB`].
+fn memory_mib<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    at_most_4_gib(above_zero(deserializer)?)
+}
+
+/// A per-plugin `memory_mib`, which may be left unset.
+fn memory_mib_if_set<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    above_zero_if_set(deserializer)?
+        .map(at_most_4_gib)
+        .transpose()
+}
+
+fn at_most_4_gib<E: serde::de::Error>(mib: u64) -> Result<u64, E> {
+    if mib > MAX_MEMORY_MIB {
+        return Err(E::invalid_value(
+            serde::de::Unexpected::Unsigned(mib),
+            &"at most 4096 (MiB: a WebAssembly memory addresses 4 GiB)",
+        ));
+    }
+    Ok(mib)
 }
 
 /// Why the configuration could not be read.

@@ -35,10 +35,20 @@ use wasmtime::{Config, Engine};
 /// starves other tasks for longer than one tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Why the runtime could not be set up.
+/// Why the runtime could not be set up. The message quotes wasmtime's error
+/// in full, so it is not also given as the source (printed as a chain, the
+/// cause would be said twice).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot set up the WebAssembly runtime: {0:#}")]
-pub struct RuntimeError(#[from] wasmtime::Error);
+#[error(
+    "cannot set up the WebAssembly runtime: {0:#} (its instance pool reserves address space for limits.max_concurrent_calls + limits.warm_instances instances of the largest limits.memory_mib: lower them)"
+)]
+pub struct RuntimeError(wasmtime::Error);
+
+impl From<wasmtime::Error> for RuntimeError {
+    fn from(error: wasmtime::Error) -> Self {
+        Self(error)
+    }
+}
 
 /// The process-wide engine.
 pub struct Runtime {

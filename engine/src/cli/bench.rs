@@ -30,8 +30,9 @@ pub enum BenchCommand {
 /// Arguments of `assay bench query`.
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {
-    /// Concurrency levels: concurrent workers, one run per level.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
+    /// Concurrency levels: concurrent workers (1 to 4096), one run per level.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_CONCURRENCY))]
     pub concurrency: Vec<usize>,
     /// Time per run (per level and path): seconds (`5`, `2.5`) or with a
     /// unit (`5s`, `500ms`, `1m`).
@@ -72,6 +73,11 @@ pub struct QueryArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+/// The most concurrent workers a level of `assay bench query` takes: each
+/// needs an instance slot reserved up front, and past a few thousand the
+/// reservation is more address space than a machine has.
+const MAX_CONCURRENCY: u64 = 4096;
 
 /// The most documents `assay bench pipeline --count` takes: each keeps a
 /// latency sample until the end, and a count past this is a typing mistake

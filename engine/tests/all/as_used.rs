@@ -727,3 +727,19 @@ fn output_to_a_reader_that_leaves_early_ends_quietly() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(!out.stdout.is_empty());
 }
+
+#[test]
+fn memory_past_what_webassembly_addresses_is_refused_by_name() {
+    let work = Workdir::new();
+    for file in [
+        "[limits]\nmemory_mib = 99999999\n",
+        "[limits.plugins.history]\nmemory_mib = 4097\n",
+    ] {
+        std::fs::write(work.path().join("assay.toml"), file).unwrap();
+        let stderr = fails(work.assay().args(["analyze", "missing.txt"]));
+        assert!(
+            stderr.contains("memory_mib") && stderr.contains("at most 4096"),
+            "{file}: {stderr}"
+        );
+    }
+}

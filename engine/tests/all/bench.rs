@@ -292,6 +292,8 @@ async fn bench_refuses_counts_of_nothing() {
         // Far past anything that could run (each document keeps a sample).
         ("pipeline", "--count", "18446744073709551615"),
         ("pipeline", "--count", "100000000"),
+        // More workers than instance slots could be reserved for.
+        ("query", "--concurrency", "1,100000"),
     ] {
         let out = bench(&db, &[command, &format!("{option}={bad}")]);
         let stderr = String::from_utf8_lossy(&out.stderr);
