@@ -345,7 +345,20 @@ fn print_query(report: &QueryReport) {
         report.warmup_per_worker
     );
     outln!(
-        "plugin: each request is one call — a fresh instance, the call's session (reads before its first write on their own, the rest in one transaction); no document or finding is stored.\nplugin, reused (--reuse-instances): the same, in an instance an earlier call left when one is waiting (limits.reuse_instances).\nnative: the statements prepared once per connection, run with tokio-postgres one after the other, each in its own implicit transaction."
+        "plugin: each request is one call — a fresh instance, the call's session (reads before its first write on their own, the rest in one transaction); no document or finding is stored."
+    );
+    let reused = report
+        .queries
+        .iter()
+        .flat_map(|q| &q.levels)
+        .any(|l| l.reused.is_some());
+    if reused {
+        outln!(
+            "plugin, reused (--reuse-instances): the same, in an instance an earlier call left when one is waiting (limits.reuse_instances)."
+        );
+    }
+    outln!(
+        "native: the statements prepared once per connection, run with tokio-postgres one after the other, each in its own implicit transaction."
     );
 }
 

@@ -31,6 +31,11 @@ pub enum LoadError {
         "not a WebAssembly file (it does not start with the `\\0asm` magic bytes); build the plugin with `cargo build --target wasm32-wasip2`"
     )]
     NotWasm,
+    /// Nothing at all: a file created and not yet written, or emptied.
+    #[error(
+        "an empty file (0 bytes): nothing to load; copy the built component (a `.wasm` from `cargo build --target wasm32-wasip2`) over it"
+    )]
+    Empty,
     /// A core module instead of a component.
     #[error(
         "a core WebAssembly module, not a component; build for the `wasm32-wasip2` target (which emits components) or wrap it with `wasm-tools component new`"
@@ -192,6 +197,9 @@ pub async fn load<T: CallData>(
 /// The cheap first check of any candidate: its header says it is a component
 /// (not garbage, not a core module). Nothing is compiled.
 pub fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.is_empty() {
+        return Err(LoadError::Empty);
+    }
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(LoadError::NotWasm);
     }
@@ -358,6 +366,7 @@ mod tests {
         ));
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
         assert!(matches!(check_header(b"\0asm"), Err(LoadError::NotWasm)));
+        assert!(matches!(check_header(b""), Err(LoadError::Empty)));
     }
 
     #[test]
