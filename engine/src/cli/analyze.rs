@@ -35,8 +35,9 @@ pub struct AnalyzeArgs {
 pub async fn run(config: &Config, args: AnalyzeArgs) -> anyhow::Result<Outcome> {
     if !input::valid_kind(&args.kind) {
         bail!(
-            "--kind {:?} is not valid: use letters, digits, `_`, `.`, `:` or `-`",
-            args.kind
+            "--kind {:?} is not valid: {}",
+            args.kind,
+            assay::runtime::plugin::KIND_RULE
         );
     }
     let meta = input::parse_meta(&args.meta)?;

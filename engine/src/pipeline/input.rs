@@ -67,8 +67,9 @@ impl DocumentInput {
         }
         if !valid_kind(&self.kind) {
             return invalid(format!(
-                "kind {:?} is not valid: use up to 64 letters, digits, `_`, `.`, `:` or `-`, starting with a letter or digit",
-                self.kind
+                "kind {:?} is not valid: {}",
+                self.kind,
+                crate::runtime::plugin::KIND_RULE
             ));
         }
         if self.text.trim().is_empty() {

@@ -127,6 +127,10 @@ pub enum CallOutput {
     Processed(Document, Vec<Finding>),
 }
 
+/// What [`valid_kind`] accepts, for messages refusing a kind.
+pub const KIND_RULE: &str =
+    "use up to 64 letters, digits, `_`, `.`, `:` or `-`, starting with a letter or digit";
+
 /// Whether `kind` is acceptable (it is stored and matched against manifests).
 pub fn valid_kind(kind: &str) -> bool {
     let mut chars = kind.chars();
