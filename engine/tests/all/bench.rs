@@ -19,6 +19,19 @@ fn bench(db: &TestDb, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Schemas `assay bench query` makes (its tables', the plugin's) still in `db`.
+async fn bench_schemas_left(db: &TestDb) -> i64 {
+    db.client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'assay_bench_%' OR nspname = 'plugin_bench_query'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_query_reports_both_paths_per_level_and_cleans_up() {
     let db = fresh_database().await;
@@ -99,16 +112,7 @@ async fn bench_query_reports_both_paths_per_level_and_cleans_up() {
     assert_eq!(report["requests_per_run"], 60);
 
     // Its table, and the plugin's database access, are gone.
-    let client = db.client().await;
-    let left: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'assay_bench_%' OR nspname = 'plugin_bench_query'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 0, "schemas left behind");
+    assert_eq!(bench_schemas_left(&db).await, 0, "schemas left behind");
 }
 
 /// The step breakdown of a plugin path counts what its calls did: every
@@ -181,16 +185,7 @@ async fn a_query_that_cannot_run_is_named_and_nothing_is_left() {
         stderr.contains("does not prepare") && stderr.contains("nope"),
         "{stderr}"
     );
-    let client = db.client().await;
-    let left: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'assay_bench_%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 0);
+    assert_eq!(bench_schemas_left(&db).await, 0, "schemas left behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,16 +391,12 @@ async fn an_interrupted_bench_stops_and_leaves_nothing_behind() {
     .await;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(
+        bench_schemas_left(&db).await,
+        0,
+        "schemas left behind: {stderr}"
+    );
     let client = db.client().await;
-    let left: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'assay_bench_%' OR nspname = 'plugin_bench_query'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 0, "schemas left behind: {stderr}");
 
     let examples = workspace().join("examples");
     let (code, stderr) = interrupt_bench(
