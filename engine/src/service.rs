@@ -220,7 +220,7 @@ pub async fn serve(
     let idle_timeout = Duration::from_millis(server.idle_timeout_ms);
     let max_connections = server.max_connections;
     let app = router(Arc::clone(&state), local_addr);
-    let registry = connections::Registry::new(max_connections);
+    let registry = connections::Registry::new(max_connections, connections::EVICTABLE_AFTER);
     let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())

@@ -84,11 +84,19 @@ impl Drop for InFlight {
     }
 }
 
+/// How long a connection must have been idle before it may be closed to make
+/// room. A client that has just connected has not had the time to send its
+/// request: closing it would answer nothing at all (curl's "empty reply"),
+/// where at the limit it should be the newcomer that gets a 503.
+pub const EVICTABLE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Every open connection.
 #[derive(Debug)]
 pub struct Registry {
     /// `server.max_connections`.
     max: usize,
+    /// See [`EVICTABLE_AFTER`].
+    evictable_after: std::time::Duration,
     open: Mutex<Open>,
 }
 
@@ -108,10 +116,12 @@ pub enum Admission {
 }
 
 impl Registry {
-    /// A registry admitting at most `max` connections at once (at least one).
-    pub fn new(max: usize) -> Arc<Self> {
+    /// A registry admitting at most `max` connections at once (at least one),
+    /// closing one to make room only once it has been idle `evictable_after`.
+    pub fn new(max: usize, evictable_after: std::time::Duration) -> Arc<Self> {
         Arc::new(Self {
             max: max.max(1),
+            evictable_after,
             open: Mutex::new(Open::default()),
         })
     }
@@ -122,8 +132,8 @@ impl Registry {
     }
 
     /// Admits a new connection. At the limit, the connection idle the longest
-    /// is closed (and no longer counted) to make room; if none is idle the
-    /// answer is [`Admission::Full`].
+    /// is closed (and no longer counted) to make room; if none has been idle
+    /// long enough the answer is [`Admission::Full`].
     pub fn admit(self: &Arc<Self>) -> Admission {
         let mut open = self.open();
         if open.connections.len() >= self.max {
@@ -131,6 +141,7 @@ impl Registry {
                 .connections
                 .iter()
                 .filter_map(|(id, c)| c.idle_since().map(|since| (since, *id)))
+                .filter(|(since, _)| since.elapsed() >= self.evictable_after)
                 .min();
             let Some((_, id)) = longest_idle else {
                 return Admission::Full;
@@ -196,7 +207,7 @@ mod tests {
 
     #[test]
     fn the_longest_idle_connection_makes_room_and_busy_ones_never_do() {
-        let registry = Registry::new(2);
+        let registry = Registry::new(2, std::time::Duration::ZERO);
         let first = admitted(&registry);
         let second = admitted(&registry);
         let _busy = second.connection().begin_request();
@@ -218,9 +229,22 @@ mod tests {
         );
     }
 
+    /// A connection that has only just opened (or just answered) is not
+    /// closed for a newcomer: the newcomer is turned away instead.
+    #[test]
+    fn a_connection_idle_only_a_moment_is_not_closed_to_make_room() {
+        let registry = Registry::new(1, std::time::Duration::from_secs(3600));
+        let first = admitted(&registry);
+        assert!(matches!(registry.admit(), Admission::Full));
+        assert!(
+            futures::FutureExt::now_or_never(first.connection().evicted()).is_none(),
+            "the new connection was left alone"
+        );
+    }
+
     #[test]
     fn a_connection_is_idle_again_when_its_last_request_ends() {
-        let registry = Registry::new(1);
+        let registry = Registry::new(1, std::time::Duration::ZERO);
         let only = admitted(&registry);
         let connection = Arc::clone(only.connection());
         let one = connection.begin_request();
