@@ -54,7 +54,7 @@ pub struct QueryArgs {
     #[arg(long, default_value = "point")]
     pub query: Vec<String>,
     /// Connections in each path's pool [default: sandbox.connections_per_plugin].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub pool_size: Option<u32>,
     /// Untimed requests per worker before each run.
     #[arg(long, default_value_t = 20)]
@@ -73,6 +73,10 @@ pub struct QueryArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+/// The longest `--duration`: a run of a level and path longer than a day is
+/// a typing mistake (`1e12` would be 31,000 years).
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The most concurrent workers a level of `assay bench query` takes: each
 /// needs an instance slot reserved up front, and past a few thousand the
@@ -95,7 +99,7 @@ pub struct PipelineArgs {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_PIPELINE_COUNT))]
     pub count: usize,
     /// Documents in flight at once [default: pipeline.concurrency].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub concurrency: Option<usize>,
     /// Keep the stored documents and runs (deleted afterwards by default).
     #[arg(long)]
@@ -138,7 +142,7 @@ fn progress(hidden: bool, total: Option<u64>) -> ProgressBar {
 }
 
 /// A benchmark's duration: plain seconds, or a number with a unit
-/// (`500ms`, `5s`, `1m`); never zero, never negative.
+/// (`500ms`, `5s`, `1m`); never zero, never negative, at most a day.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let duration = match text.parse::<f64>() {
@@ -153,6 +157,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     if duration.is_zero() {
         return Err(format!(
             "{text:?} is no time at all; give a positive duration"
+        ));
+    }
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "{text:?} is longer than a day, the most one run may take; give a shorter duration"
         ));
     }
     Ok(duration)

@@ -264,7 +264,9 @@ async fn bench_query_durations_take_units() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["duration_s"].as_f64(), Some(0.3), "{report}");
 
-    for bad in ["0s", "-1", "soon"] {
+    // Nothing, negative, not a time, or longer than a day (a typing
+    // mistake: 1e12 seconds is 31,000 years).
+    for bad in ["0s", "-1", "soon", "1e12", "25h"] {
         let out = bench(&db, &["query", &format!("--duration={bad}")]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
@@ -289,6 +291,9 @@ async fn bench_refuses_counts_of_nothing() {
         ("pipeline", "--count", "100000000"),
         // More workers than instance slots could be reserved for.
         ("query", "--concurrency", "1,100000"),
+        // A pool with no connection, no document in flight.
+        ("query", "--pool-size", "0"),
+        ("pipeline", "--concurrency", "0"),
     ] {
         let out = bench(&db, &[command, &format!("{option}={bad}")]);
         let stderr = String::from_utf8_lossy(&out.stderr);
