@@ -35,7 +35,7 @@ pub struct QueryArgs {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_CONCURRENCY))]
     pub concurrency: Vec<usize>,
     /// Time per run (per level and path): seconds (`5`, `2.5`) or with a
-    /// unit (`5s`, `500ms`, `1m`).
+    /// unit (`5s`, `500ms`, `1m`); at most a day.
     #[arg(long, default_value = "10", value_parser = parse_duration, conflicts_with = "requests")]
     pub duration: Duration,
     /// Requests per run instead of a duration.
