@@ -480,14 +480,7 @@ where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de> + Default + PartialEq,
 {
-    let value = T::deserialize(deserializer)?;
-    if value == T::default() {
-        return Err(serde::de::Error::invalid_value(
-            serde::de::Unexpected::Unsigned(0),
-            &"a number above 0",
-        ));
-    }
-    Ok(value)
+    not_zero(T::deserialize(deserializer)?)
 }
 
 /// [`above_zero`] for a per-plugin override, which may be left unset.
@@ -496,13 +489,19 @@ where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de> + Default + PartialEq,
 {
-    match Option::<T>::deserialize(deserializer)? {
-        Some(value) if value == T::default() => Err(serde::de::Error::invalid_value(
+    Option::<T>::deserialize(deserializer)?
+        .map(not_zero)
+        .transpose()
+}
+
+fn not_zero<E: serde::de::Error, T: Default + PartialEq>(value: T) -> Result<T, E> {
+    if value == T::default() {
+        return Err(E::invalid_value(
             serde::de::Unexpected::Unsigned(0),
             &"a number above 0",
-        )),
-        value => Ok(value),
+        ));
     }
+    Ok(value)
 }
 
 /// The most linear memory a (32-bit) WebAssembly instance can address.

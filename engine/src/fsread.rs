@@ -69,20 +69,20 @@ fn check(meta: &Metadata, max: u64) -> Result<(), FileError> {
 /// Whether `path` (following symlinks) is a regular file of at most `max`
 /// bytes, for a reader that opens it itself; it is not opened.
 pub fn check_regular(path: &Path, max: u64) -> Result<(), FileError> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+    check(&std::fs::metadata(path).map_err(io_error)?, max)
+}
+
+/// A failed look or read: the file gone, or why it could not be read.
+fn io_error(e: std::io::Error) -> FileError {
+    match e.kind() {
         std::io::ErrorKind::NotFound => FileError::Missing,
         _ => FileError::Io(e),
-    })?;
-    check(&meta, max)
+    }
 }
 
 /// Reads `path` (following symlinks) if it is a regular file of at most
 /// `max` bytes. Blocking, but never on the file's account.
 pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, FileError> {
-    let io = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::NotFound => FileError::Missing,
-        _ => FileError::Io(e),
-    };
     // Looked at before opening: a FIFO or a device is never opened at all.
     check_regular(path, max)?;
     // O_NONBLOCK: should the path be swapped for a FIFO between the look and
@@ -91,14 +91,14 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, FileError> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
+        .map_err(io_error)?;
+    let meta = file.metadata().map_err(io_error)?;
     check(&meta, max)?;
     // Bounded even if the file grows while it is read.
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.take(max.saturating_add(1))
         .read_to_end(&mut bytes)
-        .map_err(io)?;
+        .map_err(io_error)?;
     if bytes.len() as u64 > max {
         return Err(FileError::TooLarge {
             size: bytes.len() as u64,

@@ -223,9 +223,6 @@ impl Registry {
 /// Why component bytes could not be made a plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
-    /// Nothing to load.
-    #[error("the file is empty")]
-    Empty,
     /// Validating and compiling took longer than `plugins.load_timeout_ms`.
     #[error("loading took longer than {} ms (plugins.load_timeout_ms)", .0.as_millis())]
     TimedOut(Duration),
@@ -322,9 +319,8 @@ impl PluginLoader {
 
     /// Validates and compiles component bytes (within `plugins.load_timeout_ms`).
     pub async fn compile(&self, bytes: &[u8]) -> Result<Plugin, CompileError> {
-        if bytes.is_empty() {
-            return Err(CompileError::Empty);
-        }
+        // An empty file is refused by the loader's first check
+        // (`LoadError::Empty`), before anything is compiled.
         let timeout = Duration::from_millis(self.config.plugins.load_timeout_ms);
         match tokio::time::timeout(
             timeout,

@@ -192,7 +192,9 @@ async fn query(config: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
         }
         Span::Duration(_) => None,
     };
-    let interrupted = interruption();
+    // Ctrl-C or SIGTERM, listened for from the first select on: the
+    // benchmark then stops, cleans up and stops the embedded server.
+    let interrupted = assay::service::shutdown_signal();
     tokio::pin!(interrupted);
     let db = tokio::select! {
         db = Database::open(&config.database) => Arc::new(db.context("opening the database")?),
@@ -203,7 +205,7 @@ async fn query(config: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
         "bench query, levels {:?}, the paths taking turns in {} rounds",
         settings.levels, settings.rounds
     ));
-    let report = assay::bench::query::run(&db, config, &settings, &bar, interrupted).await;
+    let report = assay::bench::query::run(&db, config, &settings, &bar, interrupted.as_mut()).await;
     bar.finish_and_clear();
     close(db).await?;
     let report = report?;
@@ -235,23 +237,6 @@ async fn query(config: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Partial);
     }
     Ok(Outcome::Success)
-}
-
-/// Resolves on Ctrl-C or SIGTERM, listened for from the moment it is called
-/// (not only once it is first awaited): a benchmark then stops measuring and
-/// still cleans up after itself and stops the embedded server.
-fn interruption() -> impl Future<Output = ()> {
-    let (signalled, received) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        assay::service::shutdown_signal().await;
-        let _ = signalled.send(());
-    });
-    async move {
-        if received.await.is_err() {
-            // The listener is gone (the runtime is shutting down): no signal.
-            std::future::pending::<()>().await;
-        }
-    }
 }
 
 async fn close(db: Arc<Database>) -> anyhow::Result<()> {
@@ -426,7 +411,9 @@ async fn pipeline(config: &Config, args: PipelineArgs) -> anyhow::Result<Outcome
         concurrency: args.concurrency.unwrap_or(config.pipeline.concurrency),
         keep: args.keep,
     };
-    let interrupted = interruption();
+    // Ctrl-C or SIGTERM, listened for from the first select on: the
+    // benchmark then stops, cleans up and stops the embedded server.
+    let interrupted = assay::service::shutdown_signal();
     tokio::pin!(interrupted);
     let engine = tokio::select! {
         engine = super::start_engine(config) => engine?,
@@ -441,7 +428,7 @@ async fn pipeline(config: &Config, args: PipelineArgs) -> anyhow::Result<Outcome
         config,
         &settings,
         &bar,
-        interrupted,
+        interrupted.as_mut(),
     )
     .await;
     bar.finish_and_clear();

@@ -19,6 +19,15 @@ fn bench(db: &TestDb, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `assay bench ARGS` against `db`, which must fail as a fatal error (exit
+/// code 1); what it said on standard error.
+fn bench_fails(db: &TestDb, args: &[&str]) -> String {
+    let out = bench(db, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
 /// Schemas `assay bench query` makes (its tables', the plugin's) still in `db`.
 async fn bench_schemas_left(db: &TestDb) -> i64 {
     db.client()
@@ -169,7 +178,7 @@ fn assert_steps(path: &Value, statements: f64, writes: bool, reused: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_that_cannot_run_is_named_and_nothing_is_left() {
     let db = fresh_database().await;
-    let out = bench(
+    let stderr = bench_fails(
         &db,
         &[
             "query",
@@ -179,8 +188,6 @@ async fn a_query_that_cannot_run_is_named_and_nothing_is_left() {
             "SELECT nope FROM {table} WHERE id = $1",
         ],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("does not prepare") && stderr.contains("nope"),
         "{stderr}"
@@ -308,7 +315,7 @@ async fn bench_refuses_counts_of_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duration_too_short_for_a_request_says_so() {
     let db = fresh_database().await;
-    let out = bench(
+    let stderr = bench_fails(
         &db,
         &[
             "query",
@@ -320,8 +327,6 @@ async fn a_duration_too_short_for_a_request_says_so() {
             "10",
         ],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("no request") && stderr.contains("--duration"),
         "{stderr}"
