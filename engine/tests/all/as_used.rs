@@ -743,3 +743,38 @@ fn memory_past_what_webassembly_addresses_is_refused_by_name() {
         );
     }
 }
+
+/// `assay bench query` as the README runs it (the embedded server, the
+/// default configuration), stopped with Ctrl-C: it says so, and stops the
+/// server it started rather than leaving it running.
+#[test]
+fn an_interrupted_bench_stops_the_embedded_server() {
+    let work = Workdir::new();
+    let child = work
+        .assay()
+        .args(["bench", "query", "--concurrency", "1", "--duration", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !work.server_running() {
+        assert!(started.elapsed() < PATIENCE, "the server never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Into seeding or measuring: either way it must stop and clean up.
+    std::thread::sleep(Duration::from_secs(3));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        !work.server_running(),
+        "the embedded server was left running"
+    );
+}
