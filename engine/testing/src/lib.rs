@@ -25,7 +25,7 @@
 pub mod fake_model;
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -38,18 +38,40 @@ struct Server {
     embedded: Mutex<Option<EmbeddedPostgres>>,
     port: u16,
     password: String,
-    _dir: tempfile::TempDir,
+    /// Its data directory and log. A static is never dropped, so this is
+    /// removed at exit by [`stop_server`], not by `TempDir`'s drop: a full
+    /// run of the suite leaves gigabytes there otherwise.
+    dir: Mutex<Option<tempfile::TempDir>>,
+    /// Where `dir` is, for messages after it is gone.
+    dir_path: PathBuf,
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
 
 extern "C" fn stop_server() {
-    if let Some(server) = SERVER.get()
-        && let Some(embedded) = assay::sync::lock(&server.embedded).take()
-    {
+    let Some(server) = SERVER.get() else {
+        return;
+    };
+    if let Some(embedded) = assay::sync::lock(&server.embedded).take() {
         let _ = embedded.stop();
     }
+    if let Some(dir) = assay::sync::lock(&server.dir).take() {
+        let _ = dir.close();
+    }
 }
+
+/// Settings for the shared server only: the suite's data is thrown away at
+/// exit, so it is not synced to disk, and the write-ahead log is kept small
+/// (by default it grows to a gigabyte before a checkpoint recycles it).
+/// All take effect on a reload.
+const THROWAWAY_SETTINGS: &[&str] = &[
+    "ALTER SYSTEM SET fsync = off",
+    "ALTER SYSTEM SET synchronous_commit = off",
+    "ALTER SYSTEM SET full_page_writes = off",
+    "ALTER SYSTEM SET max_wal_size = '96MB'",
+    "ALTER SYSTEM SET min_wal_size = '32MB'",
+    "SELECT pg_reload_conf()",
+];
 
 /// A temporary directory the `postgres` user can enter (tests run as root
 /// in CI, and the server then runs as `postgres`).
@@ -81,9 +103,63 @@ fn server() -> &'static Server {
             port: embedded.port(),
             password: embedded.password().to_string(),
             embedded: Mutex::new(Some(embedded)),
-            _dir: dir,
+            dir_path: dir.path().to_path_buf(),
+            dir: Mutex::new(Some(dir)),
         }
     })
+}
+
+/// The shared test server's directory (data and log), once it is started.
+pub fn shared_server_dir() -> Option<PathBuf> {
+    SERVER.get().map(|server| server.dir_path.clone())
+}
+
+/// The last lines of the shared server's log, for a failure to reach it: a
+/// server that crashed or ran out of disk says so there, not to its clients.
+fn shared_server_log_tail() -> String {
+    let Some(root) = shared_server_dir() else {
+        return String::new();
+    };
+    let log = root.join("pg").join("pgdata").join("assay-server.log");
+    match std::fs::read_to_string(&log) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            format!(
+                "\nthe shared test server's log ({}) ends:\n{tail}",
+                log.display()
+            )
+        }
+        Err(e) => format!("\n(cannot read {}: {e})", log.display()),
+    }
+}
+
+/// Connects to a test server, or panics naming the server and, for the
+/// shared one, what its log says.
+async fn connect(
+    config: &tokio_postgres::Config,
+) -> (
+    tokio_postgres::Client,
+    tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+) {
+    match config.connect(tokio_postgres::NoTls).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            let shared = SERVER
+                .get()
+                .is_some_and(|server| config.get_ports() == [server.port]);
+            let log = if shared {
+                shared_server_log_tail()
+            } else {
+                String::new()
+            };
+            panic!(
+                "cannot connect to the test server on port {:?}: {}{log}",
+                config.get_ports(),
+                assay::db::pg_message(&e)
+            )
+        }
+    }
 }
 
 /// A database of one test.
@@ -93,14 +169,63 @@ pub struct TestDb {
     pub url: String,
     /// Settings for the library.
     pub config: tokio_postgres::Config,
+    /// Drops the database from the shared server when the last copy goes.
+    _dropper: Option<Arc<DropDatabase>>,
 }
 
 impl TestDb {
+    /// A database on a server the caller manages (nothing is dropped).
+    pub fn on_own_server(url: String, config: tokio_postgres::Config) -> Self {
+        TestDb {
+            url,
+            config,
+            _dropper: None,
+        }
+    }
+
     /// A direct client for assertions.
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, conn) = self.config.connect(tokio_postgres::NoTls).await.unwrap();
+        let (client, conn) = connect(&self.config).await;
         tokio::spawn(conn);
         client
+    }
+}
+
+/// A test's database on the shared server, dropped when the test is done
+/// with it: a full run of the suite makes over a hundred (7 MB and more
+/// each), and the server is shared by all of them until the process exits.
+struct DropDatabase {
+    name: String,
+}
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let Some(server) = SERVER.get() else {
+            return;
+        };
+        let admin = pg_config(server, "postgres");
+        // FORCE: a connection the test left open does not keep it.
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // This runs inside a test's runtime, which must not block: a thread
+        // of its own, with a runtime of its own. Not waited for, and a
+        // failure is not the test's: whatever is left goes with the
+        // server's directory at exit.
+        std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok((client, conn)) = admin.connect(tokio_postgres::NoTls).await {
+                    let driver = tokio::spawn(conn);
+                    let _ = client.batch_execute(&sql).await;
+                    drop(client);
+                    let _ = driver.await;
+                }
+            });
+        });
     }
 }
 
@@ -118,7 +243,7 @@ fn pg_config(server: &Server, db: &str) -> tokio_postgres::Config {
 /// Runs `sql` as the test server's superuser.
 async fn as_superuser(server: &Server, sql: &str) {
     let admin = pg_config(server, "postgres");
-    let (client, conn) = admin.connect(tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = connect(&admin).await;
     let driver = tokio::spawn(conn);
     client.batch_execute(sql).await.unwrap();
     drop(client);
@@ -134,6 +259,15 @@ pub async fn fresh_database() -> TestDb {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::SeqCst)
     );
+    static TUNED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    TUNED
+        .get_or_init(|| async {
+            // One at a time: ALTER SYSTEM refuses to run in a transaction block.
+            for sql in THROWAWAY_SETTINGS {
+                as_superuser(server, sql).await;
+            }
+        })
+        .await;
     as_superuser(server, &format!("CREATE DATABASE {name}")).await;
     TestDb {
         url: format!(
@@ -141,6 +275,7 @@ pub async fn fresh_database() -> TestDb {
             server.password, server.port
         ),
         config: pg_config(server, &name),
+        _dropper: Some(Arc::new(DropDatabase { name })),
     }
 }
 
@@ -166,6 +301,8 @@ pub async fn fresh_database_with_unprivileged_owner() -> TestDb {
             server.port
         ),
         config,
+        // The same database: dropped when this handle goes, not before.
+        _dropper: superuser._dropper,
     }
 }
 

@@ -212,14 +212,14 @@ impl PrivateServer {
     /// Its `postgres` database, as a [`TestDb`].
     pub fn test_db(&self) -> TestDb {
         let e = self.embedded();
-        TestDb {
-            url: format!(
+        TestDb::on_own_server(
+            format!(
                 "postgres://assay:{}@127.0.0.1:{}/postgres",
                 e.password(),
                 e.port()
             ),
-            config: e.pg_config("postgres"),
-        }
+            e.pg_config("postgres"),
+        )
     }
 
     fn pg_ctl(&self, args: &[&str]) {
