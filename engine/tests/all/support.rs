@@ -193,10 +193,16 @@ pub struct PrivateServer {
 impl PrivateServer {
     /// Initialises and starts a new cluster (blocking: a few seconds).
     pub fn start() -> Self {
+        Self::start_from(None)
+    }
+
+    /// [`PrivateServer::start`] with the server binaries in `bin_dir` (another
+    /// PostgreSQL than the one found on the machine).
+    pub fn start_from(bin_dir: Option<PathBuf>) -> Self {
         let dir = shared_tempdir();
         let embedded = EmbeddedPostgres::start(&EmbeddedConfig {
             data_dir: dir.path().join("pg"),
-            bin_dir: None,
+            bin_dir,
         })
         .expect("start a private PostgreSQL");
         Self {

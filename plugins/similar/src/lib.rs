@@ -19,7 +19,10 @@
 //!   engine could install `pg_trgm` (it then lives in `assay_extensions`);
 //!   left out of the score otherwise;
 //! - `embedding`: cosine similarity of the embeddings, when both were made by
-//!   the same model.
+//!   the same model: by pgvector's `cosine_distance` where the engine could
+//!   offer pgvector (it then lives in `assay_extensions` too), otherwise as
+//!   the dot product of the (unit-length) arrays in SQL. Each finding says
+//!   which (`embedding_by`: `pgvector` or `arrays`).
 //!
 //! The score is the mean of the measures available. The [`MATCHES`] best
 //! with a score of at least [`MIN_SCORE`] become `similar:document` findings,
@@ -47,13 +50,24 @@ pub const TERMS: usize = 24;
 /// The kind of a document that is compared but not remembered.
 pub const SEARCH_KIND: &str = "search";
 
-/// Whether the engine's `pg_trgm` can be used by this role (false, not an
-/// error, where the functions do not exist).
-const TRIGRAMS_AVAILABLE: &str =
-    "SELECT count(f) = 2 AND coalesce(bool_and(has_function_privilege(f, 'EXECUTE')), false)
-     FROM (SELECT to_regprocedure(name) AS f
-           FROM unnest(ARRAY['assay_extensions.similarity(text,text)',
-                             'assay_extensions.word_similarity(text,text)']) AS name) AS offered";
+/// pgvector's most dimensions: longer embeddings are compared as arrays.
+pub const PGVECTOR_MAX_DIMENSIONS: usize = 16_000;
+
+/// Whether this role can use the engine's `pg_trgm`, and its pgvector
+/// (false, not an error, where the functions do not exist). The vector type
+/// is looked up first: a function whose argument type does not exist is an
+/// error to `to_regprocedure` on older servers, not a null.
+const EXTENSIONS_AVAILABLE: &str =
+    "SELECT (SELECT count(f) = 2 AND coalesce(bool_and(has_function_privilege(f, 'EXECUTE')), false)
+             FROM (SELECT to_regprocedure(name) AS f
+                   FROM unnest(ARRAY['assay_extensions.similarity(text,text)',
+                                     'assay_extensions.word_similarity(text,text)']) AS name) AS offered),
+            CASE WHEN to_regtype('assay_extensions.vector') IS NULL THEN false
+                 ELSE (SELECT count(f) = 2 AND coalesce(bool_and(has_function_privilege(f, 'EXECUTE')), false)
+                       FROM (SELECT to_regprocedure(name) AS f
+                             FROM unnest(ARRAY['assay_extensions.cosine_distance(assay_extensions.vector,assay_extensions.vector)',
+                                               'assay_extensions.array_to_vector(real[],integer,boolean)']) AS name) AS offered)
+            END";
 
 /// The plugin.
 pub struct Similar;
@@ -86,7 +100,17 @@ pub fn key_terms(text: &str, most: usize) -> Vec<String> {
 /// The ranking statement: every remembered document but this one, scored.
 /// Its parameters: the key terms, the embedding, its model, the document's
 /// id, and (only with trigrams) the text.
-fn ranking(trigrams: bool, search: bool) -> String {
+fn ranking(trigrams: bool, pgvector: bool, search: bool) -> String {
+    let embedding = if pgvector {
+        // pgvector's distance is NaN for a zero vector: no similarity.
+        "CASE WHEN cardinality(r.embedding) = cardinality($2::text::real[])
+              THEN coalesce(greatest(0, 1 - nullif(assay_extensions.cosine_distance(
+                       r.embedding::assay_extensions.vector,
+                       $2::text::real[]::assay_extensions.vector), 'NaN')), 0)::float8
+         END"
+    } else {
+        "greatest(0, (SELECT sum(a * b) FROM unnest(r.embedding, $2::text::real[]) AS e(a, b)))::float8"
+    };
     let trigram = match (trigrams, search) {
         (false, _) => "NULL::float8".to_string(),
         (true, true) => "assay_extensions.word_similarity($5::text, r.text)::float8".to_string(),
@@ -104,9 +128,7 @@ fn ranking(trigrams: bool, search: bool) -> String {
                        ELSE 0
                   END AS text_score,
                   {trigram} AS trigram_score,
-                  CASE WHEN r.embedding_model = $3::text
-                       THEN greatest(0, (SELECT sum(a * b) FROM unnest(r.embedding, $2::text::real[]) AS e(a, b)))::float8
-                  END AS embedding_score
+                  CASE WHEN r.embedding_model = $3::text THEN {embedding} END AS embedding_score
            FROM remembered r,
                 (SELECT tsvector_to_array(to_tsvector('english', $1::text)) AS lexemes) q
            WHERE r.document <> $4::text::uuid
@@ -178,13 +200,16 @@ fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
         .first()
         .ok_or("the host returned no embedding")?;
     let vector_text = array_literal(vector);
-    let trigrams = match sql::query(TRIGRAMS_AVAILABLE, &[]) {
-        Ok(rows) => matches!(
-            rows.rows.first().and_then(|r| r.first()),
+    let available = sql::query(EXTENSIONS_AVAILABLE, &[])
+        .map_err(|e| format!("checking for pg_trgm and pgvector: {}", e.explain()))?;
+    let offered = |column: usize| {
+        matches!(
+            available.rows.first().and_then(|r| r.get(column)),
             Some(Value::Boolean(true))
-        ),
-        Err(e) => return Err(format!("checking for pg_trgm: {}", e.explain())),
+        )
     };
+    let trigrams = offered(0);
+    let pgvector = offered(1) && vector.len() <= PGVECTOR_MAX_DIMENSIONS;
     let terms = key_terms(&doc.text, TERMS).join(" ");
     let mut params = vec![
         Value::Text(terms),
@@ -195,7 +220,7 @@ fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
     if trigrams {
         params.push(Value::Text(doc.text.clone()));
     }
-    let ranked = sql::query(&ranking(trigrams, search), &params)
+    let ranked = sql::query(&ranking(trigrams, pgvector, search), &params)
         .map_err(|e| format!("ranking remembered documents: {}", e.explain()))?;
     let mut findings = Vec::new();
     for row in &ranked.rows {
@@ -214,6 +239,7 @@ fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
                 "title": text_of(row.get(2)),
                 "measures": {"text": text, "trigram": trigram, "embedding": embedding},
                 "embedding_model": embedded.model,
+                "embedding_by": if pgvector { "pgvector" } else { "arrays" },
             })
             .to_string(),
         });
@@ -239,7 +265,7 @@ impl Guest for Similar {
     fn describe() -> Manifest {
         Manifest {
             name: "similar".into(),
-            version: "0.1.0".into(),
+            version: "0.2.0".into(),
             description: "finds the earlier documents most like this one, by full text, trigrams and embeddings".into(),
             stage: Stage::Analysis,
             priority: 0,
