@@ -477,19 +477,21 @@ async fn load_migrating(
     .await
 }
 
-async fn contained_engine(gate: bool) -> TestEngine {
-    let (engine, _dir) = engine_loading(fresh_database().await, &[], |c| {
+/// An engine with tight limits, and its plugin directory (kept for as long
+/// as the engine: loading into it creates the directory again if it is
+/// gone, and nothing would remove it then).
+async fn contained_engine(gate: bool) -> (TestEngine, tempfile::TempDir) {
+    engine_loading(fresh_database().await, &[], |c| {
         c.sandbox.statement_gate = gate;
         c.limits.call_timeout_ms = 3_000;
         c.limits.statement_timeout_ms = 1_000;
     })
-    .await;
-    engine
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_pass_the_statement_gate() {
-    let engine = contained_engine(true).await;
+    let (engine, _dir) = contained_engine(true).await;
     for (name, migration, words) in [
         ("sleeper", "SELECT pg_sleep(600)", "pg_sleep"),
         (
@@ -523,7 +525,7 @@ async fn migrations_pass_the_statement_gate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_bounded_by_the_plugins_timeouts() {
-    let engine = contained_engine(false).await;
+    let (engine, _dir) = contained_engine(false).await;
     let refused = load_migrating(&engine, "sleeper", &["SELECT pg_sleep(600)"])
         .await
         .expect_err("a sleeping migration");
@@ -574,7 +576,7 @@ async fn migrations_are_bounded_by_the_plugins_timeouts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_migration_does_to_its_role_is_undone() {
-    let engine = contained_engine(false).await;
+    let (engine, _dir) = contained_engine(false).await;
     load_migrating(
         &engine,
         "resetter",
