@@ -16,7 +16,7 @@ use assay::registry::{PluginLoader, PluginSource, RegisterError};
 use serde_json::json;
 
 use crate::sandbox::Sandbox;
-use crate::support::{TestEngine, attacker_as, doc, engine_loading, fresh_database};
+use crate::support::{TestEngine, attacker_as, column, doc, engine_loading, fresh_database};
 
 /// Loads `bytes` into a running engine's database as a new version: `Ok` or
 /// the reason it was refused.
@@ -291,18 +291,14 @@ async fn no_engine_object_can_be_used_or_locked_by_a_plugin() {
     assert!(!schema_access);
 
     // Every lock mode on every engine table, and on another plugin's state.
-    let tables: Vec<String> = client
-        .query(
-            "SELECT 'assay.' || relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = 'assay' AND c.relkind IN ('r', 'p')
-             UNION ALL SELECT 'plugin_history.assay_state'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let tables: Vec<String> = column(
+        &client,
+        "SELECT 'assay.' || relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'assay' AND c.relkind IN ('r', 'p')
+         UNION ALL SELECT 'plugin_history.assay_state'",
+        &[],
+    )
+    .await;
     assert!(tables.len() >= 10, "{tables:?}");
     // One call each: after a refused statement the rest of a call's
     // transaction would fail for that reason alone.
@@ -596,16 +592,12 @@ async fn what_a_migration_does_to_its_role_is_undone() {
     )
     .await
     .unwrap();
-    let settings: Vec<String> = client
-        .query(
-            "SELECT unnest(setconfig) FROM pg_db_role_setting WHERE setrole = (SELECT oid FROM pg_roles WHERE rolname = $1)",
-            &[&role],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let settings: Vec<String> = column(
+        &client,
+        "SELECT unnest(setconfig) FROM pg_db_role_setting WHERE setrole = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+        &[&role],
+    )
+    .await;
     assert_eq!(
         settings,
         ["search_path=plugin_resetter", "temp_file_limit=1024MB"],

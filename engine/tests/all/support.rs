@@ -336,20 +336,34 @@ pub fn pg_ctl(pgdata: &Path, args: &[&str]) {
     );
 }
 
-/// Backends now running `faulty`'s slow statement (`#fault:sql-slow`).
-pub async fn slow_statements(client: &tokio_postgres::Client) -> Vec<i32> {
+/// The first column of every row `sql` returns.
+pub async fn column<T>(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<T>
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
     client
-        .query(
-            // This test's database only: tests run side by side on one server.
-            "SELECT pid FROM pg_stat_activity WHERE query LIKE '%slow_statement%' AND state = 'active'
-               AND pid <> pg_backend_pid() AND datname = current_database()",
-            &[],
-        )
+        .query(sql, params)
         .await
         .unwrap()
         .iter()
         .map(|row| row.get(0))
         .collect()
+}
+
+/// Backends now running `faulty`'s slow statement (`#fault:sql-slow`).
+pub async fn slow_statements(client: &tokio_postgres::Client) -> Vec<i32> {
+    column(
+        client,
+        // This test's database only: tests run side by side on one server.
+        "SELECT pid FROM pg_stat_activity WHERE query LIKE '%slow_statement%' AND state = 'active'
+           AND pid <> pg_backend_pid() AND datname = current_database()",
+        &[],
+    )
+    .await
 }
 
 /// The `attacker` test plugin, built once, as a plugin named `name` with
