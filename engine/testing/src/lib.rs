@@ -306,6 +306,16 @@ pub async fn fresh_database_with_unprivileged_owner() -> TestDb {
     }
 }
 
+/// A client to `test_db`'s database as the shared server's superuser (for
+/// what a test's operator does by hand).
+pub async fn superuser_client(test_db: &TestDb) -> tokio_postgres::Client {
+    let server = tokio::task::spawn_blocking(server).await.unwrap();
+    let name = test_db.config.get_dbname().unwrap();
+    let (client, conn) = connect(&pg_config(server, name)).await;
+    tokio::spawn(conn);
+    client
+}
+
 /// The builder of a test engine over `test_db`: the default configuration
 /// with `plugin_dir`, then `adjust`; no compile cache (a test writes nothing
 /// outside its directories).

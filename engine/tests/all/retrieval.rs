@@ -310,6 +310,29 @@ async fn on_a_server_with_pgvector_embeddings_are_compared_by_it() {
     )
     .await;
     client.batch_execute("RESET ROLE").await.unwrap();
+
+    // An upgrade of pgvector that adds a function, run by a superuser
+    // whose new functions PUBLIC may execute (the server's default; the
+    // engine's role has that default revoked): at the next start the
+    // engine takes it away.
+    client
+        .batch_execute(
+            "CREATE FUNCTION assay_extensions.added_by_an_upgrade() RETURNS int
+                 LANGUAGE sql AS 'SELECT 1';
+             GRANT EXECUTE ON FUNCTION assay_extensions.added_by_an_upgrade() TO PUBLIC;
+             ALTER EXTENSION vector ADD FUNCTION assay_extensions.added_by_an_upgrade()",
+        )
+        .await
+        .unwrap();
+    drop(engine);
+    let dir = shared_tempdir();
+    let engine = engine_on(server.test_db(), dir.path(), |_| {}).await;
+    client
+        .batch_execute(&format!("SET ROLE \"{role}\""))
+        .await
+        .unwrap();
+    refused_for_privilege(&client, &["SELECT assay_extensions.added_by_an_upgrade()"]).await;
+    client.batch_execute("RESET ROLE").await.unwrap();
     drop(client);
     drop(engine);
     drop(server);

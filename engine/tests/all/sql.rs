@@ -392,16 +392,20 @@ async fn an_engine_role_with_only_createrole_is_enough() {
     let runtime = Arc::new(Runtime::new(&Default::default(), None).unwrap());
     let registry = Arc::new(Registry::load(&runtime, &config, &db).await.unwrap());
     assert!(registry.problems.is_empty(), "{:?}", registry.problems);
-    // Only the language and the large-object functions are out of reach
-    // (they belong to the superuser); that is reported, each with what to run.
-    assert_eq!(registry.warnings.len(), 2, "{:?}", registry.warnings);
+    // Only the language, the large-object functions and pg_trgm's functions
+    // are out of reach (they belong to the superuser); that is reported,
+    // each with what to run.
+    let warnings = registry.warnings.clone();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
     assert!(
-        registry.warnings[0].contains("plpgsql") && registry.warnings[1].contains("lo_create"),
-        "{:?}",
-        registry.warnings
+        warnings[0].contains("plpgsql")
+            && warnings[1].contains("lo_create")
+            && warnings[2].contains("pg_trgm")
+            && warnings[2].contains("not installed"),
+        "{warnings:?}"
     );
 
-    let pipeline = Pipeline::new(runtime, registry, db, &config);
+    let pipeline = Pipeline::new(Arc::clone(&runtime), registry, Arc::clone(&db), &config);
     let mut grouped = doc("a", "chat", "The router failed again.");
     grouped.metadata.insert("group".into(), json!("g"));
     let report = pipeline.run(grouped).await.unwrap();
@@ -429,6 +433,98 @@ async fn an_engine_role_with_only_createrole_is_enough() {
     );
     assert_eq!(steps[1]["error"]["code"], json!("42501"), "{steps:?}");
     assert_eq!(steps[2]["error"]["kind"], json!("denied"), "{steps:?}");
+    // pg_trgm is a trusted extension: this role may create it, but its
+    // functions then belong to the bootstrap superuser, and revoking them
+    // from PUBLIC does nothing. So it must not be offered as it is:
+    // `set_limit` (it changes a session setting) must not be callable.
+    let report = pipeline
+        .run(doc(
+            "c",
+            "attack",
+            "query SELECT assay_extensions.set_limit(0.9)::text",
+        ))
+        .await
+        .unwrap();
+    let step = &report
+        .findings
+        .iter()
+        .find(|f| f.plugin == "attacker")
+        .unwrap()
+        .data;
+    assert!(step["error"].is_object(), "{step:?}");
+
+    // A superuser does what the warning says; at the next start pg_trgm is
+    // offered, and its plugin-facing functions are exactly the two listed.
+    let advice = warnings[2]
+        .split_once("As a superuser, run: ")
+        .unwrap()
+        .1
+        .to_string();
+    assay_testing::superuser_client(&test_db)
+        .await
+        .batch_execute(&advice)
+        .await
+        .unwrap();
+    let registry = Arc::new(Registry::load(&runtime, &config, &db).await.unwrap());
+    assert_eq!(registry.warnings.len(), 2, "{:?}", registry.warnings);
+    let pipeline = Pipeline::new(Arc::clone(&runtime), registry, Arc::clone(&db), &config);
+    let report = pipeline
+        .run(doc(
+            "d",
+            "attack",
+            "query SELECT assay_extensions.similarity('fire door', 'fire doors')::text\nquery SELECT assay_extensions.set_limit(0.9)::text",
+        ))
+        .await
+        .unwrap();
+    let steps: Vec<&serde_json::Value> = report
+        .findings
+        .iter()
+        .filter(|f| f.plugin == "attacker")
+        .map(|f| &f.data)
+        .collect();
+    assert_eq!(steps[0]["ok"], json!(true), "{steps:?}");
+    assert_eq!(steps[1]["error"]["code"], json!("42501"), "{steps:?}");
+
+    // Later a function of it becomes executable by PUBLIC again (an upgrade
+    // of the extension adds one, or a mistake by hand), which this role
+    // cannot revoke: at the next start the whole schema is closed to
+    // PUBLIC, until a superuser does what the warning says.
+    let superuser = assay_testing::superuser_client(&test_db).await;
+    superuser
+        .batch_execute("GRANT EXECUTE ON FUNCTION assay_extensions.show_trgm(text) TO PUBLIC")
+        .await
+        .unwrap();
+    let similarity = "query SELECT assay_extensions.similarity('fire door', 'fire doors')::text";
+    let restart = async || {
+        let registry = Arc::new(Registry::load(&runtime, &config, &db).await.unwrap());
+        let warnings = registry.warnings.clone();
+        let pipeline = Pipeline::new(Arc::clone(&runtime), registry, Arc::clone(&db), &config);
+        let report = pipeline.run(doc("e", "attack", similarity)).await.unwrap();
+        let step = report
+            .findings
+            .iter()
+            .find(|f| f.plugin == "attacker")
+            .unwrap()
+            .data
+            .clone();
+        (warnings, step)
+    };
+    let (warnings, step) = restart().await;
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(
+        warnings[2].contains("show_trgm") && warnings[2].contains("use of schema"),
+        "{warnings:?}"
+    );
+    assert_eq!(step["error"]["code"], json!("42501"), "{step:?}");
+    let advice = warnings[2]
+        .split_once("As a superuser, run: ")
+        .unwrap()
+        .1
+        .to_string();
+    superuser.batch_execute(&advice).await.unwrap();
+    let (warnings, step) = restart().await;
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert_eq!(step["ok"], json!(true), "{step:?}");
 }
 
 /// The end-of-call reset used with the gate on leaves nothing a plugin's
