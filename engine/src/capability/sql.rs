@@ -166,9 +166,9 @@ impl Capability for Sql {
                 .await
                 .map_err(sandbox::SandboxError::from)?,
         );
-        for warning in &warnings {
-            tracing::warn!("{warning}");
-        }
+        // Not logged here: they reach the registry's warnings, which every
+        // command that starts an engine prints once (logging them too said
+        // each twice on the terminal).
         Ok(Self {
             db: Arc::clone(start.db),
             config: config.clone(),

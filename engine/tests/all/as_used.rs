@@ -493,6 +493,29 @@ fn endless_and_huge_inputs_are_refused_unread() {
     assert!(feeder.join().unwrap(), "assay read the whole gigabyte");
 }
 
+/// A start-up warning (here: an engine role that is not a superuser, so
+/// plpgsql and pg_trgm need one) is said once on the terminal, with its
+/// statement, not once as a log line and again as a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_up_warning_is_said_once() {
+    let db = assay_testing::fresh_database_with_unprivileged_owner().await;
+    let work = Workdir::new();
+    let out = tokio::task::spawn_blocking(move || {
+        work.assay()
+            .env("DATABASE_URL", &db.url)
+            .args(["plugins", "list"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for warning in ["LANGUAGE plpgsql", "pg_trgm's functions"] {
+        assert_eq!(stderr.matches(warning).count(), 1, "said once: {stderr}");
+    }
+}
+
 #[test]
 fn a_wrong_configuration_value_is_named_once_with_its_key_and_source() {
     let work = Workdir::new();
