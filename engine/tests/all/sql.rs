@@ -373,6 +373,27 @@ async fn dropping_a_plugin_takes_its_access_and_purge_its_data() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no plugin named nobody"));
 }
 
+/// What the `attacker` plugin did with `script` (one document, one call):
+/// a step per line, each `ok` with rows or with an `error`.
+async fn attacker_steps(pipeline: &Pipeline, id: &str, script: &str) -> Vec<serde_json::Value> {
+    let report = pipeline.run(doc(id, "attack", script)).await.unwrap();
+    report
+        .findings
+        .into_iter()
+        .filter(|f| f.plugin == "attacker")
+        .map(|f| f.data)
+        .collect()
+}
+
+/// The statement a start-up warning asks a superuser to run.
+fn superusers_statement(warning: &str) -> String {
+    warning
+        .split_once("As a superuser, run: ")
+        .unwrap()
+        .1
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_role_with_only_createrole_is_enough() {
     let test_db = crate::support::fresh_database_with_unprivileged_owner().await;
@@ -410,20 +431,12 @@ async fn an_engine_role_with_only_createrole_is_enough() {
     grouped.metadata.insert("group".into(), json!("g"));
     let report = pipeline.run(grouped).await.unwrap();
     assert_eq!(report.status, "ok", "{:?}", report.plugins);
-    let report = pipeline
-        .run(doc(
-            "b",
-            "attack",
-            "query SELECT current_user::text\nquery SELECT count(*) FROM assay.documents\nexec SET ROLE NONE",
-        ))
-        .await
-        .unwrap();
-    let steps: Vec<&serde_json::Value> = report
-        .findings
-        .iter()
-        .filter(|f| f.plugin == "attacker")
-        .map(|f| &f.data)
-        .collect();
+    let steps = attacker_steps(
+        &pipeline,
+        "b",
+        "query SELECT current_user::text\nquery SELECT count(*) FROM assay.documents\nexec SET ROLE NONE",
+    )
+    .await;
     assert!(
         steps[0]["rows"][0][0]
             .as_str()
@@ -437,51 +450,30 @@ async fn an_engine_role_with_only_createrole_is_enough() {
     // functions then belong to the bootstrap superuser, and revoking them
     // from PUBLIC does nothing. So it must not be offered as it is:
     // `set_limit` (it changes a session setting) must not be callable.
-    let report = pipeline
-        .run(doc(
-            "c",
-            "attack",
-            "query SELECT assay_extensions.set_limit(0.9)::text",
-        ))
-        .await
-        .unwrap();
-    let step = &report
-        .findings
-        .iter()
-        .find(|f| f.plugin == "attacker")
-        .unwrap()
-        .data;
-    assert!(step["error"].is_object(), "{step:?}");
+    let steps = attacker_steps(
+        &pipeline,
+        "c",
+        "query SELECT assay_extensions.set_limit(0.9)::text",
+    )
+    .await;
+    assert!(steps[0]["error"].is_object(), "{steps:?}");
 
     // A superuser does what the warning says; at the next start pg_trgm is
     // offered, and its plugin-facing functions are exactly the two listed.
-    let advice = warnings[2]
-        .split_once("As a superuser, run: ")
-        .unwrap()
-        .1
-        .to_string();
-    assay_testing::superuser_client(&test_db)
-        .await
-        .batch_execute(&advice)
+    let superuser = assay_testing::superuser_client(&test_db).await;
+    superuser
+        .batch_execute(&superusers_statement(&warnings[2]))
         .await
         .unwrap();
     let registry = Arc::new(Registry::load(&runtime, &config, &db).await.unwrap());
     assert_eq!(registry.warnings.len(), 2, "{:?}", registry.warnings);
     let pipeline = Pipeline::new(Arc::clone(&runtime), registry, Arc::clone(&db), &config);
-    let report = pipeline
-        .run(doc(
-            "d",
-            "attack",
-            "query SELECT assay_extensions.similarity('fire door', 'fire doors')::text\nquery SELECT assay_extensions.set_limit(0.9)::text",
-        ))
-        .await
-        .unwrap();
-    let steps: Vec<&serde_json::Value> = report
-        .findings
-        .iter()
-        .filter(|f| f.plugin == "attacker")
-        .map(|f| &f.data)
-        .collect();
+    let steps = attacker_steps(
+        &pipeline,
+        "d",
+        "query SELECT assay_extensions.similarity('fire door', 'fire doors')::text\nquery SELECT assay_extensions.set_limit(0.9)::text",
+    )
+    .await;
     assert_eq!(steps[0]["ok"], json!(true), "{steps:?}");
     assert_eq!(steps[1]["error"]["code"], json!("42501"), "{steps:?}");
 
@@ -489,7 +481,6 @@ async fn an_engine_role_with_only_createrole_is_enough() {
     // of the extension adds one, or a mistake by hand), which this role
     // cannot revoke: at the next start the whole schema is closed to
     // PUBLIC, until a superuser does what the warning says.
-    let superuser = assay_testing::superuser_client(&test_db).await;
     superuser
         .batch_execute("GRANT EXECUTE ON FUNCTION assay_extensions.show_trgm(text) TO PUBLIC")
         .await
@@ -499,15 +490,8 @@ async fn an_engine_role_with_only_createrole_is_enough() {
         let registry = Arc::new(Registry::load(&runtime, &config, &db).await.unwrap());
         let warnings = registry.warnings.clone();
         let pipeline = Pipeline::new(Arc::clone(&runtime), registry, Arc::clone(&db), &config);
-        let report = pipeline.run(doc("e", "attack", similarity)).await.unwrap();
-        let step = report
-            .findings
-            .iter()
-            .find(|f| f.plugin == "attacker")
-            .unwrap()
-            .data
-            .clone();
-        (warnings, step)
+        let steps = attacker_steps(&pipeline, "e", similarity).await;
+        (warnings, steps[0].clone())
     };
     let (warnings, step) = restart().await;
     assert_eq!(warnings.len(), 3, "{warnings:?}");
@@ -516,12 +500,10 @@ async fn an_engine_role_with_only_createrole_is_enough() {
         "{warnings:?}"
     );
     assert_eq!(step["error"]["code"], json!("42501"), "{step:?}");
-    let advice = warnings[2]
-        .split_once("As a superuser, run: ")
-        .unwrap()
-        .1
-        .to_string();
-    superuser.batch_execute(&advice).await.unwrap();
+    superuser
+        .batch_execute(&superusers_statement(&warnings[2]))
+        .await
+        .unwrap();
     let (warnings, step) = restart().await;
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert_eq!(step["ok"], json!(true), "{step:?}");
