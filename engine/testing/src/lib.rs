@@ -42,8 +42,6 @@ struct Server {
     /// removed at exit by [`stop_server`], not by `TempDir`'s drop: a full
     /// run of the suite leaves gigabytes there otherwise.
     dir: Mutex<Option<tempfile::TempDir>>,
-    /// Where `dir` is, for messages after it is gone.
-    dir_path: PathBuf,
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
@@ -103,15 +101,17 @@ fn server() -> &'static Server {
             port: embedded.port(),
             password: embedded.password().to_string(),
             embedded: Mutex::new(Some(embedded)),
-            dir_path: dir.path().to_path_buf(),
             dir: Mutex::new(Some(dir)),
         }
     })
 }
 
-/// The shared test server's directory (data and log), once it is started.
+/// The shared test server's directory (data and log), while it is there.
 pub fn shared_server_dir() -> Option<PathBuf> {
-    SERVER.get().map(|server| server.dir_path.clone())
+    let server = SERVER.get()?;
+    assay::sync::lock(&server.dir)
+        .as_ref()
+        .map(|dir| dir.path().to_path_buf())
 }
 
 /// The last lines of the shared server's log, for a failure to reach it: a
@@ -185,10 +185,15 @@ impl TestDb {
 
     /// A direct client for assertions.
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, conn) = connect(&self.config).await;
-        tokio::spawn(conn);
-        client
+        client_for(&self.config).await
     }
+}
+
+/// A client over `config`, its connection driven in the background.
+async fn client_for(config: &tokio_postgres::Config) -> tokio_postgres::Client {
+    let (client, conn) = connect(config).await;
+    tokio::spawn(conn);
+    client
 }
 
 /// A test's database on the shared server, dropped when the test is done
@@ -310,10 +315,7 @@ pub async fn fresh_database_with_unprivileged_owner() -> TestDb {
 /// what a test's operator does by hand).
 pub async fn superuser_client(test_db: &TestDb) -> tokio_postgres::Client {
     let server = tokio::task::spawn_blocking(server).await.unwrap();
-    let name = test_db.config.get_dbname().unwrap();
-    let (client, conn) = connect(&pg_config(server, name)).await;
-    tokio::spawn(conn);
-    client
+    client_for(&pg_config(server, test_db.config.get_dbname().unwrap())).await
 }
 
 /// The builder of a test engine over `test_db`: the default configuration

@@ -53,21 +53,34 @@ pub const SEARCH_KIND: &str = "search";
 /// pgvector's most dimensions: longer embeddings are compared as arrays.
 pub const PGVECTOR_MAX_DIMENSIONS: usize = 16_000;
 
-/// Whether this role can use the engine's `pg_trgm`, and its pgvector
-/// (false, not an error, where the functions do not exist). The vector type
-/// is looked up first: a function whose argument type does not exist is an
-/// error to `to_regprocedure` on older servers, not a null.
-const EXTENSIONS_AVAILABLE: &str =
-    "SELECT (SELECT count(f) = 2 AND coalesce(bool_and(has_function_privilege(f, 'EXECUTE')), false)
-             FROM (SELECT to_regprocedure(name) AS f
-                   FROM unnest(ARRAY['assay_extensions.similarity(text,text)',
-                                     'assay_extensions.word_similarity(text,text)']) AS name) AS offered),
-            CASE WHEN to_regtype('assay_extensions.vector') IS NULL THEN false
-                 ELSE (SELECT count(f) = 2 AND coalesce(bool_and(has_function_privilege(f, 'EXECUTE')), false)
-                       FROM (SELECT to_regprocedure(name) AS f
-                             FROM unnest(ARRAY['assay_extensions.cosine_distance(assay_extensions.vector,assay_extensions.vector)',
-                                               'assay_extensions.array_to_vector(real[],integer,boolean)']) AS name) AS offered)
-            END";
+/// Whether this role may execute every one of `signatures` (false, not an
+/// error, where one does not exist): a SQL expression.
+fn all_executable(signatures: &[&str]) -> String {
+    let quoted: Vec<String> = signatures.iter().map(|s| format!("'{s}'")).collect();
+    format!(
+        "(SELECT count(f) = {} AND coalesce(bool_and(has_function_privilege(f, 'EXECUTE')), false)
+          FROM (SELECT to_regprocedure(name) AS f FROM unnest(ARRAY[{}]) AS name) AS offered)",
+        signatures.len(),
+        quoted.join(", ")
+    )
+}
+
+/// Whether this role can use the engine's `pg_trgm`, and its pgvector. The
+/// vector type is looked up first: a function whose argument type does not
+/// exist is an error to `to_regprocedure` on older servers, not a null.
+fn extensions_available() -> String {
+    format!(
+        "SELECT {}, CASE WHEN to_regtype('assay_extensions.vector') IS NULL THEN false ELSE {} END",
+        all_executable(&[
+            "assay_extensions.similarity(text,text)",
+            "assay_extensions.word_similarity(text,text)",
+        ]),
+        all_executable(&[
+            "assay_extensions.cosine_distance(assay_extensions.vector,assay_extensions.vector)",
+            "assay_extensions.array_to_vector(real[],integer,boolean)",
+        ]),
+    )
+}
 
 /// The plugin.
 pub struct Similar;
@@ -200,7 +213,7 @@ fn analyze(doc: &Document) -> Result<Vec<Finding>, String> {
         .first()
         .ok_or("the host returned no embedding")?;
     let vector_text = array_literal(vector);
-    let available = sql::query(EXTENSIONS_AVAILABLE, &[])
+    let available = sql::query(&extensions_available(), &[])
         .map_err(|e| format!("checking for pg_trgm and pgvector: {}", e.explain()))?;
     let offered = |column: usize| {
         matches!(
